@@ -1,0 +1,17 @@
+"""Identity hashes: a trained model or a result is named by the settings that shape it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no whitespace; floats that are whole numbers stay distinct from ints."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
+def settings_hash(settings: Any, length: int = 12) -> str:
+    """A short, stable hex digest of ``settings`` (any JSON-serialisable value)."""
+    return hashlib.sha256(canonical_json(settings).encode("ascii")).hexdigest()[:length]

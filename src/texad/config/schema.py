@@ -1,0 +1,158 @@
+"""Load and validate texad configs against the JSON schemas in workflow/schemas/.
+
+Every error names the key path (``methods.method_b.inference.s``) and what is allowed there, so a wrong
+config stops the run before any job starts with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config (or result) that does not match its schema; the message lists every problem."""
+
+
+@cache
+def load_schema(name: str) -> dict:
+    """Read ``<name>.schema.yaml`` shipped with the package (a link to workflow/schemas/)."""
+    text = resources.files("texad").joinpath("schemas", f"{name}.schema.yaml").read_text(encoding="utf-8")
+    schema = yaml.safe_load(text)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def key_path(path) -> str:
+    """``['datasets', 'mvtec_ad', 'classes', 2]`` -> ``datasets.mvtec_ad.classes[2]``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _resolve(schema: dict, root: dict) -> dict:
+    while isinstance(schema, dict) and "$ref" in schema:
+        ref = schema["$ref"]
+        if not ref.startswith("#/"):
+            raise ValueError(f"only local $ref is supported, got {ref}")
+        target = root
+        for part in ref[2:].split("/"):
+            target = target[part]
+        schema = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+    return schema
+
+
+def _describe(schema: dict, root: dict) -> str:
+    """A short human description of what a (sub)schema allows."""
+    schema = _resolve(schema, root)
+    if "const" in schema:
+        return repr(schema["const"])
+    if "enum" in schema:
+        return "one of " + ", ".join(repr(v) for v in schema["enum"])
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            return " or ".join(_describe(s, root) for s in schema[key])
+    kind = schema.get("type", "any value")
+    kind = " or ".join(kind) if isinstance(kind, list) else kind
+    bounds = []
+    for word, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if word in schema:
+            bounds.append(f"{sym} {schema[word]}")
+    if "multipleOf" in schema:
+        bounds.append(f"a multiple of {schema['multipleOf']}")
+    if kind == "array" and "items" in schema:
+        kind = f"a list of ({_describe(schema['items'], root)})"
+    return kind + (" " + ", ".join(bounds) if bounds else "")
+
+
+def _format_error(err: jsonschema.ValidationError, root: dict) -> str:
+    where = key_path(err.absolute_path)
+    schema = err.schema if isinstance(err.schema, dict) else {}
+    got = repr(err.instance)
+    if err.validator == "additionalProperties":
+        allowed = sorted(schema.get("properties", {}))
+        extra = sorted(set(err.instance) - set(allowed))
+        parts = []
+        for key in extra:
+            sub = f"{where}.{key}" if err.absolute_path else key
+            parts.append(f"{sub}: unknown key; allowed keys here: {', '.join(allowed)}")
+        return "\n".join(parts)
+    if err.validator == "required":
+        missing = [k for k in schema.get("required", []) if k not in err.instance]
+        return "\n".join(f"{where}: missing required key '{k}'" for k in missing)
+    if err.validator in ("enum", "const"):
+        return f"{where}: {got} is not allowed; allowed values: {_describe(schema, root)}"
+    if err.validator in ("oneOf", "anyOf"):
+        return f"{where}: {got} is not allowed; expected {_describe(schema, root)}"
+    if err.validator == "type":
+        return f"{where}: {got} has the wrong type; expected {_describe(schema, root)}"
+    if err.validator in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"):
+        return f"{where}: {got} is out of range; allowed: {_describe(schema, root)}"
+    if err.validator == "uniqueItems":
+        return f"{where}: {got} has repeated entries; list each value once"
+    if err.validator in ("minItems", "maxItems", "minLength"):
+        return f"{where}: {got} is too short; {err.message}"
+    if err.validator == "pattern":
+        return f"{where}: {got} does not match the pattern {schema.get('pattern')!r}"
+    return f"{where}: {err.message}"
+
+
+def validate(instance: Any, schema_name: str, *, what: str = "config") -> None:
+    """Raise ConfigError listing every schema violation of ``instance`` (all of them, sorted by key path)."""
+    schema = load_schema(schema_name)
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: (key_path(e.absolute_path), e.validator))
+    if errors:
+        lines = []
+        for err in errors:
+            text = _format_error(err, schema)
+            if text and text not in lines:
+                lines.append(text)
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(lines))
+
+
+def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
+    """Return a copy of ``instance`` with the schema's ``default:`` values filled in, recursively."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    if isinstance(instance, dict) and schema.get("type") == "object" or (isinstance(instance, dict) and "properties" in schema):
+        out = dict(instance)
+        for key, sub in schema.get("properties", {}).items():
+            sub_r = _resolve(sub, root)
+            if key not in out and "default" in sub_r:
+                out[key] = copy.deepcopy(sub_r["default"])
+            if key in out:
+                out[key] = fill_defaults(out[key], sub_r, root)
+        return out
+    return instance
+
+
+def validate_config(config: dict, *, source: str | Path | None = None) -> dict:
+    """Validate a config dict (as loaded from YAML) and return it with defaults filled in."""
+    if not isinstance(config, dict):
+        raise ConfigError(f"invalid config{f' {source}' if source else ''}: the top level must be a mapping of keys")
+    what = f"config {source}" if source else "config"
+    schema = load_schema("config")
+    validate(config, "config", what=what)
+    full = fill_defaults(config, schema)
+    validate(full, "config", what=what)  # defaults themselves must be valid
+    return full
+
+
+def load_config(path: str | Path) -> dict:
+    """Read a YAML config file, validate it, and return it with defaults filled in."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with an existing YAML file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    return validate_config(data if data is not None else {}, source=path)
