@@ -180,11 +180,19 @@ def scan_dtd(root: str | Path) -> dict:
     return {"categories": len(counts), "images": sum(counts.values()), "per_category": counts}
 
 
-def check_dtd(root: str | Path) -> dict:
+def check_dtd(
+    root: str | Path, *, expected_categories: int | None = None, expected_images: int | None = None
+) -> dict:
+    """Scan DTD and raise LayoutError unless it holds the expected numbers of folders and jpgs.
+
+    The expected numbers default to DTD r1.0.1's (``DTD_EXPECTED_CATEGORIES``/``DTD_EXPECTED_IMAGES``).
+    """
+    want_categories = DTD_EXPECTED_CATEGORIES if expected_categories is None else expected_categories
+    want_images = DTD_EXPECTED_IMAGES if expected_images is None else expected_images
     report = scan_dtd(root)
-    if report["categories"] != DTD_EXPECTED_CATEGORIES or report["images"] != DTD_EXPECTED_IMAGES:
+    if report["categories"] != want_categories or report["images"] != want_images:
         raise LayoutError(
             f"{Path(root) / 'images'} holds {report['images']} jpgs in {report['categories']} folders, "
-            f"expected {DTD_EXPECTED_IMAGES} in {DTD_EXPECTED_CATEGORIES}: re-download DTD r1.0.1"
+            f"expected {want_images} in {want_categories}: re-download DTD r1.0.1"
         )
     return report

@@ -31,6 +31,9 @@ written with a fixed compression level and no metadata (same seed -> identical b
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,6 +43,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+
+from texad.data.download import write_marker
 
 __all__ = [
     "DEFAULT_CLASSES",
@@ -51,6 +56,7 @@ __all__ = [
     "render_defect",
     "render_normal",
     "sample_rng",
+    "stage_class",
 ]
 
 
@@ -710,3 +716,24 @@ def generate_dataset(root: Path, classes: Sequence[str], **kwargs) -> dict[str, 
         if key in kwargs:
             _check_count(kwargs[key], key)
     return {c: generate_class(root, c, **kwargs) for c in classes}
+
+
+def stage_class(root: Path, name: str, *, marker: Path, **kwargs) -> dict:
+    """Generate class ``name`` into ``root/<name>`` atomically, then write ``marker`` (the rule's output).
+
+    The class is rendered into a temporary sibling folder and moved into place in one rename, so a
+    killed job leaves no half class; a stale folder without its marker (an earlier killed run) is replaced.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.generating-", dir=root))
+    try:
+        manifest = generate_class(tmp, name, **kwargs)
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp / name, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_marker(Path(marker), {**manifest, "root": str(final)})
+    return manifest

@@ -13,16 +13,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from texad.data.layout import IMAGE_SUFFIXES, find_mask
+
 __all__ = ["make_contact_sheet"]
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 _MAX_TILE = 256  # images are downscaled to at most this many pixels per side for the sheet
 
 
 def _images(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _evenly(items: list, k: int) -> list:
@@ -33,15 +34,6 @@ def _evenly(items: list, k: int) -> list:
         return list(items)
     idx = np.linspace(0, len(items) - 1, k).round().astype(int)
     return [items[i] for i in idx]
-
-
-def _find_mask(class_dir: Path, defect: str, image: Path) -> Path | None:
-    gt = class_dir / "ground_truth" / defect
-    for cand in (f"{image.stem}_mask.png", f"{image.stem}.png", f"{image.stem}_mask{image.suffix}"):
-        p = gt / cand
-        if p.is_file():
-            return p
-    return None
 
 
 def _load(path: Path) -> tuple[np.ndarray, bool]:
@@ -122,7 +114,7 @@ def make_contact_sheet(
             if defect:
                 ax = axes[r, col]
                 ax.imshow(img, interpolation="nearest", **kw)
-                mpath = _find_mask(class_dir, defect, path)
+                mpath = find_mask(class_dir, defect, path)
                 if mpath is not None:
                     mask = _load_mask(mpath, img.shape[:2])
                     overlay = np.zeros((*mask.shape, 4), np.float32)

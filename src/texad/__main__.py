@@ -1,0 +1,7 @@
+"""``python -m texad`` (used by Snakemake rules inside conda envs, where no console script exists)."""
+
+import sys
+
+from texad.cli import main
+
+sys.exit(main())

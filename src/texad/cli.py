@@ -1,0 +1,215 @@
+"""The ``texad`` command: argument parsing only; the work is done by the package modules.
+
+Snakemake rules call these subcommands with explicit arguments. Every error that a user can fix is
+reported as one ``texad: error: ...`` message naming the file or key, with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from texad import __version__
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    from texad.data.download import write_marker  # atomic JSON writer
+
+    write_marker(path, payload)
+
+
+def cmd_validate_config(args) -> int:
+    from texad.config import load_config
+
+    for path in args.configs:
+        config = load_config(path)
+        if args.print_defaults:
+            json.dump(config, sys.stdout, indent=2)
+            print()
+        else:
+            print(f"{path}: valid")
+    return 0
+
+
+def cmd_synth(args) -> int:
+    from texad.data.synth import stage_class
+
+    settings = {
+        "image_size": args.image_size,
+        "n_train": args.n_train,
+        "n_test_good": args.n_test_good,
+        "n_test_per_defect": args.n_test_per_defect,
+        "seed": args.seed,
+    }
+    if args.config:
+        from texad.config import load_config
+
+        synth_cfg = load_config(args.config)["datasets"].get("synthetic", {})
+        settings = {k: synth_cfg.get(k, v) if v is None else v for k, v in settings.items()}
+    settings = {k: v for k, v in settings.items() if v is not None}
+    marker = args.marker or Path(args.out) / f"{args.class_name}.manifest.json"
+    manifest = stage_class(Path(args.out), args.class_name, marker=marker, **settings)
+    print(f"synthetic class {args.class_name}: {manifest['counts']} -> {Path(args.out) / args.class_name}")
+    return 0
+
+
+def cmd_download(args) -> int:
+    from texad.data.stage import stage_dataset
+
+    source = {"url": args.url, "archive": args.archive, "path": args.path, "accept_license": args.accept_license,
+              "keep_archive": not args.no_keep_archive}  # fmt: skip
+    if args.config:
+        from texad.config import load_config
+
+        ds_cfg = load_config(args.config)["datasets"].get(args.dataset, {})
+        for key in ("url", "archive", "path", "keep_archive", "accept_license"):
+            if key in ds_cfg and (source[key] in (None, False) or key == "keep_archive"):
+                source[key] = ds_cfg[key]
+        if args.classes is None and ds_cfg.get("classes"):
+            args.classes = ds_cfg["classes"]
+    stage_dataset(
+        args.dataset,
+        root=Path(args.root),
+        cache=Path(args.cache),
+        marker=Path(args.marker),
+        classes=args.classes,
+        url=source["url"],
+        archive=Path(source["archive"]) if source["archive"] else None,
+        path=Path(source["path"]) if source["path"] else None,
+        accept_license=bool(source["accept_license"]),
+        keep_archive=bool(source["keep_archive"]),
+    )
+    print(f"{args.dataset}: staged, marker {args.marker}")
+    return 0
+
+
+def cmd_check_class(args) -> int:
+    from texad.data.catalog import get_dataset
+    from texad.data.download import read_marker
+    from texad.data.layout import check_class, scan_class
+
+    class_dir = Path(args.class_dir)
+    if args.dataset == "synthetic":
+        manifest = read_marker(Path(args.manifest)) if args.manifest else None
+        if manifest is None:
+            raise FileNotFoundError(f"synthetic manifest {args.manifest} is missing: run `texad synth` first")
+        report = check_class(class_dir, {"counts": {k: v for k, v in manifest["counts"].items() if v},
+                                         "modes": {manifest["mode"]: None}})  # fmt: skip
+    else:
+        expected = get_dataset(args.dataset).expected.get(class_dir.name)
+        report = check_class(class_dir, expected) if expected else scan_class(class_dir)
+    report["dataset"] = args.dataset
+    _write_json(Path(args.out), report)
+    print(f"{args.dataset}/{class_dir.name}: {report['n_train']} train, {report['n_test']} test "
+          f"({report['n_defective']} defective) - layout ok")  # fmt: skip
+    return 0
+
+
+def cmd_contact_sheet(args) -> int:
+    from texad.report.contact_sheet import make_contact_sheet
+
+    make_contact_sheet(Path(args.class_dir), Path(args.out), n_normal=args.n_normal, per_defect=args.per_defect,
+                       title=args.title)  # fmt: skip
+    return 0
+
+
+def cmd_aggregate(args) -> int:
+    from texad.results.aggregate import collect, write_tables
+
+    df = collect([Path(p) for p in args.results])
+    written = write_tables(df, Path(args.out_dir), metrics=tuple(args.metrics))
+    for path in written:
+        print(path)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="texad", description="Texture anomaly detection benchmark (diffusion methods and baselines).")
+    parser.add_argument("--version", action="version", version=f"texad {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate-config", help="check configs against the schema (names every wrong key)")
+    p.add_argument("configs", nargs="+", type=Path)
+    p.add_argument("--print-defaults", action="store_true", help="print the config with schema defaults filled in")
+    p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser("synth", help="generate one class of the embedded synthetic texture-defect set")
+    p.add_argument("--class", dest="class_name", required=True)
+    p.add_argument("--out", required=True, help="dataset root; the class is written to OUT/<class>")
+    p.add_argument("--marker", type=Path, help="completion marker (default OUT/<class>.manifest.json)")
+    p.add_argument("--config", type=Path, help="take unset sizes from datasets.synthetic of this config")
+    p.add_argument("--image-size", type=int)
+    p.add_argument("--n-train", type=int)
+    p.add_argument("--n-test-good", type=int)
+    p.add_argument("--n-test-per-defect", type=int)
+    p.add_argument("--seed", type=int)
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("download", help="fetch, verify, safely extract and check a dataset (MVTec AD, DTD-Synthetic, DTD)")
+    p.add_argument("dataset", choices=["mvtec_ad", "dtd_synthetic", "dtd"])
+    p.add_argument("--root", required=True, help="where the class folders end up")
+    p.add_argument("--cache", required=True, help="archive cache (partial downloads resume from here)")
+    p.add_argument("--marker", required=True, help="completion marker, written last")
+    p.add_argument("--classes", nargs="+")
+    p.add_argument("--config", type=Path, help="read url/archive/path/licence from datasets.<dataset> of this config")
+    p.add_argument("--url")
+    p.add_argument("--archive", help="a local archive you downloaded by hand")
+    p.add_argument("--path", help="an extracted copy you already have (no download)")
+    p.add_argument("--accept-license", action="store_true")
+    p.add_argument("--no-keep-archive", action="store_true")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("check-class", help="count a class folder against the expected layout; write a JSON report")
+    p.add_argument("--dataset", required=True, choices=["mvtec_ad", "dtd_synthetic", "synthetic"])
+    p.add_argument("--class-dir", required=True)
+    p.add_argument("--manifest", help="the synthetic generator's manifest (dataset synthetic)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_check_class)
+
+    p = sub.add_parser("contact-sheet", help="PNG of normal images, defects and masks of one class")
+    p.add_argument("--class-dir", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-normal", type=int, default=4)
+    p.add_argument("--per-defect", type=int, default=2)
+    p.add_argument("--title")
+    p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("aggregate", help="turn result JSONs into tables (CSV, Markdown, LaTeX)")
+    p.add_argument("--results", nargs="+", required=True, help="result JSON files or folders holding them")
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro", "pixel_ap"])
+    p.set_defaults(func=cmd_aggregate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from texad.config import ConfigError
+
+    expected_errors: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
+    try:
+        from texad.data.download import DownloadError
+        from texad.data.layout import LayoutError
+        from texad.data.mvtec import DatasetError
+
+        expected_errors += (DownloadError, LayoutError, DatasetError)
+        try:
+            from texad.data.stage import LicenceNotAccepted
+
+            expected_errors += (LicenceNotAccepted,)
+        except ImportError:
+            pass
+        return args.func(args)
+    except expected_errors as exc:
+        print(f"texad: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # full disk, unwritable folder: say which path
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"texad: error: {exc.strerror or exc}{where}; check free space and permissions", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+# Config validation, look-ups and input functions shared by every rule file.
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+from texad.config import ConfigError, validate_config
+
+try:
+    _validated = validate_config(dict(config))
+except ConfigError as exc:
+    raise WorkflowError(
+        f"{exc}\n(schema: workflow/schemas/config.schema.yaml)"
+    ) from None
+config.clear()
+config.update(_validated)
+
+# Datasets made of MVTec-layout classes; `dtd` is DRAEM's anomaly source (images only).
+CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
+DOWNLOADED = ("mvtec_ad", "dtd_synthetic", "dtd")
+# Methods whose rules exist in this version of the workflow.
+IMPLEMENTED_METHODS = ()
+
+_pending = [
+    m
+    for m, c in config["methods"].items()
+    if c.get("enabled") and m not in IMPLEMENTED_METHODS
+]
+if _pending:
+    sys.stderr.write(
+        "texad: enabled methods not yet available in this version (only the data stage is planned for them): "
+        + ", ".join(_pending)
+        + "\n"
+    )
+
+PYTHON_TEXAD = "python -m texad"
+
+
+wildcard_constraints:
+    dataset="|".join(CLASS_DATASETS + ("dtd",)),
+    cls=r"[A-Za-z0-9_]+",
+
+
+def dataset_cfg(dataset):
+    return config["datasets"].get(dataset, {"enabled": False})
+
+
+def enabled_class_datasets():
+    return [d for d in CLASS_DATASETS if dataset_cfg(d)["enabled"]]
+
+
+def dataset_root(dataset):
+    """Where the class folders of `dataset` live: the user's copy (`path`) or texad's staging folder."""
+    return dataset_cfg(dataset).get("path") or f"resources/datasets/{dataset}"
+
+
+def class_dir(wildcards):
+    return f"{dataset_root(wildcards.dataset)}/{wildcards.cls}"
+
+
+def stage_marker(wildcards):
+    """The completion marker of the job that puts a class folder in place."""
+    if wildcards.dataset == "synthetic":
+        return f"resources/datasets/synthetic/{wildcards.cls}.manifest.json"
+    return f"resources/datasets/{wildcards.dataset}.staged.json"
+
+
+def synth_params(wildcards):
+    c = dataset_cfg("synthetic")
+    return (
+        f"--image-size {c['image_size']} --n-train {c['n_train']} --n-test-good {c['n_test_good']} "
+        f"--n-test-per-defect {c['n_test_per_defect']} --seed {c['seed']}"
+    )
+
+
+def download_args(wildcards):
+    """Explicit CLI arguments for `texad download` from datasets.<dataset>."""
+    c = dataset_cfg(wildcards.dataset)
+    args = []
+    if c.get("classes"):
+        args += ["--classes", *c["classes"]]
+    for key in ("url", "archive", "path"):
+        if c.get(key):
+            args += [f"--{key}", f"'{c[key]}'"]
+    if c.get("accept_license"):
+        args.append("--accept-license")
+    if not c.get("keep_archive", True):
+        args.append("--no-keep-archive")
+    return " ".join(args)
+
+
+def class_outputs(pattern):
+    """`pattern` expanded over every enabled (dataset, class)."""
+    return [
+        pattern.format(dataset=d, cls=c)
+        for d in enabled_class_datasets()
+        for c in dataset_cfg(d)["classes"]
+    ]
+
+
+def method_results():
+    """The result JSON of every enabled, implemented method on every enabled class and seed."""
+    methods = [
+        m for m in IMPLEMENTED_METHODS if config["methods"].get(m, {}).get("enabled")
+    ]
+    return [
+        f"results/runs/{d}/{c}/{m}/default/seed{s}.json"
+        for d in enabled_class_datasets()
+        for c in dataset_cfg(d)["classes"]
+        for m in methods
+        for s in config["seeds"]
+    ]
+
+
+def get_final_output():
+    targets = class_outputs("results/data/{dataset}/{cls}/layout.json")
+    targets += class_outputs("results/data/{dataset}/{cls}/contact_sheet.png")
+    if dataset_cfg("dtd")["enabled"]:
+        targets.append("resources/datasets/dtd.staged.json")
+    if method_results():
+        targets.append("results/tables/image_auroc.csv")
+    return targets

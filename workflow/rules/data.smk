@@ -1,0 +1,75 @@
+# Data stage: generate the synthetic set, stage downloads (head node only), check every class.
+
+
+rule synth_class:
+    output:
+        marker="resources/datasets/synthetic/{cls}.manifest.json",
+    log:
+        "results/logs/synth/{cls}.log",
+    benchmark:
+        "results/benchmarks/synth/{cls}.tsv"
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        texad=PYTHON_TEXAD,
+        root=lambda wc, output: os.path.dirname(output.marker),
+        settings=synth_params,
+    shell:
+        "{params.texad} synth --class {wildcards.cls} --out {params.root} --marker {output.marker} "
+        "{params.settings} > {log} 2>&1"
+
+
+# Downloads run on the head node (localrule): cluster compute nodes often have no internet. Partial
+# archives live in resources/downloads, outside the declared output, so a killed download resumes.
+rule stage_dataset:
+    output:
+        marker="resources/datasets/{dataset}.staged.json",
+    log:
+        "results/logs/stage/{dataset}.log",
+    benchmark:
+        "results/benchmarks/stage/{dataset}.tsv"
+    localrule: True
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        texad=PYTHON_TEXAD,
+        root=lambda wc: f"resources/datasets/{wc.dataset}",
+        cache="resources/downloads",
+        args=download_args,
+    shell:
+        "{params.texad} download {wildcards.dataset} --root {params.root} --cache {params.cache} "
+        "--marker {output.marker} {params.args} > {log} 2>&1"
+
+
+rule check_class:
+    input:
+        marker=stage_marker,
+    output:
+        layout="results/data/{dataset}/{cls}/layout.json",
+    log:
+        "results/logs/check_class/{dataset}/{cls}.log",
+    benchmark:
+        "results/benchmarks/check_class/{dataset}/{cls}.tsv"
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=20,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        manifest=lambda wc, input: (
+            f"--manifest {input.marker}" if wc.dataset == "synthetic" else ""
+        ),
+    shell:
+        "{params.texad} check-class --dataset {wildcards.dataset} --class-dir {params.class_dir} "
+        "{params.manifest} --out {output.layout} > {log} 2>&1"
