@@ -7,10 +7,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# config.yaml is the default; a --configfile replaces it instead of being merged into it.
+# config.yaml (beside this file) is the default; a --configfile replaces it instead of being merged into it.
 if not workflow.config_settings.configfiles:
 
-    configfile: "config.yaml"
+    configfile: f"{workflow.basedir}/config.yaml"
 
 
 report: "workflow/report/workflow.rst"

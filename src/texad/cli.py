@@ -188,19 +188,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from texad.config import ConfigError
 
-    expected_errors: tuple[type[BaseException], ...] = (ConfigError, FileNotFoundError, FileExistsError, ValueError)
+    from texad.data.download import DownloadError
+    from texad.data.layout import LayoutError
+    from texad.data.mvtec import DatasetError
+    from texad.data.stage import LicenceNotAccepted
+
+    expected_errors = (ConfigError, FileNotFoundError, FileExistsError, ValueError, DownloadError, LayoutError,
+                       DatasetError, LicenceNotAccepted)  # fmt: skip
     try:
-        from texad.data.download import DownloadError
-        from texad.data.layout import LayoutError
-        from texad.data.mvtec import DatasetError
-
-        expected_errors += (DownloadError, LayoutError, DatasetError)
-        try:
-            from texad.data.stage import LicenceNotAccepted
-
-            expected_errors += (LicenceNotAccepted,)
-        except ImportError:
-            pass
         return args.func(args)
     except expected_errors as exc:
         print(f"texad: error: {exc}", file=sys.stderr)

@@ -91,9 +91,11 @@ def list_samples(class_dir: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def _header(path: Path) -> tuple[tuple[int, int], str]:
+def _decode(path: Path) -> tuple[tuple[int, int], str]:
+    """Size and mode of an image, decoding it fully so a truncated or corrupt file is caught here."""
     try:
         with Image.open(path) as im:
+            im.load()
             return im.size, im.mode
     except (UnidentifiedImageError, OSError) as exc:
         raise LayoutError(f"cannot read image {path}: {exc}; re-download the dataset or remove the file") from exc
@@ -109,11 +111,11 @@ def scan_class(class_dir: str | Path) -> dict:
     counts = Counter(f"{s.path.parent.parent.name}/{s.defect}" for s in train + test)
     sizes, modes = Counter(), Counter()
     for sample in train + test:
-        size, mode = _header(sample.path)
+        size, mode = _decode(sample.path)
         sizes[f"{size[0]}x{size[1]}"] += 1
         modes[mode] += 1
         if sample.mask is not None:
-            mask_size, _ = _header(sample.mask)
+            mask_size, _ = _decode(sample.mask)
             if mask_size != size:
                 raise LayoutError(
                     f"mask {sample.mask} is {mask_size[0]}x{mask_size[1]} but its image {sample.path} is "

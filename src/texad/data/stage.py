@@ -360,7 +360,7 @@ def _missing_classes_error(
         what = "an images/ folder (DTD layout images/<category>/*.jpg)"
     else:
         what = f"a folder holding the class folder(s) {', '.join(classes)}"
-    return LayoutError(f"{where} has no {what}. Found: {_describe(top)}. {hint}")
+    return LayoutError(f"{where} does not contain {what}. Found: {_describe(top)}. {hint}")
 
 
 # ---------------------------------------------------------------------------------- provenance
@@ -432,8 +432,10 @@ def _install(
         try:
             reports, new_entries = _check_layout(ds, data_dir, classes, manifest_dir)
         except LayoutError as exc:
+            # Name files as archive members, not by the temporary folder they were checked in.
+            detail = str(exc).replace(f"{extracted}{os.sep}", f"{archive.name}:")
             raise LayoutError(
-                f"The archive {archive} does not hold a valid copy of {ds.name}: {exc}"
+                f"The archive {archive} does not hold a valid copy of {ds.name}: {detail}"
             ) from exc
 
         root.mkdir(parents=True, exist_ok=True)

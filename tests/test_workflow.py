@@ -1,0 +1,120 @@
+"""The Snakemake workflow: dry runs of both configs, lint, bad config, the SLURM profile, a tiny real run."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = str(Path(sys.executable).parent)
+
+
+def smk(*args, cwd=None, timeout=600):
+    """Run snakemake on the repo's Snakefile in `cwd` (default: a fresh empty folder, so nothing is done yet)."""
+    cwd = cwd or tempfile.mkdtemp(prefix="texad-smk-")
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def job_counts(output: str) -> dict[str, int]:
+    block = output.split("Job stats:", 1)[1].split("total", 1)[0]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def test_paper_config_plans_every_data_job():
+    run = smk("-n", "--configfile", str(ROOT / "config.yaml"))
+    assert run.returncode == 0, run.stderr
+    counts = job_counts(run.stdout + run.stderr)
+    assert counts["stage_dataset"] == 3  # MVTec AD, DTD-Synthetic, DTD
+    assert counts["check_class"] == 8 and counts["contact_sheet"] == 8  # 5 MVTec textures + 3 DTD-Synthetic
+    for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
+        assert f"/{name}/layout.json" in run.stdout + run.stderr
+
+
+def test_default_configfile_is_the_paper_config():
+    run = smk("-n")
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stdout + run.stderr)["check_class"] == 8
+
+
+def test_demo_config_is_not_merged_with_the_paper_config():
+    run = smk("-n", "--configfile", str(ROOT / "config" / "demo.yaml"))
+    assert run.returncode == 0, run.stderr
+    counts = job_counts(run.stdout + run.stderr)
+    assert counts == {"synth_class": 3, "check_class": 3, "contact_sheet": 3, "all": 1}
+
+
+def test_bad_key_stops_before_any_job(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["datasets"]["synthetic"]["n_tarin"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = smk("--cores", "1", "--configfile", str(path), cwd=tmp_path)
+    assert run.returncode != 0
+    assert "datasets.synthetic.n_tarin: unknown key" in run.stderr
+    assert not (tmp_path / "resources").exists() and not (tmp_path / "results").exists()
+
+
+def test_lint_is_clean_on_both_configs():
+    for cfg in ("config.yaml", "config/demo.yaml"):
+        run = smk("--lint", "--configfile", str(ROOT / cfg))
+        assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_slurm_profile_dry_run_plans_jobs():
+    run = smk("-n", "--profile", str(ROOT / "profiles" / "slurm"), "--configfile", str(ROOT / "config.yaml"))
+    assert run.returncode == 0, run.stderr
+    assert job_counts(run.stdout + run.stderr)["check_class"] == 8
+
+
+def test_profiles_follow_the_slurm_conventions():
+    slurm = yaml.safe_load((ROOT / "profiles" / "slurm" / "profile.yaml").read_text())
+    assert slurm["executor"] == "slurm"
+    for rule, res in slurm.get("set-resources", {}).items():
+        assert "slurm_extra" not in res or not re.search(r"--(gres|gpus)", str(res["slurm_extra"])), rule
+        assert "gpu" in res or "gres" in res
+    assert isinstance(slurm["default-resources"]["runtime"], int)  # minutes
+    local = yaml.safe_load((ROOT / "profiles" / "local" / "profile.yaml").read_text())
+    assert local["resources"]["gpu"] == 1
+
+
+def test_every_rule_declares_log_benchmark_threads_resources_conda():
+    text = "".join(p.read_text() for p in (ROOT / "workflow" / "rules").glob("*.smk"))
+    rules = re.split(r"^rule ", text, flags=re.M)[1:]
+    assert len(rules) >= 4
+    for body in rules:
+        name = body.split(":", 1)[0]
+        for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:", "mem_mb=", "runtime="):
+            assert directive in body, f"rule {name} lacks {directive}"
+
+
+@pytest.mark.slow
+def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
+    cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
+    cfg["datasets"]["synthetic"].update(classes=["woven", "wood"], image_size=64, n_train=3, n_test_good=2,
+                                        n_test_per_defect=1)  # fmt: skip
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    for cls in ("woven", "wood"):
+        layout = json.loads((tmp_path / "results" / "data" / "synthetic" / cls / "layout.json").read_text())
+        assert layout["counts"] == {"test/fold": 1, "test/good": 2, "test/hole": 1, "test/scratch": 1,
+                                    "test/stain": 1, "train/good": 3}  # fmt: skip
+        sheet = tmp_path / "results" / "data" / "synthetic" / cls / "contact_sheet.png"
+        assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (tmp_path / "results" / "benchmarks" / "synth" / f"{cls}.tsv").is_file()
+        assert (tmp_path / "results" / "logs" / "synth" / f"{cls}.log").is_file()
+    again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    report = smk("--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="ignore")
+    assert "contact_sheet.png" in html
