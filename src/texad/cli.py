@@ -187,7 +187,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from texad.config import ConfigError
-
     from texad.data.download import DownloadError
     from texad.data.layout import LayoutError
     from texad.data.mvtec import DatasetError
