@@ -30,6 +30,7 @@ bench: install
 
 lint: install
 	ruff check src tests benchmarks
+	ruff format --check src tests benchmarks
 	snakefmt --check Snakefile workflow
 	snakemake --lint
 	snakemake --lint --configfile config/demo.yaml

@@ -104,7 +104,9 @@ def test_load_config_errors_name_the_file(tmp_path):
 def test_cli_validate_config_exit_status(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({**MINIMAL, "devise": "cpu"}))
-    run = subprocess.run([sys.executable, "-m", "texad", "validate-config", str(bad)], capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-m", "texad", "validate-config", str(bad)], capture_output=True, text=True
+    )
     assert run.returncode == 1
     assert "devise: unknown key" in run.stderr
     ok = subprocess.run([sys.executable, "-m", "texad", "validate-config", str(ROOT / "config.yaml")],

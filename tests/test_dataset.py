@@ -72,7 +72,9 @@ def test_truncated_image_is_an_error_naming_the_file(synth_root, tmp_path):
 def test_missing_mask_is_an_error_naming_the_expected_file(synth_root, tmp_path):
     cls = copy_class(synth_root / "carpet", tmp_path / "carpet")
     (cls / "ground_truth" / "hole" / "001_mask.png").unlink()
-    with pytest.raises(LayoutError, match=r"no mask for .*hole/001\.png: expected .*ground_truth/hole/001_mask\.png"):
+    with pytest.raises(
+        LayoutError, match=r"no mask for .*hole/001\.png: expected .*ground_truth/hole/001_mask\.png"
+    ):
         list_samples(cls, "test")
 
 

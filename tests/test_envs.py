@@ -42,7 +42,16 @@ def test_every_requirement_is_pinned_exactly():
     pins = requirements()
     assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
     assert pins["snakemake"].startswith("9.")
-    for required in ("pandas", "scikit-learn", "scipy", "matplotlib", "seaborn", "pyyaml", "jsonschema", "tqdm"):
+    for required in (
+        "pandas",
+        "scikit-learn",
+        "scipy",
+        "matplotlib",
+        "seaborn",
+        "pyyaml",
+        "jsonschema",
+        "tqdm",
+    ):
         assert required in pins
 
 
@@ -60,7 +69,9 @@ def test_envs_agree_with_requirements():
             if name in PIP_ONLY:
                 assert pip.get(name) == version, f"{path.name}: pip {name} should be =={version}"
             else:
-                assert conda.get(CONDA_NAME.get(name, name)) == version, f"{path.name}: {name} should be {version}"
+                assert conda.get(CONDA_NAME.get(name, name)) == version, (
+                    f"{path.name}: {name} should be {version}"
+                )
         unknown = set(conda) - {CONDA_NAME.get(n, n) for n in pins} - {"python", "cuda-version"}
         assert not unknown, f"{path.name} pins packages missing from requirements.txt: {unknown}"
 

@@ -19,7 +19,16 @@ def smk(*args, cwd=None, timeout=600):
     """Run snakemake on the repo's Snakefile in `cwd` (default: a fresh empty folder, so nothing is done yet)."""
     cwd = cwd or tempfile.mkdtemp(prefix="texad-smk-")
     env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", "")}
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--directory", str(cwd), *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(cwd),
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
@@ -114,7 +123,9 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert (tmp_path / "results" / "logs" / "synth" / f"{cls}.log").is_file()
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
-    report = smk("--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path)
+    report = smk(
+        "--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path
+    )
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="ignore")
     assert "contact_sheet.png" in html

@@ -126,13 +126,17 @@ def cmd_aggregate(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="texad", description="Texture anomaly detection benchmark (diffusion methods and baselines).")
+    parser = argparse.ArgumentParser(
+        prog="texad", description="Texture anomaly detection benchmark (diffusion methods and baselines)."
+    )
     parser.add_argument("--version", action="version", version=f"texad {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("validate-config", help="check configs against the schema (names every wrong key)")
     p.add_argument("configs", nargs="+", type=Path)
-    p.add_argument("--print-defaults", action="store_true", help="print the config with schema defaults filled in")
+    p.add_argument(
+        "--print-defaults", action="store_true", help="print the config with schema defaults filled in"
+    )
     p.set_defaults(func=cmd_validate_config)
 
     p = sub.add_parser("synth", help="generate one class of the embedded synthetic texture-defect set")
@@ -147,13 +151,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.set_defaults(func=cmd_synth)
 
-    p = sub.add_parser("download", help="fetch, verify, safely extract and check a dataset (MVTec AD, DTD-Synthetic, DTD)")
+    p = sub.add_parser(
+        "download", help="fetch, verify, safely extract and check a dataset (MVTec AD, DTD-Synthetic, DTD)"
+    )
     p.add_argument("dataset", choices=["mvtec_ad", "dtd_synthetic", "dtd"])
     p.add_argument("--root", required=True, help="where the class folders end up")
     p.add_argument("--cache", required=True, help="archive cache (partial downloads resume from here)")
     p.add_argument("--marker", required=True, help="completion marker, written last")
     p.add_argument("--classes", nargs="+")
-    p.add_argument("--config", type=Path, help="read url/archive/path/licence from datasets.<dataset> of this config")
+    p.add_argument(
+        "--config", type=Path, help="read url/archive/path/licence from datasets.<dataset> of this config"
+    )
     p.add_argument("--url")
     p.add_argument("--archive", help="a local archive you downloaded by hand")
     p.add_argument("--path", help="an extracted copy you already have (no download)")
@@ -161,7 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-keep-archive", action="store_true")
     p.set_defaults(func=cmd_download)
 
-    p = sub.add_parser("check-class", help="count a class folder against the expected layout; write a JSON report")
+    p = sub.add_parser(
+        "check-class", help="count a class folder against the expected layout; write a JSON report"
+    )
     p.add_argument("--dataset", required=True, choices=["mvtec_ad", "dtd_synthetic", "synthetic"])
     p.add_argument("--class-dir", required=True)
     p.add_argument("--manifest", help="the synthetic generator's manifest (dataset synthetic)")
@@ -201,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except OSError as exc:  # full disk, unwritable folder: say which path
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        print(f"texad: error: {exc.strerror or exc}{where}; check free space and permissions", file=sys.stderr)
+        print(
+            f"texad: error: {exc.strerror or exc}{where}; check free space and permissions", file=sys.stderr
+        )
         return 1
 
 

@@ -62,7 +62,12 @@ def _describe(schema: dict, root: dict) -> str:
     kind = schema.get("type", "any value")
     kind = " or ".join(kind) if isinstance(kind, list) else kind
     bounds = []
-    for word, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+    for word, sym in (
+        ("minimum", ">="),
+        ("exclusiveMinimum", ">"),
+        ("maximum", "<="),
+        ("exclusiveMaximum", "<"),
+    ):
         if word in schema:
             bounds.append(f"{sym} {schema[word]}")
     if "multipleOf" in schema:
@@ -122,7 +127,11 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
     """Return a copy of ``instance`` with the schema's ``default:`` values filled in, recursively."""
     root = root if root is not None else schema
     schema = _resolve(schema, root)
-    if isinstance(instance, dict) and schema.get("type") == "object" or (isinstance(instance, dict) and "properties" in schema):
+    if (
+        isinstance(instance, dict)
+        and schema.get("type") == "object"
+        or (isinstance(instance, dict) and "properties" in schema)
+    ):
         out = dict(instance)
         for key, sub in schema.get("properties", {}).items():
             sub_r = _resolve(sub, root)
@@ -137,7 +146,9 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
 def validate_config(config: dict, *, source: str | Path | None = None) -> dict:
     """Validate a config dict (as loaded from YAML) and return it with defaults filled in."""
     if not isinstance(config, dict):
-        raise ConfigError(f"invalid config{f' {source}' if source else ''}: the top level must be a mapping of keys")
+        raise ConfigError(
+            f"invalid config{f' {source}' if source else ''}: the top level must be a mapping of keys"
+        )
     what = f"config {source}" if source else "config"
     schema = load_schema("config")
     validate(config, "config", what=what)

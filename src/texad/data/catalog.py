@@ -69,11 +69,37 @@ DATASETS: dict[str, Dataset] = {
         archive_name="mvtec_anomaly_detection.tar.xz",
         citation="Bergmann et al., MVTec AD, CVPR 2019; IJCV 2021 (doi:10.1007/s11263-020-01400-4)",
         expected={
-            "carpet": ClassLayout(280, 28, {"color": 19, "cut": 17, "hole": 17, "metal_contamination": 17, "thread": 19}, (1024, 1024), "RGB"),
-            "grid": ClassLayout(264, 21, {"bent": 12, "broken": 12, "glue": 11, "metal_contamination": 11, "thread": 11}, (1024, 1024), "L"),
-            "leather": ClassLayout(245, 32, {"color": 19, "cut": 19, "fold": 17, "glue": 19, "poke": 18}, (1024, 1024), "RGB"),
-            "tile": ClassLayout(230, 33, {"crack": 17, "glue_strip": 18, "gray_stroke": 16, "oil": 18, "rough": 15}, (840, 840), "RGB"),
-            "wood": ClassLayout(247, 19, {"color": 8, "combined": 11, "hole": 10, "liquid": 10, "scratch": 21}, (1024, 1024), "RGB"),
+            "carpet": ClassLayout(
+                280,
+                28,
+                {"color": 19, "cut": 17, "hole": 17, "metal_contamination": 17, "thread": 19},
+                (1024, 1024),
+                "RGB",
+            ),
+            "grid": ClassLayout(
+                264,
+                21,
+                {"bent": 12, "broken": 12, "glue": 11, "metal_contamination": 11, "thread": 11},
+                (1024, 1024),
+                "L",
+            ),
+            "leather": ClassLayout(
+                245, 32, {"color": 19, "cut": 19, "fold": 17, "glue": 19, "poke": 18}, (1024, 1024), "RGB"
+            ),
+            "tile": ClassLayout(
+                230,
+                33,
+                {"crack": 17, "glue_strip": 18, "gray_stroke": 16, "oil": 18, "rough": 15},
+                (840, 840),
+                "RGB",
+            ),
+            "wood": ClassLayout(
+                247,
+                19,
+                {"color": 8, "combined": 11, "hole": 10, "liquid": 10, "scratch": 21},
+                (1024, 1024),
+                "RGB",
+            ),
         },  # fmt: skip
     ),
     "dtd_synthetic": Dataset(

@@ -28,7 +28,6 @@ import ssl
 import stat
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -40,6 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
+
+from texad.atomic import atomic_write_text, fsync_dir
 
 __all__ = [
     "DEFAULT_USER_AGENT",
@@ -223,21 +224,7 @@ def _fsync_replace(part: Path, dest: Path) -> None:
     with open(part, "rb+") as fh:
         os.fsync(fh.fileno())
     os.replace(part, dest)
-    _fsync_dir(dest.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # Best effort: makes the rename durable; not supported on every platform/filesystem.
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(dest.parent)
 
 
 def _copy_local(
@@ -698,7 +685,7 @@ def safe_extract(archive: Path, target: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
     return target
 
 
@@ -715,20 +702,7 @@ def write_marker(path: Path, payload: dict) -> None:
     if not isinstance(payload, dict):
         raise TypeError(f"marker payload must be a dict, got {type(payload).__name__}")
     text = json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(path.parent)
+    atomic_write_text(path, text)
 
 
 def read_marker(path: Path) -> dict | None:

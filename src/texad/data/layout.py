@@ -98,7 +98,9 @@ def _decode(path: Path) -> tuple[tuple[int, int], str]:
             im.load()
             return im.size, im.mode
     except (UnidentifiedImageError, OSError) as exc:
-        raise LayoutError(f"cannot read image {path}: {exc}; re-download the dataset or remove the file") from exc
+        raise LayoutError(
+            f"cannot read image {path}: {exc}; re-download the dataset or remove the file"
+        ) from exc
 
 
 def scan_class(class_dir: str | Path) -> dict:
@@ -166,7 +168,8 @@ def check_class(class_dir: str | Path, expected: ClassLayout | dict) -> dict:
     problems = compare(report, want)
     if problems:
         raise LayoutError(
-            f"{class_dir} does not match the expected layout:\n  " + "\n  ".join(problems)
+            f"{class_dir} does not match the expected layout:\n  "
+            + "\n  ".join(problems)
             + "\nThe copy is incomplete or a different release: re-download it, or fix datasets.<name>.path."
         )
     return report

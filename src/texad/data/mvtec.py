@@ -29,7 +29,9 @@ def read_image(path: Path) -> Image.Image:
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise DatasetError(f"cannot read image {path}: {exc}. Re-download the dataset or remove the file.") from exc
+        raise DatasetError(
+            f"cannot read image {path}: {exc}. Re-download the dataset or remove the file."
+        ) from exc
 
 
 def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -86,7 +88,9 @@ class MVTecDataset(torch.utils.data.Dataset):
         image_hw = (image.height, image.width)
         tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
         if tuple(tensor.shape[-2:]) != self.image_size:
-            tensor = TF.resize(tensor, list(self.image_size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True)
+            tensor = TF.resize(
+                tensor, list(self.image_size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True
+            )
             tensor = tensor.clamp_(0.0, 1.0)
         return {
             "image": tensor,

@@ -31,13 +31,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import urllib.parse
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from texad.atomic import atomic_write_text
 from texad.data import catalog, layout
 from texad.data.download import (
     ChecksumError,
@@ -153,22 +153,6 @@ def _digests(path: Path) -> dict[str, str]:
     return {"sha256": sha.hexdigest(), "md5": md5.hexdigest()}
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 # ------------------------------------------------------------------ trust-on-first-use checksum
 def _tofu_file(manifest_dir: Path, name: str) -> Path:
     return manifest_dir / f"{name}.sha256"
@@ -222,7 +206,7 @@ def _record_tofu(ds: catalog.Dataset, archive: Path, digests: dict, manifest_dir
         return
     sha_file = _tofu_file(manifest_dir, ds.name)
     if _read_tofu(sha_file) is None:
-        _write_text_atomic(sha_file, f"{digests['sha256']}  {archive.name}\n")
+        atomic_write_text(sha_file, f"{digests['sha256']}  {archive.name}\n")
 
 
 # ---------------------------------------------------------------------------------- layout checks

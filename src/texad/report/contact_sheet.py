@@ -6,13 +6,12 @@ and DTD-Synthetic (``ground_truth/<defect>/<stem>.png``).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from texad.atomic import atomic_write
 from texad.data.layout import IMAGE_SUFFIXES, find_mask
 
 __all__ = ["make_contact_sheet"]
@@ -129,16 +128,8 @@ def make_contact_sheet(
     fig.suptitle(title if title is not None else class_dir.name, fontsize=10)
     fig.tight_layout()
 
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_png.stem}.", suffix=".png.part", dir=out_png.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=100)
-        os.replace(tmp, out_png)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        atomic_write(out_png, lambda fh: fig.savefig(fh, format="png", dpi=100), binary=True)
     finally:
         plt.close(fig)
     return out_png

@@ -28,6 +28,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from texad.atomic import atomic_write, atomic_write_text
 from texad.config.schema import ConfigError, key_path, validate
 
 __all__ = [
@@ -50,48 +51,6 @@ _PRECISIONS = ("fp32", "bf16", "fp16")
 # ----------------------------------------------------------------------------------------------------
 # atomic file writing (shared with the table writers)
 # ----------------------------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    """fsync a directory so that a rename inside it is durable (a no-op where directories can't be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some filesystems refuse fsync on directories
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[str]], None]) -> None:
-    """Create ``path`` atomically: ``write(fh)`` fills a temp file in the same folder, then it is renamed.
-
-    The temp file is flushed and fsync'ed before ``os.replace``; if ``write`` (or anything after it)
-    raises, the temp file is removed and an existing ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (UTF-8, ``\\n`` line ends)."""
-    atomic_write(path, lambda fh: fh.write(text))
-
-
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with a ``Z`` suffix, to the second."""
     return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
