@@ -24,6 +24,8 @@ import scipy.ndimage as ndi
 import torch
 import torch.nn.functional as F
 
+from texad.evaluation.arrays import as_binary, to_numpy
+
 __all__ = ["DEFAULT_GRID", "resize_maps", "resize_masks", "gaussian_smooth"]
 
 DEFAULT_GRID: tuple[int, int] = (256, 256)
@@ -44,27 +46,6 @@ def _check_ndim(shape: tuple[int, ...], what: str) -> None:
         raise ValueError(f"{what} must have shape (..., H, W), got {tuple(shape)}")
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach()
-        if x.dtype in (torch.bfloat16, torch.float16):
-            x = x.float()
-        return x.cpu().numpy()
-    return np.asarray(x)
-
-
-def _binary(a: np.ndarray) -> np.ndarray:
-    if a.dtype == bool:
-        return a
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"masks must be boolean or 0/1, got dtype {a.dtype}")
-    pos = a == 1
-    if not np.all(pos | (a == 0)):
-        bad = np.unique(a[~(pos | (a == 0))])[:5]
-        raise ValueError(f"masks must be boolean or 0/1; found other values, e.g. {bad.tolist()}")
-    return pos
-
-
 def resize_maps(maps: Any, size: tuple[int, int]) -> np.ndarray:
     """Bilinearly resize anomaly maps ``(..., H, W)`` to ``size`` = (H', W'); float32 result.
 
@@ -79,7 +60,7 @@ def resize_maps(maps: Any, size: tuple[int, int]) -> np.ndarray:
         shape = tuple(t.shape)
         _check_ndim(shape, "maps")
         if shape[-2:] == (h, w):
-            return _to_numpy(t).astype(np.float32, copy=False)
+            return to_numpy(t).astype(np.float32, copy=False)
     else:
         arr = np.asarray(maps)
         if arr.dtype.kind not in "biuf":
@@ -104,7 +85,7 @@ def resize_masks(masks: Any, size: tuple[int, int]) -> np.ndarray:
     it covers).  No resampling when the size already matches.  Returns a bool array.
     """
     h, w = _check_size(size)
-    m = _binary(_to_numpy(masks))
+    m = as_binary(to_numpy(masks), "masks")
     _check_ndim(m.shape, "masks")
     H, W = m.shape[-2:]
     if (H, W) == (h, w):
@@ -129,7 +110,7 @@ def gaussian_smooth(maps: Any, sigma: float, truncate: float = 4.0) -> np.ndarra
     sigma = float(sigma)
     if not np.isfinite(sigma) or sigma < 0:
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    a = _to_numpy(maps)
+    a = to_numpy(maps)
     if a.dtype.kind not in "biuf":
         raise ValueError(f"maps must be numeric, got dtype {a.dtype}")
     _check_ndim(a.shape, "maps")

@@ -33,6 +33,8 @@ import scipy.ndimage as ndi
 from sklearn.metrics import auc as _sk_auc
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from texad.evaluation.arrays import as_binary, to_numpy
+
 try:  # public since scikit-learn 1.8
     from sklearn.metrics import confusion_matrix_at_thresholds as _sk_confusion_matrix_at_thresholds
 except ImportError:  # pragma: no cover - older scikit-learn
@@ -64,21 +66,6 @@ _STRUCTURE_8_IN_PLANE[1] = True
 # ----------------------------------------------------------------------------------------------------
 # input handling
 # ----------------------------------------------------------------------------------------------------
-def _to_numpy(x: Any) -> np.ndarray:
-    """numpy view of a numpy array, torch tensor (any device, detached) or array-like."""
-    if isinstance(x, np.ndarray):
-        return x
-    if type(x).__module__.split(".")[0] == "torch":
-        import torch
-
-        if isinstance(x, torch.Tensor):
-            x = x.detach()
-            if x.dtype in (torch.bfloat16, torch.float16):
-                x = x.float()
-            return x.cpu().numpy()
-    return np.asarray(x)
-
-
 def _check_finite(a: np.ndarray, what: str) -> None:
     if a.dtype.kind != "f":
         return
@@ -101,19 +88,6 @@ def _as_float(a: np.ndarray) -> np.ndarray:
     raise ValueError(f"scores must be numeric, got dtype {a.dtype}")
 
 
-def _as_binary(a: np.ndarray, what: str) -> np.ndarray:
-    """Boolean view of a bool or 0/1 array; anything else is an error (e.g. a 0/255 PNG mask)."""
-    if a.dtype == bool:
-        return a
-    if a.dtype.kind not in "biuf":
-        raise ValueError(f"{what} must be boolean or 0/1, got dtype {a.dtype}")
-    pos = a == 1
-    if not np.all(pos | (a == 0)):
-        bad = np.unique(a[~(pos | (a == 0))])[:5]
-        raise ValueError(f"{what} must be boolean or 0/1; found other values, e.g. {bad.tolist()}")
-    return pos
-
-
 def _as_stack(a: np.ndarray) -> np.ndarray:
     """(H, W) -> (1, H, W); (N, 1, H, W) -> (N, H, W); (N, H, W) unchanged."""
     if a.ndim == 2:
@@ -124,8 +98,8 @@ def _as_stack(a: np.ndarray) -> np.ndarray:
 
 
 def _validate_pixels(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
-    maps_np = _to_numpy(maps)
-    masks_np = _to_numpy(masks)
+    maps_np = to_numpy(maps)
+    masks_np = to_numpy(masks)
     m, g = _as_stack(maps_np), _as_stack(masks_np)
     if m.shape != g.shape:
         raise ValueError(
@@ -137,18 +111,18 @@ def _validate_pixels(maps: Any, masks: Any) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"maps are empty (shape {tuple(maps_np.shape)})")
     m = _as_float(m)
     _check_finite(m, "maps")
-    return m, _as_binary(g, "masks")
+    return m, as_binary(g, "masks")
 
 
 def _validate_image_level(scores: Any, labels: Any) -> tuple[np.ndarray, np.ndarray]:
-    s_np = _to_numpy(scores)
-    l_np = _to_numpy(labels)
+    s_np = to_numpy(scores)
+    l_np = to_numpy(labels)
     if s_np.ndim > 1 or l_np.ndim > 1:
         raise ValueError(
             f"image scores and labels must be 1-D, got shapes {tuple(s_np.shape)} and {tuple(l_np.shape)}"
         )
     s = _as_float(s_np).reshape(-1)
-    lab = _as_binary(l_np.reshape(-1), "labels")
+    lab = as_binary(l_np.reshape(-1), "labels")
     if s.shape != lab.shape:
         raise ValueError(
             f"image scores shape {tuple(s_np.shape)} does not match labels shape {tuple(l_np.shape)}"
@@ -394,7 +368,7 @@ def evaluate(
     limit = _check_fpr_limit(fpr_limit)
     m, g = _validate_pixels(maps, masks)
     n = m.shape[0]
-    n_scores = int(np.size(_to_numpy(image_scores)))
+    n_scores = int(np.size(to_numpy(image_scores)))
     if n_scores != n:
         raise ValueError(f"got {n_scores} image scores for {n} maps (maps shape {tuple(m.shape)})")
     if labels is None:
