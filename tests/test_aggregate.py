@@ -310,3 +310,16 @@ def test_invalid_result_and_duplicates_are_errors(runs, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no result JSON files"):
         A.collect(tmp_path / "empty")
+
+
+def test_cli_aggregate_writes_every_table(runs, tmp_path):
+    from texad import cli
+
+    root, values = runs
+    out = tmp_path / "tables"
+    assert cli.main(["aggregate", "--results", str(root / "runs"), "--out-dir", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    for metric in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap"):
+        assert {f"{metric}.csv", f"{metric}.md", f"{metric}.tex"} <= set(names)
+    assert "97.5 ± 1.2" in (out / "image_auroc.md").read_text()
+    assert cli.main(["aggregate", "--results", str(tmp_path / "nowhere"), "--out-dir", str(out)]) == 1

@@ -129,3 +129,75 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="ignore")
     assert "contact_sheet.png" in html
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """Serve tmp_path/'served' on 127.0.0.1 (an ephemeral port) for the duration of a test."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    served = tmp_path / "served"
+    served.mkdir()
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+    thread.join(timeout=10)
+
+
+@pytest.mark.slow
+def test_download_stage_runs_through_the_workflow(tmp_path, http_folder):
+    """DTD-Synthetic from a local server: localrule download, trust-on-first-use checks, class check, sheet."""
+    import tarfile
+
+    from texad.data.synth import generate_class
+
+    served, base_url = http_folder
+    build = tmp_path / "build" / "DTD-Synthetic"
+    generate_class(build, "woven", image_size=48, n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
+    cls = build / "woven"
+    cls.rename(build / "Mesh_114")
+    cls = build / "Mesh_114"
+    # DTD-Synthetic's own layout: one anomaly folder, masks named like their image
+    (cls / "test" / "bad").mkdir()
+    (cls / "ground_truth" / "bad").mkdir()
+    for i, defect in enumerate(("fold", "hole", "scratch", "stain")):
+        (cls / "test" / defect / "000.png").rename(cls / "test" / "bad" / f"{i:03d}.png")
+        (cls / "ground_truth" / defect / "000_mask.png").rename(cls / "ground_truth" / "bad" / f"{i:03d}.png")
+        (cls / "test" / defect).rmdir()
+        (cls / "ground_truth" / defect).rmdir()
+    with tarfile.open(served / "DTD-Synthetic.tar.gz", "w:gz") as tar:
+        tar.add(build, arcname="DTD-Synthetic")
+
+    cfg = {
+        "run_name": "download-test",
+        "datasets": {
+            "dtd_synthetic": {
+                "enabled": True,
+                "classes": ["Mesh_114"],
+                "accept_license": True,
+                "url": f"{base_url}/DTD-Synthetic.tar.gz",
+            }
+        },
+        "methods": {},
+    }
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "work"
+    run = smk("--cores", "1", "--configfile", str(path), cwd=work)
+    assert run.returncode == 0, run.stderr[-3000:]
+    marker = json.loads((work / "resources" / "datasets" / "dtd_synthetic.staged.json").read_text())
+    assert marker["source"] == "url" and marker["checksum"] == "trust-on-first-use"
+    layout = json.loads((work / "results" / "data" / "dtd_synthetic" / "Mesh_114" / "layout.json").read_text())
+    assert layout["counts"] == {"test/bad": 4, "test/good": 1, "train/good": 2}
+    assert (work / "results" / "data" / "dtd_synthetic" / "Mesh_114" / "contact_sheet.png").is_file()
+    assert (work / "resources" / "downloads" / "DTD-Synthetic.tar.gz").is_file()  # kept for offline reruns
