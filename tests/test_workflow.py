@@ -197,7 +197,9 @@ def test_download_stage_runs_through_the_workflow(tmp_path, http_folder):
     assert run.returncode == 0, run.stderr[-3000:]
     marker = json.loads((work / "resources" / "datasets" / "dtd_synthetic.staged.json").read_text())
     assert marker["source"] == "url" and marker["checksum"] == "trust-on-first-use"
-    layout = json.loads((work / "results" / "data" / "dtd_synthetic" / "Mesh_114" / "layout.json").read_text())
+    layout = json.loads(
+        (work / "results" / "data" / "dtd_synthetic" / "Mesh_114" / "layout.json").read_text()
+    )
     assert layout["counts"] == {"test/bad": 4, "test/good": 1, "train/good": 2}
     assert (work / "results" / "data" / "dtd_synthetic" / "Mesh_114" / "contact_sheet.png").is_file()
     assert (work / "resources" / "downloads" / "DTD-Synthetic.tar.gz").is_file()  # kept for offline reruns
