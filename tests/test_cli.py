@@ -88,3 +88,34 @@ def test_check_class_on_a_synthetic_class(tmp_path):
     (tmp_path / "woven" / "train" / "good" / "000.png").unlink()
     assert cli.main(["check-class", "--dataset", "synthetic", "--class-dir", str(tmp_path / "woven"),
                      "--manifest", str(tmp_path / "woven.manifest.json"), "--out", str(out)]) == 1  # fmt: skip
+
+
+def test_download_reads_source_and_licence_from_the_config(tmp_path):
+    import yaml
+
+    copy = tmp_path / "my_copy"
+    assert cli.main(["synth", "--class", "woven", "--out", str(copy), *SMALL]) == 0
+    (copy / "woven").rename(copy / "Mesh_114")
+    cfg = {
+        "datasets": {"dtd_synthetic": {"enabled": True, "classes": ["Mesh_114"], "path": str(copy)}},
+        "methods": {},
+    }
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    args = ["download", "dtd_synthetic", "--config", str(cfg_path), "--root", str(tmp_path / "root"),
+            "--cache", str(tmp_path / "cache"), "--marker", str(tmp_path / "staged.json")]  # fmt: skip
+    assert cli.main(args) == 1  # licence not accepted in the config
+    assert not (tmp_path / "staged.json").exists()
+    cfg["datasets"]["dtd_synthetic"]["accept_license"] = True
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    assert cli.main(args) == 0
+    marker = json.loads((tmp_path / "staged.json").read_text())
+    assert marker["source"] == "path" and marker["classes"] == ["Mesh_114"]
+
+
+def test_stage_weights_refuses_a_wrong_file(tmp_path):
+    fake = tmp_path / "wide_resnet50_2.pth"
+    fake.write_bytes(b"not the ImageNet weights")
+    run = texad("stage-weights", "wide_resnet50_2", "--cache", str(tmp_path / "cache"), "--source", str(fake))
+    assert run.returncode == 1 and "does not match 95faca4d" in run.stderr
+    assert not list((tmp_path / "cache").rglob("*.pth"))  # nothing unverified reaches the cache

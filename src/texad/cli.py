@@ -58,17 +58,23 @@ def cmd_synth(args) -> int:
 def cmd_download(args) -> int:
     from texad.data.stage import stage_dataset
 
-    source = {"url": args.url, "archive": args.archive, "path": args.path, "accept_license": args.accept_license,
-              "keep_archive": not args.no_keep_archive}  # fmt: skip
+    # Explicit flags win; unset ones come from datasets.<dataset> of --config, then from the defaults.
+    source = {
+        "url": args.url,
+        "archive": args.archive,
+        "path": args.path,
+        "accept_license": True if args.accept_license else None,
+        "keep_archive": False if args.no_keep_archive else None,
+    }
     if args.config:
         from texad.config import load_config
 
         ds_cfg = load_config(args.config)["datasets"].get(args.dataset, {})
-        for key in ("url", "archive", "path", "keep_archive", "accept_license"):
-            if key in ds_cfg and (source[key] in (None, False) or key == "keep_archive"):
-                source[key] = ds_cfg[key]
-        if args.classes is None and ds_cfg.get("classes"):
-            args.classes = ds_cfg["classes"]
+        source = {k: ds_cfg.get(k) if v is None else v for k, v in source.items()}
+        if args.classes is None:
+            args.classes = ds_cfg.get("classes")
+    if source["keep_archive"] is None:
+        source["keep_archive"] = True
     stage_dataset(
         args.dataset,
         root=Path(args.root),
@@ -122,6 +128,14 @@ def cmd_aggregate(args) -> int:
     written = write_tables(df, Path(args.out_dir), metrics=tuple(args.metrics))
     for path in written:
         print(path)
+    return 0
+
+
+def cmd_stage_weights(args) -> int:
+    from texad.backbones.weights import stage_weights
+
+    path = stage_weights(args.name, Path(args.cache), source=args.source, url=args.url)
+    print(f"{args.name}: verified weights at {path}")
     return 0
 
 
@@ -185,6 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-defect", type=int, default=2)
     p.add_argument("--title")
     p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser(
+        "stage-weights", help="copy or download pretrained weights into the cache and verify them"
+    )
+    p.add_argument("name", help="backbone, e.g. wide_resnet50_2, wide_resnet101_2, resnet18")
+    p.add_argument("--cache", required=True, help="the weight cache (TORCH_HOME), e.g. results/weights")
+    p.add_argument("--source", type=Path, help="a weight file you already have (no download)")
+    p.add_argument("--url", help="download from here instead of torchvision's URL")
+    p.set_defaults(func=cmd_stage_weights)
 
     p = sub.add_parser("aggregate", help="turn result JSONs into tables (CSV, Markdown, LaTeX)")
     p.add_argument("--results", nargs="+", required=True, help="result JSON files or folders holding them")

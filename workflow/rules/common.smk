@@ -1,5 +1,6 @@
 # Config validation, look-ups and input functions shared by every rule file.
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -82,7 +83,7 @@ def download_args(wildcards):
         args += ["--classes", *c["classes"]]
     for key in ("url", "archive", "path"):
         if c.get(key):
-            args += [f"--{key}", f"'{c[key]}'"]
+            args += [f"--{key}", shlex.quote(str(c[key]))]
     if c.get("accept_license"):
         args.append("--accept-license")
     if not c.get("keep_archive", True):
