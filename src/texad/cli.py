@@ -139,6 +139,56 @@ def cmd_stage_weights(args) -> int:
     return 0
 
 
+def resolve_device(requested: str) -> str:
+    """``auto`` -> cuda when present; asking for CUDA on a machine without it is a clear error."""
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was requested but torch sees no CUDA device; set device: cpu (or auto)")
+    return requested
+
+
+def cmd_train_diffusion(args) -> int:
+    from texad.diffusion.training import DiffusionTrainSettings, train_diffusion
+
+    settings = DiffusionTrainSettings(
+        dataset=args.dataset,
+        class_name=args.class_name,
+        preset=args.preset,
+        image_size=args.image_size,
+        timesteps=args.timesteps,
+        beta_start=args.beta_start,
+        beta_end=args.beta_end,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        optimizer=args.optimizer,
+        ema=args.ema,
+        grad_clip=args.grad_clip,
+        seed=args.seed,
+    )
+    if args.expect_hash and settings.model_hash() != args.expect_hash:
+        raise ValueError(
+            f"the settings hash to {settings.model_hash()}, but the requested model file is for {args.expect_hash}: "
+            "the config changed while the workflow was planned; run snakemake again"
+        )
+    summary = train_diffusion(
+        Path(args.class_dir),
+        Path(args.out),
+        Path(args.ckpt_dir),
+        settings,
+        device=resolve_device(args.device),
+        precision=args.precision,
+        checkpoint_every=args.checkpoint_every,
+        num_workers=args.workers,
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="texad", description="Texture anomaly detection benchmark (diffusion methods and baselines)."

@@ -41,6 +41,9 @@ PYTHON_TEXAD = "python -m texad"
 wildcard_constraints:
     dataset="|".join(CLASS_DATASETS + ("dtd",)),
     cls=r"[A-Za-z0-9_]+",
+    seed=r"\d+",
+    model_hash=r"[0-9a-f]+",
+    variant=r"[A-Za-z0-9_.-]+",
 
 
 def dataset_cfg(dataset):
@@ -98,6 +101,61 @@ def class_outputs(pattern):
         for d in enabled_class_datasets()
         for c in dataset_cfg(d)["classes"]
     ]
+
+
+def per_class(mapping, cls):
+    """A per-class config value (`{carpet: 0, ..., default: 4}`) for `cls`."""
+    return mapping.get(cls, mapping["default"])
+
+
+def uses_gpu():
+    return config["device"] != "cpu"
+
+
+def torch_env(wildcards):
+    """The CUDA environment for GPU runs, the CPU one otherwise."""
+    return "../../envs/texad-cuda.yaml" if uses_gpu() else "../../envs/texad-cpu.yaml"
+
+
+def ddpm_settings(dataset, cls, seed):
+    """Everything that shapes the shared per-class DDPM (Method B, and Method A with model: shared_ddpm)."""
+    b = config["methods"]["method_b"]
+    return {
+        "preset": b["diffusion"]["preset"],
+        "image_size": config["image_size"],
+        "timesteps": b["diffusion"]["timesteps"],
+        "beta_start": b["diffusion"]["beta_start"],
+        "beta_end": b["diffusion"]["beta_end"],
+        "epochs": per_class(b["train"]["epochs"], cls),
+        "batch_size": b["train"]["batch_size"],
+        "lr": b["train"]["lr"],
+        "weight_decay": b["train"]["weight_decay"],
+        "optimizer": b["train"]["optimizer"],
+        "ema": b["train"]["ema"],
+        "grad_clip": b["train"]["grad_clip"],
+        "seed": int(seed),
+    }
+
+
+def ddpm_hash(dataset, cls, seed):
+    from texad.diffusion.training import DiffusionTrainSettings
+
+    return DiffusionTrainSettings(
+        dataset=dataset, class_name=cls, **ddpm_settings(dataset, cls, seed)
+    ).model_hash()
+
+
+def ddpm_model(wildcards):
+    """The model file a run needs; its name carries the identity hash, so every variant reuses it."""
+    h = ddpm_hash(wildcards.dataset, wildcards.cls, wildcards.seed)
+    return f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/ddpm-{h}.pt"
+
+
+def ddpm_train_args(wildcards):
+    settings = ddpm_settings(wildcards.dataset, wildcards.cls, wildcards.seed)
+    args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
+    b = config["methods"]["method_b"]["train"]
+    return f"{args} --device {config['device']} --precision {config['precision']} --checkpoint-every {b['checkpoint_every']}"
 
 
 def method_results():

@@ -1,0 +1,1 @@
+"""Anomaly-detection methods built on the shared diffusion core, backbones and evaluation grid."""

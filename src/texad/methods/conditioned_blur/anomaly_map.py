@@ -1,0 +1,152 @@
+"""Method B anomaly maps (DDAD's, spec §1.3 / §3.3): pixel + feature distance, fused and smoothed.
+
+- D_p: mean over RGB of |x_rec - x| in [-1, 1] space.
+- D_f: both images mapped to [0, 1] and passed through a frozen feature extractor (it normalises
+  itself); each requested layer is 3x3 / stride-1 / zero-padded mean-aggregated, compared with
+  1 - cosine similarity over channels, upsampled bilinearly (align_corners=True) to the image size, and the
+  layer maps are summed.
+- A = D_f + v * (max D_f / max D_p) * D_p, the maxima taken over the whole test set ("test_set") or over
+  consecutive chunks of 16 maps ("batch16", DDAD's test batches).
+- The fused maps are smoothed with a Gaussian (``texad.evaluation.grid.gaussian_smooth``); the image score
+  is the maximum of the smoothed map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from texad.evaluation.grid import gaussian_smooth
+
+__all__ = [
+    "FUSION_NORMS",
+    "MapSettings",
+    "pixel_distance",
+    "aggregate_3x3",
+    "feature_distance",
+    "fuse",
+    "anomaly_maps",
+]
+
+FUSION_NORMS = ("test_set", "batch16")
+_DDAD_BATCH = 16
+
+Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class MapSettings:
+    """``v``: weight of the pixel term; ``smoothing_sigma``: Gaussian std of the final smoothing (pixels);
+    ``layers``: extractor layers of D_f; ``fusion_norm``: "test_set" (CHOSEN default) or "batch16" (DDAD)."""
+
+    v: float = 1.0
+    smoothing_sigma: float = 4.0
+    layers: tuple[str, ...] = ("layer2", "layer3")
+    fusion_norm: str = "test_set"
+
+    def __post_init__(self) -> None:
+        if self.fusion_norm not in FUSION_NORMS:
+            raise ValueError(f"fusion_norm must be one of {FUSION_NORMS}, got {self.fusion_norm!r}")
+        if self.v < 0:
+            raise ValueError(f"v must be >= 0, got {self.v}")
+        if self.smoothing_sigma < 0:
+            raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
+        if isinstance(self.layers, str) or not self.layers:
+            raise ValueError(f"layers must be a non-empty tuple of layer names, got {self.layers!r}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers)
+        return d
+
+
+def _check_pair(x: torch.Tensor, x_rec: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape != x_rec.shape:
+        raise ValueError(
+            f"expected two (N, C, H, W) tensors of equal shape, got {tuple(x.shape)}, {tuple(x_rec.shape)}"
+        )
+
+
+def pixel_distance(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
+    """Mean over channels of |x_rec - x| (images in [-1, 1]); shape (N, H, W)."""
+    _check_pair(x, x_rec)
+    return (x_rec - x).abs().mean(dim=1)
+
+
+def aggregate_3x3(f: torch.Tensor) -> torch.Tensor:
+    """3x3, stride-1 neighbourhood mean with zero padding (border sums are divided by 9)."""
+    return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
+
+
+def feature_distance(
+    extractor: Extractor,
+    x: torch.Tensor,
+    x_rec: torch.Tensor,
+    layers: Sequence[str],
+    out_size: tuple[int, int],
+) -> torch.Tensor:
+    """Sum over ``layers`` of the upsampled 1 - cos(agg(F_l(x)), agg(F_l(x_rec))) maps; shape (N, H', W')
+    with (H', W') = ``out_size``. ``x`` and ``x_rec`` are in [-1, 1]; the extractor gets them in [0, 1]."""
+    _check_pair(x, x_rec)
+    if isinstance(layers, str) or not layers:
+        raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
+    out_size = (int(out_size[0]), int(out_size[1]))
+    with torch.no_grad():
+        fx = extractor((x + 1.0) / 2.0)
+        fr = extractor((x_rec + 1.0) / 2.0)
+        total = None
+        for layer in layers:
+            if layer not in fx or layer not in fr:
+                raise KeyError(f"the extractor returned no {layer!r} (has {sorted(fx)})")
+            a, b = aggregate_3x3(fx[layer]), aggregate_3x3(fr[layer])
+            d = 1.0 - F.cosine_similarity(a, b, dim=1)  # (N, h, w)
+            d = F.interpolate(d.unsqueeze(1), size=out_size, mode="bilinear", align_corners=True)[:, 0]
+            total = d if total is None else total + d
+    assert total is not None
+    return total
+
+
+def _as_tensor(a: Any) -> torch.Tensor:
+    t = a.detach() if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
+    if not t.is_floating_point():
+        t = t.to(torch.float32)
+    return t
+
+
+def fuse(d_pixel: Any, d_feature: Any, v: float, norm: str) -> torch.Tensor:
+    """A = D_f + v * (max D_f / max D_p) * D_p for maps (N, H, W) (tensors or arrays); returns a tensor.
+
+    ``norm="test_set"``: maxima over all N maps; ``"batch16"``: over consecutive chunks of 16 (the last
+    chunk may be shorter). A chunk whose D_p is zero everywhere contributes no pixel term.
+    """
+    if norm not in FUSION_NORMS:
+        raise ValueError(f"norm must be one of {FUSION_NORMS}, got {norm!r}")
+    dp, df = _as_tensor(d_pixel), _as_tensor(d_feature)
+    if dp.shape != df.shape or dp.ndim < 1:
+        raise ValueError(f"d_pixel {tuple(dp.shape)} and d_feature {tuple(df.shape)} must have equal shapes")
+    dp = dp.to(df.dtype)
+    chunk = dp.shape[0] if norm == "test_set" else _DDAD_BATCH
+    out = []
+    for i in range(0, dp.shape[0], max(chunk, 1)):
+        p, f = dp[i : i + chunk], df[i : i + chunk]
+        pmax = p.max()
+        if float(pmax) == 0.0 or v == 0:
+            out.append(f.clone())
+        else:
+            out.append(f + v * (f.max() / pmax) * p)
+    return torch.cat(out, dim=0) if out else df.clone()
+
+
+def anomaly_maps(
+    d_pixel_all: Any, d_feature_all: Any, settings: MapSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fused, smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map."""
+    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm)
+    maps = gaussian_smooth(fused, settings.smoothing_sigma)
+    scores = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.shape[0] else np.zeros(0, np.float32)
+    return maps, scores

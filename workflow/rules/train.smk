@@ -1,0 +1,30 @@
+# Training: one model per (dataset, class, seed, settings); the file name carries the identity hash,
+# so every method variant and ablation that needs the same model reuses it.
+
+
+rule train_diffusion:
+    input:
+        marker=stage_marker,
+    output:
+        model="results/models/{dataset}/{cls}/seed{seed}/ddpm-{model_hash}.pt",
+    log:
+        "results/logs/train_diffusion/{dataset}/{cls}/seed{seed}-{model_hash}.log",
+    benchmark:
+        "results/benchmarks/train_diffusion/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
+    conda:
+        torch_env
+    threads: 4
+    resources:
+        mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
+        runtime=lambda wc: 1440 if uses_gpu() else 120,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        # resumable checkpoints live outside the declared output (Snakemake deletes a failed job's outputs)
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/ddpm-{wc.model_hash}",
+        args=ddpm_train_args,
+    shell:
+        "{params.texad} train-diffusion --class-dir {params.class_dir} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --out {output.model} --ckpt-dir {params.ckpt_dir} "
+        "--expect-hash {wildcards.model_hash} {params.args} --workers {threads} > {log} 2>&1"
