@@ -249,3 +249,12 @@ def test_model_hash_ignores_run_options(class_dir, tmp_path):
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["model_hash"] == b["model_hash"] == s.model_hash()
     _assert_state_equal(a["state_dict"], b["state_dict"])
+
+
+def test_ema_decay_warms_up_to_the_configured_value():
+    from texad.diffusion.training import ema_decay
+
+    assert ema_decay(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay(0.999, 90) == pytest.approx(91 / 100)
+    assert ema_decay(0.999, 100000) == 0.999
+    assert ema_decay(0.0, 5) == 0.0

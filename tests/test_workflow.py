@@ -43,6 +43,9 @@ def test_paper_config_plans_every_data_job():
     counts = job_counts(run.stdout + run.stderr)
     assert counts["stage_dataset"] == 3  # MVTec AD, DTD-Synthetic, DTD
     assert counts["check_class"] == 8 and counts["contact_sheet"] == 8  # 5 MVTec textures + 3 DTD-Synthetic
+    # one DDPM per (class, seed), shared by Method B; its torchvision backbone is staged once
+    assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3
+    assert counts["stage_weights"] == 1
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -57,7 +60,15 @@ def test_demo_config_is_not_merged_with_the_paper_config():
     run = smk("-n", "--configfile", str(ROOT / "config" / "demo.yaml"))
     assert run.returncode == 0, run.stderr
     counts = job_counts(run.stdout + run.stderr)
-    assert counts == {"synth_class": 3, "check_class": 3, "contact_sheet": 3, "all": 1}
+    assert counts == {
+        "synth_class": 3,
+        "check_class": 3,
+        "contact_sheet": 3,
+        "train_diffusion": 3,
+        "method_b": 3,
+        "aggregate": 1,
+        "all": 1,
+    }
 
 
 def test_bad_key_stops_before_any_job(tmp_path):
@@ -109,6 +120,8 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["datasets"]["synthetic"].update(classes=["woven", "wood"], image_size=64, n_train=3, n_test_good=2,
                                         n_test_per_defect=1)  # fmt: skip
+    cfg["image_size"] = 32
+    cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
@@ -121,6 +134,14 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert sheet.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (tmp_path / "results" / "benchmarks" / "synth" / f"{cls}.tsv").is_file()
         assert (tmp_path / "results" / "logs" / "synth" / f"{cls}.log").is_file()
+        result = json.loads(
+            (
+                tmp_path / "results" / "runs" / "synthetic" / cls / "method_b" / "default" / "seed0.json"
+            ).read_text()
+        )
+        assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and result["timings"]["nfe_per_image"] == 20
+        assert result["backbone"]["name"] == "efficientnet_lite0" and result["model_hash"]
+    assert "method_b" in (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = smk(

@@ -146,7 +146,9 @@ def resolve_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was requested but torch sees no CUDA device; set device: cpu (or auto)")
+        raise ValueError(
+            "device 'cuda' was requested but torch sees no CUDA device; set device: cpu (or auto)"
+        )
     return requested
 
 
@@ -186,6 +188,59 @@ def cmd_train_diffusion(args) -> int:
         num_workers=args.workers,
     )
     print(json.dumps(summary))
+    return 0
+
+
+def cmd_method_b(args) -> int:
+    from texad.methods.conditioned_blur.anomaly_map import MapSettings
+    from texad.methods.conditioned_blur.infer import ReconstructionSettings
+    from texad.methods.conditioned_blur.run import RunSpec, run_method_b
+
+    recon = ReconstructionSettings(
+        t_start=args.t_start,
+        skip=args.skip,
+        eta=args.eta,
+        w=args.w,
+        s=args.s,
+        blur_sigma=args.blur_sigma,
+        blur_kernel=args.blur_kernel,
+        clip_x0=args.clip_x0,
+        first_call_at_ts=args.first_call_at_ts,
+    )
+    maps_cfg = MapSettings(
+        v=args.v,
+        smoothing_sigma=args.smoothing_sigma,
+        layers=tuple(args.layers),
+        fusion_norm=args.fusion_norm,
+    )
+    spec = RunSpec(
+        run_name=args.run_name,
+        dataset=args.dataset,
+        class_name=args.class_name,
+        variant=args.variant,
+        seed=args.seed,
+        backbone=args.backbone,
+        backbone_weights="efficientnet_lite0" if args.backbone == "efficientnet_lite0" else "torchvision",
+        weights_cache=Path(args.weights_cache) if args.weights_cache else None,
+        resolution=args.resolution if args.resolution == "native" else int(args.resolution),
+        fpr_limit=args.fpr_limit,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    result = run_method_b(
+        Path(args.model),
+        Path(args.class_dir),
+        spec,
+        recon,
+        maps_cfg,
+        out_result=Path(args.out),
+        out_maps=Path(args.maps),
+    )
+    m = result["metrics"]
+    print(
+        f"method_b {args.dataset}/{args.class_name} seed {args.seed}: image AUROC {m['image_auroc']:.4f}, "
+        f"pixel AUROC {m['pixel_auroc']:.4f}, AUPRO {m['aupro']:.4f}, pixel AP {m['pixel_ap']:.4f}"
+    )
     return 0
 
 
@@ -249,6 +304,65 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-defect", type=int, default=2)
     p.add_argument("--title")
     p.set_defaults(func=cmd_contact_sheet)
+
+    p = sub.add_parser("train-diffusion", help="train one class's DDPM (resumes from --ckpt-dir)")
+    p.add_argument("--class-dir", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--class", dest="class_name", required=True)
+    p.add_argument("--out", required=True, help="final model file (written atomically)")
+    p.add_argument("--ckpt-dir", required=True, help="resumable checkpoints, outside the rule's outputs")
+    p.add_argument("--expect-hash", help="fail if the settings do not hash to this model identity")
+    p.add_argument("--preset", default="paper")
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--timesteps", type=int, default=1000)
+    p.add_argument("--beta-start", type=float, default=1e-4)
+    p.add_argument("--beta-end", type=float, default=0.02)
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--weight-decay", type=float, default=0.05)
+    p.add_argument("--optimizer", choices=["adam", "adamw"], default="adam")
+    p.add_argument("--ema", type=float, default=0.999)
+    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--checkpoint-every", type=int, default=50)
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=cmd_train_diffusion)
+
+    p = sub.add_parser(
+        "method-b", help="Method B (conditioned, blur-guided DDPM) on one class: maps, metrics, result"
+    )
+    p.add_argument("--model", required=True, help="the class's trained DDPM (texad train-diffusion)")
+    p.add_argument("--class-dir", required=True)
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--class", dest="class_name", required=True)
+    p.add_argument("--variant", default="default")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--run-name", default="texad")
+    p.add_argument("--out", required=True, help="result JSON")
+    p.add_argument("--maps", required=True, help="anomaly maps, scores and reconstructions (.npz)")
+    p.add_argument("--t-start", type=int, default=250)
+    p.add_argument("--skip", type=int, default=25)
+    p.add_argument("--eta", type=float, default=1.0)
+    p.add_argument("--w", type=float, default=4.0, help="conditioning weight")
+    p.add_argument("--s", type=float, default=0.5, help="blur-guidance scale")
+    p.add_argument("--blur-sigma", type=float, default=3.0)
+    p.add_argument("--blur-kernel", type=int, default=31)
+    p.add_argument("--clip-x0", action="store_true")
+    p.add_argument("--first-call-at-ts", action="store_true")
+    p.add_argument("--v", type=float, default=1.0, help="weight of the pixel term in the fused map")
+    p.add_argument("--smoothing-sigma", type=float, default=4.0)
+    p.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
+    p.add_argument("--fusion-norm", choices=["test_set", "batch16"], default="test_set")
+    p.add_argument("--backbone", default="wide_resnet101_2")
+    p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
+    p.add_argument("--resolution", default="256", help="evaluation grid N, or native")
+    p.add_argument("--fpr-limit", type=float, default=0.3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_method_b)
 
     p = sub.add_parser(
         "stage-weights", help="copy or download pretrained weights into the cache and verify them"

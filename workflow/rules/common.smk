@@ -21,7 +21,7 @@ config.update(_validated)
 CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
 DOWNLOADED = ("mvtec_ad", "dtd_synthetic", "dtd")
 # Methods whose rules exist in this version of the workflow.
-IMPLEMENTED_METHODS = ()
+IMPLEMENTED_METHODS = ("method_b",)
 
 _pending = [
     m
@@ -44,6 +44,8 @@ wildcard_constraints:
     seed=r"\d+",
     model_hash=r"[0-9a-f]+",
     variant=r"[A-Za-z0-9_.-]+",
+    backbone=r"[a-z0-9_]+",
+    prefix=r"[0-9a-f]{8}",
 
 
 def dataset_cfg(dataset):
@@ -156,6 +158,43 @@ def ddpm_train_args(wildcards):
     args = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in settings.items())
     b = config["methods"]["method_b"]["train"]
     return f"{args} --device {config['device']} --precision {config['precision']} --checkpoint-every {b['checkpoint_every']}"
+
+
+def staged_weights(backbone):
+    """The cached weight file a torchvision backbone needs ([] for the offline EfficientNet-Lite0)."""
+    from texad.backbones.weights import KNOWN_WEIGHTS
+
+    if backbone == "efficientnet_lite0":
+        return []
+    return [
+        f"{config['backbone']['cache']}/hub/checkpoints/{KNOWN_WEIGHTS[backbone].file}"
+    ]
+
+
+def method_b_weights(wildcards):
+    return staged_weights(
+        config["methods"]["method_b"]["inference"]["feature_backbone"]
+    )
+
+
+def method_b_args(wildcards):
+    """Explicit `texad method-b` arguments for the default variant, from methods.method_b."""
+    inf = config["methods"]["method_b"]["inference"]
+    args = [
+        f"--run-name {config['run_name']}",
+        f"--t-start {inf['t_start']} --skip {inf['skip']} --eta {inf['eta']}",
+        f"--w {per_class(inf['w'], wildcards.cls)} --s {inf['s']}",
+        f"--blur-sigma {inf['blur_sigma']} --blur-kernel {inf['blur_kernel']}",
+        f"--v {inf['v']} --smoothing-sigma {inf['smoothing_sigma']} --fusion-norm {inf['fusion_norm']}",
+        f"--backbone {inf['feature_backbone']} --weights-cache {config['backbone']['cache']}",
+        f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
+        f"--batch-size {inf['batch_size']} --device {config['device']}",
+    ]
+    if inf["clip_x0"]:
+        args.append("--clip-x0")
+    if inf["first_call_at_ts"]:
+        args.append("--first-call-at-ts")
+    return " ".join(args)
 
 
 def method_results():

@@ -28,3 +28,26 @@ rule train_diffusion:
         "{params.texad} train-diffusion --class-dir {params.class_dir} --dataset {wildcards.dataset} "
         "--class {wildcards.cls} --out {output.model} --ckpt-dir {params.ckpt_dir} "
         "--expect-hash {wildcards.model_hash} {params.args} --workers {threads} > {log} 2>&1"
+
+
+# Pretrained torchvision weights are staged once, on the head node, into the checksum-verified cache
+# under results/ (TORCH_HOME layout), so compute nodes never download.
+rule stage_weights:
+    output:
+        weights=f"{config['backbone']['cache']}/hub/checkpoints/{{backbone}}-{{prefix}}.pth",
+    log:
+        "results/logs/stage_weights/{backbone}-{prefix}.log",
+    benchmark:
+        "results/benchmarks/stage_weights/{backbone}-{prefix}.tsv"
+    localrule: True
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    params:
+        texad=PYTHON_TEXAD,
+        cache=lambda wc, output: Path(output.weights).parents[2],
+    shell:
+        "{params.texad} stage-weights {wildcards.backbone} --cache {params.cache} > {log} 2>&1"

@@ -1,0 +1,152 @@
+"""Method B on one class: reconstruct every test image, build the maps, evaluate, write the result JSON.
+
+The trained DDPM is loaded from its identity-named file (shared by every variant); each test image draws
+its noise from its own seed (global seed, class, image index), so results do not depend on batching.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from texad.atomic import atomic_write
+from texad.backbones.features import load_backbone
+from texad.config.identity import settings_hash
+from texad.data.mvtec import MVTecDataset
+from texad.diffusion.training import load_diffusion_model
+from texad.evaluation.protocol import evaluate_on_grid, grid_size
+from texad.methods.conditioned_blur.anomaly_map import (
+    MapSettings,
+    anomaly_maps,
+    feature_distance,
+    pixel_distance,
+)
+from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
+from texad.results.record import build_result, device_info, write_result
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_name: str
+    dataset: str
+    class_name: str
+    variant: str
+    seed: int
+    backbone: str
+    backbone_weights: str
+    weights_cache: Path | None
+    resolution: int | str = 256
+    fpr_limit: float = 0.3
+    batch_size: int = 16
+    device: str = "cpu"
+
+
+def image_seed(seed: int, class_name: str, index: int) -> int:
+    """The noise seed of one test image: independent of batch size and order."""
+    return zlib.crc32(f"{seed}/{class_name}/{index}".encode()) & 0x7FFFFFFF
+
+
+def save_maps(path: Path, **arrays: np.ndarray) -> None:
+    """Maps (float16), scores, labels and reconstructions, compressed, written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()), binary=True)
+
+
+def run_method_b(
+    model_path: Path,
+    class_dir: Path,
+    spec: RunSpec,
+    recon: ReconstructionSettings,
+    maps_cfg: MapSettings,
+    *,
+    out_result: Path,
+    out_maps: Path,
+) -> dict:
+    device = torch.device(spec.device)
+    model, schedule, meta = load_diffusion_model(model_path, device=spec.device)
+    schedule = schedule.to(device)
+    size = int(meta["settings"]["image_size"])
+    probe = MVTecDataset(class_dir, "test", image_size=size, mask_size="native")
+    native_hw = tuple(probe[0]["mask"].shape[-2:])
+    grid = grid_size(spec.resolution, native_hw)
+    data = MVTecDataset(class_dir, "test", image_size=size, mask_size=grid)
+    loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, shuffle=False)
+    extractor = load_backbone(
+        spec.backbone, weights=spec.backbone_weights, cache_dir=spec.weights_cache, layers=maps_cfg.layers
+    ).to(device)
+
+    def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return model(x_t, t)
+
+    d_pixel, d_feature, masks, labels, recons = [], [], [], [], []
+    nfe = 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        for batch in loader:
+            x = batch["image"].to(device) * 2.0 - 1.0
+            seeds = [image_seed(spec.seed, spec.class_name, int(i)) for i in batch["index"]]
+            x_rec, info = reconstruct(eps_model, schedule, x, recon, seeds=seeds)
+            nfe = info["nfe_per_image"]
+            d_pixel.append(pixel_distance(x, x_rec).float().cpu())
+            d_feature.append(
+                feature_distance(extractor, x, x_rec, maps_cfg.layers, (size, size)).float().cpu()
+            )
+            masks.append(batch["mask"][:, 0].bool().numpy())
+            labels.append(batch["label"].numpy())
+            recons.append(((x_rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    inference_s = time.perf_counter() - start
+    maps, scores = anomaly_maps(torch.cat(d_pixel), torch.cat(d_feature), maps_cfg)
+    labels_all = np.concatenate(labels)
+    metrics, on_grid = evaluate_on_grid(
+        maps, scores, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
+    )
+
+    save_maps(
+        out_maps,
+        maps=on_grid.astype(np.float16),
+        scores=scores.astype(np.float32),
+        labels=labels_all,
+        paths=np.array([str(s.path) for s in data.samples]),
+        reconstructions=np.concatenate(recons),
+    )
+    n_images = len(data)
+    settings = {
+        "reconstruction": recon.as_dict(),
+        "map": maps_cfg.as_dict(),
+        "model_hash": meta["model_hash"],
+    }
+    result = build_result(
+        run_name=spec.run_name,
+        dataset=spec.dataset,
+        class_name=spec.class_name,
+        method="method_b",
+        variant=spec.variant,
+        seed=spec.seed,
+        metrics=metrics,
+        evaluation={
+            "resolution": spec.resolution,
+            "fpr_limit": spec.fpr_limit,
+            "grid": list(grid),
+            "switches": {"fusion_norm": maps_cfg.fusion_norm, "clip_x0": recon.clip_x0},
+        },
+        timings={
+            "train_s": meta["train"].get("seconds"),
+            "inference_s": inference_s,
+            "images_per_s": n_images / inference_s if inference_s > 0 else None,
+            "nfe_per_image": nfe,
+        },
+        device=device_info(spec.device, meta["train"].get("precision", "fp32")),
+        config_hash=settings_hash(settings),
+        backbone=extractor.describe(),
+        model_hash=meta["model_hash"],
+        extra={"settings": settings, "image_size": size, "n_params": meta.get("n_params")},
+    )
+    write_result(out_result, result)
+    return result
