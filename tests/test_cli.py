@@ -119,3 +119,12 @@ def test_stage_weights_refuses_a_wrong_file(tmp_path):
     run = texad("stage-weights", "wide_resnet50_2", "--cache", str(tmp_path / "cache"), "--source", str(fake))
     assert run.returncode == 1 and "does not match 95faca4d" in run.stderr
     assert not list((tmp_path / "cache").rglob("*.pth"))  # nothing unverified reaches the cache
+
+
+def test_cuda_on_a_machine_without_it_is_a_clear_error(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="device 'cuda' was requested but torch sees no CUDA device"):
+        cli.resolve_device("cuda")
+    assert cli.resolve_device("auto") == "cpu"
