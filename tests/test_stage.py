@@ -14,9 +14,7 @@ import io
 import json
 import re
 import tarfile
-import threading
 import zipfile
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -29,72 +27,6 @@ from texad.data.layout import LayoutError
 from texad.data.stage import PROVENANCE_NAME, LicenceNotAccepted, dataset_root, stage_dataset
 
 MVTEC_NAME = "mvtec_anomaly_detection.tar.xz"
-
-
-# ----------------------------------------------------------------------------------- test server
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-
-    def log_message(self, format, *args):  # noqa: A002 - keep the test output quiet
-        pass
-
-    def do_HEAD(self):
-        self._serve(head=True)
-
-    def do_GET(self):
-        self._serve(head=False)
-
-    def _serve(self, head: bool) -> None:
-        rng = self.headers.get("Range")
-        self.server.requests.append((self.command, self.path, rng))
-        data = self.server.files.get(self.path)
-        if data is None:
-            self.send_error(404)
-            return
-        status, body, extra = 200, data, {}
-        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if m and not head and int(m.group(1)) < len(data):
-            start = int(m.group(1))
-            status, body = 206, data[start:]
-            extra["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Accept-Ranges", "bytes")
-        for k, v in extra.items():
-            self.send_header(k, v)
-        self.end_headers()
-        if not head:
-            self.wfile.write(body)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self):
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.files: dict[str, bytes] = {}
-        self.requests: list[tuple[str, str, str | None]] = []
-
-    def add(self, name: str, data: bytes) -> str:
-        self.files[f"/{name}"] = data
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}/{name}"
-
-    def gets(self) -> list[tuple[str, str, str | None]]:
-        return [r for r in self.requests if r[0] == "GET"]
-
-
-@pytest.fixture
-def server():
-    srv = _Server()
-    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
 
 
 # ------------------------------------------------------------------------------- data builders
@@ -231,7 +163,7 @@ def test_partial_download_in_cache_resumes(mvtec, server, paths):
     part.parent.mkdir(parents=True)
     part.write_bytes(mvtec["data"][:1000])
     stage_dataset("mvtec_ad", classes=["carpet"], accept_license=True, **paths)
-    assert [g[2] for g in server.gets()] == ["bytes=1000-"]
+    assert [g["range"] for g in server.gets()] == ["bytes=1000-"]
     assert (paths["cache"] / MVTEC_NAME).read_bytes() == mvtec["data"]
     assert not part.exists()
 

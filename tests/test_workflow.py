@@ -152,37 +152,13 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert "contact_sheet.png" in html
 
 
-@pytest.fixture
-def http_folder(tmp_path):
-    """Serve tmp_path/'served' on 127.0.0.1 (an ephemeral port) for the duration of a test."""
-    import functools
-    import threading
-    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-
-    served = tmp_path / "served"
-    served.mkdir()
-
-    class Quiet(SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(served)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join(timeout=10)
-
-
 @pytest.mark.slow
-def test_download_stage_runs_through_the_workflow(tmp_path, http_folder):
+def test_download_stage_runs_through_the_workflow(tmp_path, server):
     """DTD-Synthetic from a local server: localrule download, trust-on-first-use checks, class check, sheet."""
     import tarfile
 
     from texad.data.synth import generate_class
 
-    served, base_url = http_folder
     build = tmp_path / "build" / "DTD-Synthetic"
     generate_class(build, "woven", image_size=48, n_train=2, n_test_good=1, n_test_per_defect=1, seed=1)
     cls = build / "woven"
@@ -196,8 +172,10 @@ def test_download_stage_runs_through_the_workflow(tmp_path, http_folder):
         (cls / "ground_truth" / defect / "000_mask.png").rename(cls / "ground_truth" / "bad" / f"{i:03d}.png")
         (cls / "test" / defect).rmdir()
         (cls / "ground_truth" / defect).rmdir()
-    with tarfile.open(served / "DTD-Synthetic.tar.gz", "w:gz") as tar:
+    archive = tmp_path / "DTD-Synthetic.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
         tar.add(build, arcname="DTD-Synthetic")
+    url = server.add(archive.name, archive.read_bytes())
 
     cfg = {
         "run_name": "download-test",
@@ -206,7 +184,7 @@ def test_download_stage_runs_through_the_workflow(tmp_path, http_folder):
                 "enabled": True,
                 "classes": ["Mesh_114"],
                 "accept_license": True,
-                "url": f"{base_url}/DTD-Synthetic.tar.gz",
+                "url": url,
             }
         },
         "methods": {},

@@ -20,6 +20,19 @@ def _write_json(path: Path, payload: dict) -> None:
     write_marker(path, payload)
 
 
+def _fill_from_config(values: dict, config_path: Path | None, dataset: str) -> tuple[dict, dict]:
+    """Explicit flags (not None) win; unset ones come from ``datasets.<dataset>`` of a validated config.
+
+    Returns the filled values and the dataset's config block (empty without a config).
+    """
+    if not config_path:
+        return values, {}
+    from texad.config import load_config
+
+    block = load_config(config_path)["datasets"].get(dataset, {})
+    return {k: block.get(k) if v is None else v for k, v in values.items()}, block
+
+
 def cmd_validate_config(args) -> int:
     from texad.config import load_config
 
@@ -43,11 +56,7 @@ def cmd_synth(args) -> int:
         "n_test_per_defect": args.n_test_per_defect,
         "seed": args.seed,
     }
-    if args.config:
-        from texad.config import load_config
-
-        synth_cfg = load_config(args.config)["datasets"].get("synthetic", {})
-        settings = {k: synth_cfg.get(k, v) if v is None else v for k, v in settings.items()}
+    settings, _ = _fill_from_config(settings, args.config, "synthetic")
     settings = {k: v for k, v in settings.items() if v is not None}
     marker = args.marker or Path(args.out) / f"{args.class_name}.manifest.json"
     manifest = stage_class(Path(args.out), args.class_name, marker=marker, **settings)
@@ -66,13 +75,9 @@ def cmd_download(args) -> int:
         "accept_license": True if args.accept_license else None,
         "keep_archive": False if args.no_keep_archive else None,
     }
-    if args.config:
-        from texad.config import load_config
-
-        ds_cfg = load_config(args.config)["datasets"].get(args.dataset, {})
-        source = {k: ds_cfg.get(k) if v is None else v for k, v in source.items()}
-        if args.classes is None:
-            args.classes = ds_cfg.get("classes")
+    source, ds_cfg = _fill_from_config(source, args.config, args.dataset)
+    if args.classes is None:
+        args.classes = ds_cfg.get("classes")
     if source["keep_archive"] is None:
         source["keep_archive"] = True
     stage_dataset(
