@@ -6,21 +6,19 @@ its noise from its own seed (global seed, class, image index), so results do not
 
 from __future__ import annotations
 
-import io
 import time
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from texad.atomic import atomic_write
 from texad.backbones.features import load_backbone
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import load_diffusion_model
 from texad.evaluation.protocol import evaluate_on_grid, grid_size
+from texad.methods.common import image_seed, save_maps
 from texad.methods.conditioned_blur.anomaly_map import (
     MapSettings,
     anomaly_maps,
@@ -45,18 +43,6 @@ class RunSpec:
     fpr_limit: float = 0.3
     batch_size: int = 16
     device: str = "cpu"
-
-
-def image_seed(seed: int, class_name: str, index: int) -> int:
-    """The noise seed of one test image: independent of batch size and order."""
-    return zlib.crc32(f"{seed}/{class_name}/{index}".encode()) & 0x7FFFFFFF
-
-
-def save_maps(path: Path, **arrays: np.ndarray) -> None:
-    """Maps (float16), scores, labels and reconstructions, compressed, written atomically."""
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    atomic_write(path, lambda fh: fh.write(buffer.getvalue()), binary=True)
 
 
 def run_method_b(
