@@ -196,6 +196,55 @@ def cmd_train_diffusion(args) -> int:
     return 0
 
 
+def _pretrained_weights(backbone: str) -> str:
+    from texad.backbones.features import BACKBONES
+
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+    return BACKBONES[backbone]
+
+
+def cmd_adapt_features(args) -> int:
+    import torch
+
+    from texad.backbones.features import load_backbone
+    from texad.diffusion.training import load_diffusion_model, load_train_images
+    from texad.methods.conditioned_blur.domain_adaptation import (
+        ADAPTATION_LAYERS,
+        AdaptationSettings,
+        adapt_features,
+    )
+
+    device = resolve_device(args.device)
+    torch.set_num_threads(max(1, args.threads))
+    model, schedule, meta = load_diffusion_model(Path(args.model), device=device)
+    schedule = schedule.to(device)
+    images = load_train_images(Path(args.class_dir), int(meta["settings"]["image_size"])).to(device)
+    extractor = load_backbone(
+        args.backbone,
+        weights=_pretrained_weights(args.backbone),
+        cache_dir=Path(args.weights_cache) if args.weights_cache else None,
+        layers=ADAPTATION_LAYERS,
+    ).to(device)
+    settings = AdaptationSettings(
+        epochs=args.epochs, w=args.w, lam=args.lam, lr=args.lr, batch_size=args.batch_size,
+        t_start=args.t_start, skip=args.skip, eta=args.eta, seed=args.seed,
+    )  # fmt: skip
+    summary = adapt_features(
+        lambda x_t, t: model(x_t, t),
+        schedule,
+        extractor,
+        images,
+        settings,
+        model_hash=meta["model_hash"],
+        out_path=Path(args.out),
+        ckpt_dir=Path(args.ckpt_dir),
+        class_tag=f"{meta['settings']['dataset']}/{meta['settings']['class_name']}",
+    )
+    print(json.dumps(summary))
+    return 0
+
+
 def cmd_method_b(args) -> int:
     from texad.methods.conditioned_blur.anomaly_map import MapSettings
     from texad.methods.conditioned_blur.infer import ReconstructionSettings
@@ -225,8 +274,9 @@ def cmd_method_b(args) -> int:
         variant=args.variant,
         seed=args.seed,
         backbone=args.backbone,
-        backbone_weights="efficientnet_lite0" if args.backbone == "efficientnet_lite0" else "torchvision",
+        backbone_weights=_pretrained_weights(args.backbone),
         weights_cache=Path(args.weights_cache) if args.weights_cache else None,
+        adapted_features=Path(args.adapted_features) if args.adapted_features else None,
         resolution=args.resolution if args.resolution == "native" else int(args.resolution),
         fpr_limit=args.fpr_limit,
         batch_size=args.batch_size,
@@ -363,11 +413,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fusion-norm", choices=["test_set", "batch16"], default="test_set")
     p.add_argument("--backbone", default="wide_resnet101_2")
     p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
+    p.add_argument("--adapted-features", help="fine-tuned extractor weights (texad adapt-features)")
     p.add_argument("--resolution", default="256", help="evaluation grid N, or native")
     p.add_argument("--fpr-limit", type=float, default=0.3)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_method_b)
+
+    p = sub.add_parser(
+        "adapt-features", help="DDAD's feature-extractor domain adaptation for one class (resumable)"
+    )
+    p.add_argument("--model", required=True, help="the class's trained DDPM (texad train-diffusion)")
+    p.add_argument("--class-dir", required=True)
+    p.add_argument("--out", required=True, help="adapted extractor weights (written atomically)")
+    p.add_argument("--ckpt-dir", required=True, help="per-epoch checkpoints, outside the rule's outputs")
+    p.add_argument("--backbone", default="wide_resnet101_2")
+    p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
+    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--w", type=float, default=3.0, help="conditioning weight of the reconstructions")
+    p.add_argument("--lam", type=float, default=0.1, help="weight of the stay-close-to-ImageNet terms")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--t-start", type=int, default=250)
+    p.add_argument("--skip", type=int, default=25)
+    p.add_argument("--eta", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(func=cmd_adapt_features)
 
     p = sub.add_parser(
         "stage-weights", help="copy or download pretrained weights into the cache and verify them"

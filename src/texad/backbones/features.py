@@ -21,6 +21,7 @@ when the input requires them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -112,13 +113,38 @@ class FeatureExtractor(nn.Module):
         self.channels: dict[str, int] = {layer: _out_channels(self.stages[layer]) for layer in self.layers}
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.frozen = True
+        self.adapted: dict | None = None  # set when fine-tuned weights are loaded (see :meth:`load_adapted`)
         for p in self.parameters():
             p.requires_grad_(False)
         super().train(False)
 
     def train(self, mode: bool = True) -> FeatureExtractor:
-        """Always eval: a frozen backbone keeps its BatchNorm statistics and has no dropout."""
-        return super().train(False)
+        """A frozen extractor is always in eval (BatchNorm statistics kept, no dropout); a
+        :meth:`trainable_copy` follows ``mode`` like any module."""
+        return super().train(mode and not self.frozen)
+
+    def trainable_copy(self) -> FeatureExtractor:
+        """A deep copy whose parameters require gradients and whose ``train()`` works (DDAD's domain
+        adaptation fine-tunes such a copy against the frozen original)."""
+        clone = copy.deepcopy(self)
+        clone.frozen = False
+        for p in clone.parameters():
+            p.requires_grad_(True)
+        return clone
+
+    def load_adapted(self, state: Mapping[str, torch.Tensor], record: Mapping) -> FeatureExtractor:
+        """Load fine-tuned weights (parameters and BatchNorm buffers) into this frozen extractor; ``record``
+        (file, sha256, settings) goes into :meth:`describe` so results name the adapted weights."""
+        own = self.state_dict()
+        missing = sorted(set(own) - set(state))
+        if missing:
+            raise ValueError(
+                f"{self.name}: the adapted weights lack {missing[:3]} (adapted with other layers?)"
+            )
+        self.load_state_dict({k: state[k] for k in own}, strict=True)  # deeper adapted stages are unused
+        self.adapted = dict(record)
+        return self
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet mean/std normalisation of RGB in [0, 1] (1-channel input repeated to RGB)."""
@@ -145,12 +171,15 @@ class FeatureExtractor(nn.Module):
         ``file`` is the weight file's name (e.g. ``wide_resnet50_2-95faca4d.pth``), ``sha256`` its full
         digest; both None for ``weights="none"``.
         """
-        return {
+        record = {
             "name": self.name,
             "weights": self.weights,
             "file": None if self.weight_path is None else self.weight_path.name,
             "sha256": self.sha256,
         }
+        if self.adapted is not None:
+            record["adapted"] = self.adapted
+        return record
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, weights={self.weights!r}, layers={list(self.layers)}"

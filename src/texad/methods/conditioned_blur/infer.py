@@ -176,9 +176,11 @@ def reconstruct(
     settings: ReconstructionSettings,
     *,
     seeds: Sequence[int],
+    target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the batch ``x`` (N, C, H, W) in [-1, 1] (spec §3.2); ``eps_model(x_t, t)`` takes a (N,)
-    long tensor of timesteps and returns the noise estimate.
+    long tensor of timesteps and returns the noise estimate. ``target`` is the conditioning image y (default
+    ``x`` itself, as at test time; DDAD's domain adaptation conditions one image on another).
 
     ``seeds[i]`` seeds the CPU generator of image i (see the module docstring). Runs under
     ``torch.no_grad()``. Returns ``(x_rec, info)`` with ``x_rec`` the final x0 estimate (same shape, dtype
@@ -189,6 +191,8 @@ def reconstruct(
     seeds = [int(s) for s in seeds]
     if len(seeds) != x.shape[0]:
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for a batch of {x.shape[0]}")
+    if target is not None and target.shape != x.shape:
+        raise ValueError(f"target {tuple(target.shape)} must have the shape of x {tuple(x.shape)}")
     if settings.t_start > schedule.num_timesteps - 1:
         raise ValueError(f"t_start must be < T = {schedule.num_timesteps}, got {settings.t_start}")
     steps = time_grid(schedule, settings)
@@ -197,7 +201,7 @@ def reconstruct(
     guided = settings.s > 0
     nfe = 0
     with torch.no_grad():
-        y = x
+        y = x if target is None else target
         x_t = schedule.q_sample(x, settings.t_start, _draw(x, generators))
         x0_hat = x_t
         for t, t_prev in steps:

@@ -25,6 +25,7 @@ from texad.methods.conditioned_blur.anomaly_map import (
     feature_distance,
     pixel_distance,
 )
+from texad.methods.conditioned_blur.domain_adaptation import load_adapted_state
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
 from texad.results.record import build_result, device_info, write_result
 
@@ -43,6 +44,7 @@ class RunSpec:
     fpr_limit: float = 0.3
     batch_size: int = 16
     device: str = "cpu"
+    adapted_features: Path | None = None  # DDAD domain adaptation output, None = pretrained weights
 
 
 def run_method_b(
@@ -66,7 +68,10 @@ def run_method_b(
     loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, shuffle=False)
     extractor = load_backbone(
         spec.backbone, weights=spec.backbone_weights, cache_dir=spec.weights_cache, layers=maps_cfg.layers
-    ).to(device)
+    )
+    if spec.adapted_features is not None:
+        extractor.load_adapted(*load_adapted_state(spec.adapted_features))
+    extractor = extractor.to(device)
 
     def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(x_t, t)

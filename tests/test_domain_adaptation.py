@@ -1,0 +1,119 @@
+"""DDAD's feature-extractor domain adaptation: the loss against its formula, training, resume, loading."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from texad.backbones.features import load_backbone
+from texad.diffusion.schedules import NoiseSchedule
+from texad.diffusion.training import TrainingStopped
+from texad.methods.conditioned_blur.domain_adaptation import (
+    ADAPTATION_LAYERS,
+    AdaptationSettings,
+    adapt_features,
+    adaptation_loss,
+    load_adapted_state,
+)
+
+
+def _cos_ref(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean over samples of 1 - cos of the flattened maps, by explicit loops."""
+    out = []
+    for i in range(a.shape[0]):
+        u, v = a[i].ravel(), b[i].ravel()
+        out.append(1.0 - float(u @ v) / (np.linalg.norm(u) * np.linalg.norm(v)))
+    return float(np.mean(out))
+
+
+def test_adaptation_loss_matches_the_formula():
+    g = torch.Generator().manual_seed(0)
+    shapes = {"layer1": (3, 4, 6, 6), "layer2": (3, 5, 3, 3)}
+    f = [{k: torch.randn(s, generator=g, dtype=torch.float64) for k, s in shapes.items()} for _ in range(4)]
+    lam = 0.1
+    got = float(adaptation_loss(f[0], f[1], f[2], f[3], lam))
+    ref = 0.0
+    for k in shapes:
+        a, b, c, d = (x[k].numpy() for x in f)
+        ref += _cos_ref(a, b) + lam * _cos_ref(b, c) + lam * _cos_ref(a, d)
+    assert got == pytest.approx(ref, rel=1e-12)
+
+
+def test_adaptation_loss_is_zero_for_identical_features_and_scale_invariant():
+    f = {"layer1": torch.rand(2, 3, 4, 4, dtype=torch.float64) + 0.1}
+    assert float(adaptation_loss(f, f, f, f, 0.5)) == pytest.approx(0.0, abs=1e-12)
+    scaled = {"layer1": 3.0 * f["layer1"]}
+    assert float(adaptation_loss(scaled, f, f, scaled, 0.5)) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_settings_reject_bad_values():
+    with pytest.raises(ValueError, match="epochs"):
+        AdaptationSettings(epochs=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        AdaptationSettings(epochs=1, batch_size=1)
+
+
+@pytest.fixture()
+def setup():
+    torch.manual_seed(0)
+    extractor = load_backbone("resnet18", weights="none", cache_dir=None, layers=ADAPTATION_LAYERS)
+    schedule = NoiseSchedule.linear(1000, 1e-4, 0.02)
+    images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    settings = AdaptationSettings(epochs=2, batch_size=4, t_start=50, skip=25, lr=1e-3)
+
+    def eps_model(x_t, t):  # a fixed, deterministic stand-in for the U-Net
+        return 0.1 * x_t
+
+    return extractor, schedule, images, settings, eps_model
+
+
+def _run(setup, tmp_path, name, **kw):
+    extractor, schedule, images, settings, eps_model = setup
+    return adapt_features(
+        eps_model, schedule, extractor, images, settings, model_hash="abc123abc123",
+        out_path=tmp_path / f"{name}.pt", ckpt_dir=tmp_path / f"ck-{name}", progress=False,
+        log=lambda m: None, **kw,
+    )  # fmt: skip
+
+
+def test_adaptation_changes_the_copy_not_the_original_and_loads_back(setup, tmp_path):
+    extractor = setup[0]
+    before = {k: v.clone() for k, v in extractor.state_dict().items()}
+    summary = _run(setup, tmp_path, "a")
+    assert len(summary["losses"]) == 2 and all(np.isfinite(summary["losses"]))
+    for k, v in extractor.state_dict().items():  # the frozen original is untouched
+        assert torch.equal(v, before[k]), k
+    assert not extractor.training and all(not p.requires_grad for p in extractor.parameters())
+
+    state, record = load_adapted_state(tmp_path / "a.pt")
+    assert record["epochs"] == 2 and len(record["sha256"]) == 64
+    changed = [k for k in before if k.endswith("weight") and not torch.equal(state[k], before[k])]
+    assert changed, "no parameter moved"
+    # BatchNorm ran in train mode (DDAD), so its running statistics moved too
+    assert any(not torch.equal(state[k], before[k]) for k in before if k.endswith("running_mean"))
+
+    test_fe = load_backbone("resnet18", weights="none", cache_dir=None, layers=("layer2", "layer3"))
+    test_fe.load_adapted(state, record)
+    assert test_fe.describe()["adapted"]["sha256"] == record["sha256"]
+    assert torch.equal(test_fe.state_dict()["stem.0.weight"], state["stem.0.weight"])
+    assert not test_fe.training
+
+
+def test_resume_after_interruption_gives_the_same_weights(setup, tmp_path):
+    _run(setup, tmp_path, "full")
+    with pytest.raises(TrainingStopped):
+        _run(setup, tmp_path, "cut", _stop_after_epoch=1)
+    assert not (tmp_path / "cut.pt").exists()
+    _run(setup, tmp_path, "cut")
+    full, _ = load_adapted_state(tmp_path / "full.pt")
+    cut, _ = load_adapted_state(tmp_path / "cut.pt")
+    for k in full:
+        assert torch.equal(full[k], cut[k]), k
+
+
+def test_too_few_images_is_a_clear_error(setup, tmp_path):
+    extractor, schedule, images, settings, eps_model = setup
+    with pytest.raises(ValueError, match="batch_size=4"):
+        adapt_features(eps_model, schedule, extractor, images[:3], settings, model_hash="abc123abc123",
+                       out_path=tmp_path / "x.pt", ckpt_dir=tmp_path / "ck", progress=False)  # fmt: skip
