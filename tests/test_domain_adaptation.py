@@ -117,3 +117,12 @@ def test_too_few_images_is_a_clear_error(setup, tmp_path):
     with pytest.raises(ValueError, match="batch_size=4"):
         adapt_features(eps_model, schedule, extractor, images[:3], settings, model_hash="abc123abc123",
                        out_path=tmp_path / "x.pt", ckpt_dir=tmp_path / "ck", progress=False)  # fmt: skip
+
+
+def test_identity_does_not_depend_on_int_or_float_spelling():
+    a = AdaptationSettings(epochs=2, w=3, lam=0.1, lr=1e-4, batch_size=4, eta=1)
+    b = AdaptationSettings(epochs=2.0, w=3.0, lam=0.1, lr=0.0001, batch_size=4, eta=1.0)
+    assert a.identity_hash("m", "resnet18", "none") == b.identity_hash("m", "resnet18", "none")
+    assert a.identity_hash("m", "resnet18", "none") != AdaptationSettings(epochs=3).identity_hash(
+        "m", "resnet18", "none"
+    )

@@ -46,6 +46,8 @@ def test_paper_config_plans_every_data_job():
     # one DDPM per (class, seed), shared by Method B; its torchvision backbone is staged once
     assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3
     assert counts["stage_weights"] == 1
+    # DDAD's feature adaptation only where its epochs are not 0 (grid 6, leather 8, wood 16), per seed
+    assert counts["adapt_features"] == 3 * 3
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -122,6 +124,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
                                         n_test_per_defect=1)  # fmt: skip
     cfg["image_size"] = 32
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
+    cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
@@ -141,6 +144,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         )
         assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and result["timings"]["nfe_per_image"] == 20
         assert result["backbone"]["name"] == "efficientnet_lite0" and result["model_hash"]
+        assert ("adapted" in result["backbone"]) == (cls == "wood")
     assert "method_b" in (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr

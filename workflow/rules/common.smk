@@ -43,6 +43,7 @@ wildcard_constraints:
     cls=r"[A-Za-z0-9_]+",
     seed=r"\d+",
     model_hash=r"[0-9a-f]+",
+    fe_hash=r"[0-9a-f]+",
     variant=r"[A-Za-z0-9_.-]+",
     backbone=r"[a-z0-9_]+",
     prefix=r"[0-9a-f]{8}",
@@ -177,6 +178,55 @@ def method_b_weights(wildcards):
     )
 
 
+def adaptation_settings(cls, seed):
+    """DDAD's feature adaptation for `cls` (None when its epochs are 0: the pretrained weights are used)."""
+    from texad.methods.conditioned_blur.domain_adaptation import AdaptationSettings
+
+    fa = config["methods"]["method_b"]["feature_adaptation"]
+    epochs = per_class(fa["epochs"], cls)
+    if epochs == 0:
+        return None
+    inf = config["methods"]["method_b"]["inference"]
+    return AdaptationSettings(
+        epochs=epochs,
+        w=fa["w"],
+        lam=fa["lambda"],
+        lr=fa["lr"],
+        batch_size=fa["batch_size"],
+        t_start=inf["t_start"],
+        skip=inf["skip"],
+        eta=inf["eta"],
+        seed=int(seed),
+    )
+
+
+def adapted_features(wildcards):
+    """The adapted extractor a Method B run needs ([] without adaptation); the name carries its identity."""
+    from texad.backbones.features import BACKBONES
+
+    s = adaptation_settings(wildcards.cls, wildcards.seed)
+    if s is None:
+        return []
+    backbone = config["methods"]["method_b"]["inference"]["feature_backbone"]
+    h = s.identity_hash(
+        ddpm_hash(wildcards.dataset, wildcards.cls, wildcards.seed),
+        backbone,
+        BACKBONES[backbone],
+    )
+    return [
+        f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/features-{backbone}-{h}.pt"
+    ]
+
+
+def adaptation_args(wildcards):
+    s = adaptation_settings(wildcards.cls, wildcards.seed)
+    return (
+        f"--epochs {s.epochs} --w {s.w} --lam {s.lam} --lr {s.lr} --batch-size {s.batch_size} "
+        f"--t-start {s.t_start} --skip {s.skip} --eta {s.eta} --seed {s.seed} "
+        f"--weights-cache {config['backbone']['cache']} --device {config['device']}"
+    )
+
+
 def method_b_args(wildcards):
     """Explicit `texad method-b` arguments for the default variant, from methods.method_b."""
     inf = config["methods"]["method_b"]["inference"]
@@ -190,6 +240,8 @@ def method_b_args(wildcards):
         f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
         f"--batch-size {inf['batch_size']} --device {config['device']}",
     ]
+    for path in adapted_features(wildcards):
+        args.append(f"--adapted-features {path}")
     if inf["clip_x0"]:
         args.append("--clip-x0")
     if inf["first_call_at_ts"]:

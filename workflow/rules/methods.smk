@@ -6,6 +6,7 @@ rule method_b:
         model=ddpm_model,
         marker=stage_marker,
         weights=method_b_weights,
+        features=adapted_features,
     output:
         result="results/runs/{dataset}/{cls}/method_b/default/seed{seed}.json",
         maps="results/maps/{dataset}/{cls}/method_b/default/seed{seed}.npz",
@@ -28,3 +29,34 @@ rule method_b:
         "{params.texad} method-b --model {input.model} --class-dir {params.class_dir} "
         "--dataset {wildcards.dataset} --class {wildcards.cls} --seed {wildcards.seed} "
         "--out {output.result} --maps {output.maps} {params.args} > {log} 2>&1"
+
+
+# DDAD's feature-extractor domain adaptation: one per (class, DDPM, adaptation settings), for the classes
+# whose feature_adaptation.epochs is not 0; every Method B variant of that class reuses it.
+rule adapt_features:
+    input:
+        model=ddpm_model,
+        marker=stage_marker,
+        weights=method_b_weights,
+    output:
+        features="results/models/{dataset}/{cls}/seed{seed}/features-{backbone}-{fe_hash}.pt",
+    log:
+        "results/logs/adapt_features/{dataset}/{cls}/seed{seed}-{backbone}-{fe_hash}.log",
+    benchmark:
+        "results/benchmarks/adapt_features/{dataset}/{cls}/seed{seed}-{backbone}-{fe_hash}.tsv"
+    conda:
+        torch_env
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 32000 if uses_gpu() else 8000,
+        runtime=lambda wc: 240 if uses_gpu() else 120,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/features-{wc.backbone}-{wc.fe_hash}",
+        args=adaptation_args,
+    shell:
+        "{params.texad} adapt-features --model {input.model} --class-dir {params.class_dir} "
+        "--out {output.features} --ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.fe_hash} "
+        "--backbone {wildcards.backbone} {params.args} --threads {threads} > {log} 2>&1"

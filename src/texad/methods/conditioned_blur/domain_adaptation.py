@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from texad.atomic import atomic_write
 from texad.backbones.features import FeatureExtractor
-from texad.config.identity import settings_hash
+from texad.config.identity import coerce_numbers, settings_hash
 from texad.diffusion.schedules import NoiseSchedule
 from texad.diffusion.training import TrainingStopped
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
@@ -66,6 +66,7 @@ class AdaptationSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        coerce_numbers(self)
         if self.epochs < 1:
             raise ValueError(f"epochs must be >= 1 (0 means: do not adapt), got {self.epochs}")
         if self.batch_size < 2:
@@ -76,10 +77,14 @@ class AdaptationSettings:
     def reconstruction(self) -> ReconstructionSettings:
         return ReconstructionSettings(t_start=self.t_start, skip=self.skip, eta=self.eta, w=self.w, s=0.0)
 
-    def identity(self, model_hash: str, backbone: Mapping) -> dict:
-        """What shapes the adapted weights: these settings, the diffusion model and the starting backbone."""
-        start = {k: backbone.get(k) for k in ("name", "weights", "sha256")}
+    def identity(self, model_hash: str, backbone: str, weights: str) -> dict:
+        """What shapes the adapted weights: these settings, the diffusion model and the starting backbone
+        (its name and pretrained weights; the weight files themselves are checksum-verified when loaded)."""
+        start = {"name": backbone, "weights": weights}
         return {"format": FORMAT, "settings": asdict(self), "model_hash": model_hash, "backbone": start}
+
+    def identity_hash(self, model_hash: str, backbone: str, weights: str) -> str:
+        return settings_hash(self.identity(model_hash, backbone, weights))
 
 
 def _cos_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -151,7 +156,7 @@ def adapt_features(
             f"{class_tag}: feature adaptation needs at least batch_size={s.batch_size} training images, "
             f"found {n}; lower methods.method_b.feature_adaptation.batch_size"
         )
-    identity = s.identity(model_hash, extractor.describe())
+    identity = s.identity(model_hash, extractor.name, extractor.weights)
     ident_hash = settings_hash(identity)
     frozen = extractor
     adapted = extractor.trainable_copy().train()
