@@ -336,6 +336,20 @@ def test_feature_distance_upsamples_align_corners_and_sums_layers():
     assert all(lo >= 0.0 and hi <= 1.0 for lo, hi in ext.seen)
 
 
+def test_feature_distance_input_size_resizes_both_images_first():
+    ext = StandInExtractor()
+    x, r = _images(2, 16, seed=3), _images(2, 16, seed=4)
+    got = feature_distance(ext, x, r, ["layer2"], (16, 16), input_size=32)
+    up = lambda t: F.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)  # noqa: E731
+    torch.testing.assert_close(got, feature_distance(ext, up(x), up(r), ["layer2"], (16, 16)))
+    assert not torch.allclose(got, feature_distance(ext, x, r, ["layer2"], (16, 16)))
+    # the image size itself is a no-op
+    torch.testing.assert_close(
+        feature_distance(ext, x, r, ["layer2"], (16, 16), input_size=16),
+        feature_distance(ext, x, r, ["layer2"], (16, 16)),
+    )
+
+
 def test_feature_distance_zero_for_identical_and_positive_at_a_changed_patch():
     ext = StandInExtractor()
     x = _images(1, 32, seed=5)

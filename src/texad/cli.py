@@ -230,6 +230,12 @@ def cmd_adapt_features(args) -> int:
         epochs=args.epochs, w=args.w, lam=args.lam, lr=args.lr, batch_size=args.batch_size,
         t_start=args.t_start, skip=args.skip, eta=args.eta, seed=args.seed,
     )  # fmt: skip
+    got = settings.identity_hash(meta["model_hash"], args.backbone, _pretrained_weights(args.backbone))
+    if args.expect_hash and got != args.expect_hash:
+        raise ValueError(
+            f"the adaptation settings hash to {got}, but the requested file is for {args.expect_hash}: "
+            "the config changed while the workflow was planned; run snakemake again"
+        )
     summary = adapt_features(
         lambda x_t, t: model(x_t, t),
         schedule,
@@ -266,6 +272,7 @@ def cmd_method_b(args) -> int:
         smoothing_sigma=args.smoothing_sigma,
         layers=tuple(args.layers),
         fusion_norm=args.fusion_norm,
+        feature_size=args.feature_size,
     )
     spec = RunSpec(
         run_name=args.run_name,
@@ -411,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--smoothing-sigma", type=float, default=4.0)
     p.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
     p.add_argument("--fusion-norm", choices=["test_set", "batch16"], default="test_set")
+    p.add_argument("--feature-size", type=int, help="resize both images to this side before the extractor")
     p.add_argument("--backbone", default="wide_resnet101_2")
     p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
     p.add_argument("--adapted-features", help="fine-tuned extractor weights (texad adapt-features)")
@@ -427,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class-dir", required=True)
     p.add_argument("--out", required=True, help="adapted extractor weights (written atomically)")
     p.add_argument("--ckpt-dir", required=True, help="per-epoch checkpoints, outside the rule's outputs")
+    p.add_argument("--expect-hash", help="fail if the settings do not hash to this identity")
     p.add_argument("--backbone", default="wide_resnet101_2")
     p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
     p.add_argument("--epochs", type=int, required=True)

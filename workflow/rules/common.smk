@@ -240,6 +240,8 @@ def method_b_args(wildcards):
         f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
         f"--batch-size {inf['batch_size']} --device {config['device']}",
     ]
+    if inf["feature_size"] is not None:
+        args.append(f"--feature-size {inf['feature_size']}")
     for path in adapted_features(wildcards):
         args.append(f"--adapted-features {path}")
     if inf["clip_x0"]:

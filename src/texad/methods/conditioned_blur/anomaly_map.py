@@ -42,12 +42,16 @@ Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 @dataclass(frozen=True)
 class MapSettings:
     """``v``: weight of the pixel term; ``smoothing_sigma``: Gaussian std of the final smoothing (pixels);
-    ``layers``: extractor layers of D_f; ``fusion_norm``: "test_set" (CHOSEN default) or "batch16" (DDAD)."""
+    ``layers``: extractor layers of D_f; ``fusion_norm``: "test_set" (CHOSEN default) or "batch16" (DDAD);
+    ``feature_size``: side the input and reconstruction are resized to (bilinear) before the extractor, None
+    = the diffusion image size (DDAD: 256 = 256). A small model (the 64-px CPU demo) leaves the extractor's
+    layer2/3 grids at 8x8/4x4; feeding it upsampled images keeps ImageNet-scale receptive fields."""
 
     v: float = 1.0
     smoothing_sigma: float = 4.0
     layers: tuple[str, ...] = ("layer2", "layer3")
     fusion_norm: str = "test_set"
+    feature_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.fusion_norm not in FUSION_NORMS:
@@ -58,6 +62,8 @@ class MapSettings:
             raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
         if isinstance(self.layers, str) or not self.layers:
             raise ValueError(f"layers must be a non-empty tuple of layer names, got {self.layers!r}")
+        if self.feature_size is not None and self.feature_size < 16:
+            raise ValueError(f"feature_size must be >= 16 or None, got {self.feature_size}")
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -89,10 +95,15 @@ def feature_distance(
     x_rec: torch.Tensor,
     layers: Sequence[str],
     out_size: tuple[int, int],
+    input_size: int | None = None,
 ) -> torch.Tensor:
     """Sum over ``layers`` of the upsampled 1 - cos(agg(F_l(x)), agg(F_l(x_rec))) maps; shape (N, H', W')
-    with (H', W') = ``out_size``. ``x`` and ``x_rec`` are in [-1, 1]; the extractor gets them in [0, 1]."""
+    with (H', W') = ``out_size``. ``x`` and ``x_rec`` are in [-1, 1]; the extractor gets them in [0, 1],
+    both resized bilinearly to ``input_size`` x ``input_size`` first when it is given."""
     _check_pair(x, x_rec)
+    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
+        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
+        x_rec = F.interpolate(x_rec, size=(input_size, input_size), mode="bilinear", align_corners=False)
     if isinstance(layers, str) or not layers:
         raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
     out_size = (int(out_size[0]), int(out_size[1]))
