@@ -20,7 +20,8 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 demo: install
 	snakemake --cores $(CORES) --configfile config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
-	@echo "demo done: contact sheets in results/data/synthetic/*/contact_sheet.png, report in results/report.html"
+	@for m in image_auroc pixel_auroc aupro; do echo; echo "== $$m =="; cat results/tables/$$m.md; done
+	@echo "demo done: tables in results/tables/, contact sheets in results/data/synthetic/*/contact_sheet.png, report in results/report.html"
 
 test: install
 	$(BIN)/python -m pytest

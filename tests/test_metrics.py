@@ -456,3 +456,12 @@ def test_accepts_01_masks_torch_and_channel_axis():
         roc_auc_score(masks.ravel(), maps.astype(np.float16).ravel()), abs=1e-12
     )
     assert math.isfinite(M.pixel_f1_max(maps, masks.astype(float))[0])
+
+
+def test_image_ap_of_a_perfect_ranking_is_exactly_one():
+    """scikit-learn sums to 1 + 1 ulp here; a metric above 1 would fail the result schema."""
+    from texad.evaluation.metrics import image_ap
+
+    labels = np.r_[np.zeros(2), np.ones(9)]
+    scores = np.r_[np.arange(2) * 0.1, 10 + np.arange(9) * 0.37]
+    assert image_ap(scores, labels) == 1.0

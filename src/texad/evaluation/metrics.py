@@ -150,7 +150,8 @@ def image_auroc(scores: Any, labels: Any) -> float:
 def image_ap(scores: Any, labels: Any) -> float:
     """Average precision of one anomaly score per image against binary labels (1 = anomalous)."""
     s, lab = _validate_image_level(scores, labels)
-    return float(average_precision_score(lab, s))
+    # a perfect ranking can sum to 1 + 1 ulp in floating point; a score lies in [0, 1]
+    return float(min(1.0, average_precision_score(lab, s)))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -232,7 +233,7 @@ class _PixelRanking:
         # average_precision_score: sum over thresholds of (R_k - R_{k-1}) * P_k.
         precision, recall, _ = self._precision_recall()
         delta_recall = np.diff(recall, prepend=0.0)
-        return float(max(0.0, np.sum(delta_recall * precision)))
+        return float(min(1.0, max(0.0, np.sum(delta_recall * precision))))
 
     def f1_max(self) -> tuple[float, float]:
         precision, recall, thresholds = self._precision_recall()
