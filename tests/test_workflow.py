@@ -45,7 +45,10 @@ def test_paper_config_plans_every_data_job():
     assert counts["check_class"] == 8 and counts["contact_sheet"] == 8  # 5 MVTec textures + 3 DTD-Synthetic
     # one DDPM per (class, seed), shared by Method B; its torchvision backbone is staged once
     assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3
-    assert counts["stage_weights"] == 1
+    # SimpleNet: one model per (class, seed), one evaluation each
+    assert counts["train_simplenet"] == 8 * 3 and counts["simplenet"] == 8 * 3
+    # the two torchvision backbones (WRN-101 for Method B, WRN-50 for SimpleNet) are staged once each
+    assert counts["stage_weights"] == 2
     # DDAD's feature adaptation only where its epochs are not 0 (grid 6, leather 8, wood 16), per seed
     assert counts["adapt_features"] == 3 * 3
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
@@ -68,6 +71,8 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "contact_sheet": 3,
         "train_diffusion": 3,
         "method_b": 3,
+        "train_simplenet": 3,
+        "simplenet": 3,
         "aggregate": 1,
         "all": 1,
     }
@@ -125,6 +130,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["image_size"] = 32
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
+    cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
@@ -145,7 +151,15 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and result["timings"]["nfe_per_image"] == 20
         assert result["backbone"]["name"] == "efficientnet_lite0" and result["model_hash"]
         assert ("adapted" in result["backbone"]) == (cls == "wood")
-    assert "method_b" in (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
+        simplenet = json.loads(
+            (
+                tmp_path / "results" / "runs" / "synthetic" / cls / "simplenet" / "default" / "seed0.json"
+            ).read_text()
+        )
+        assert simplenet["extra"]["selection"] == {**simplenet["extra"]["selection"], "mode": "last",
+                                                   "used_test_set": False}  # fmt: skip
+    table = (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
+    assert "method_b" in table and "simplenet" in table
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = smk(

@@ -251,6 +251,76 @@ def cmd_adapt_features(args) -> int:
     return 0
 
 
+def _settings_json(text: str, what: str) -> dict:
+    try:
+        block = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--settings for {what} is not JSON ({exc}); pass the methods.{what} block") from exc
+    if not isinstance(block, dict):
+        raise ValueError(f"--settings for {what} must be a JSON object (the methods.{what} block)")
+    return block
+
+
+def _simplenet_run(args):
+    from texad.methods.simplenet import RunSpec, SimpleNetSettings
+
+    settings = SimpleNetSettings.from_config(_settings_json(args.settings, "simplenet"))
+    spec = RunSpec(
+        run_name=args.run_name,
+        dataset=args.dataset,
+        class_name=args.class_name,
+        seed=args.seed,
+        backbone_weights=_pretrained_weights(settings.backbone),
+        weights_cache=Path(args.weights_cache) if args.weights_cache else None,
+        variant=args.variant,
+        resolution=args.resolution if args.resolution == "native" else int(args.resolution),
+        fpr_limit=args.fpr_limit,
+        batch_size=args.batch_size,
+        device=resolve_device(args.device),
+    )
+    return spec, settings
+
+
+def _check_expected_hash(got: str, expected: str | None) -> None:
+    if expected and got != expected:
+        raise ValueError(
+            f"the settings hash to {got}, but the requested model file is for {expected}: "
+            "the config changed while the workflow was planned; run snakemake again"
+        )
+
+
+def cmd_train_simplenet(args) -> int:
+    from texad.methods.simplenet import run_model_hash, train_model
+
+    spec, settings = _simplenet_run(args)
+    _check_expected_hash(run_model_hash(spec, settings), args.expect_hash)
+    summary = train_model(
+        Path(args.class_dir), spec, settings, model_path=Path(args.out), ckpt_dir=Path(args.ckpt_dir)
+    )
+    print(json.dumps({k: summary[k] for k in ("seconds", "final_loss", "selection") if k in summary}))
+    return 0
+
+
+def cmd_simplenet(args) -> int:
+    from texad.methods.simplenet import evaluate_model
+
+    spec, settings = _simplenet_run(args)
+    result = evaluate_model(
+        Path(args.class_dir), spec, settings, model_path=Path(args.model), out_result=Path(args.out),
+        out_maps=Path(args.maps),
+    )  # fmt: skip
+    _print_metrics("simplenet", args, result)
+    return 0
+
+
+def _print_metrics(method: str, args, result: dict) -> None:
+    m = result["metrics"]
+    print(
+        f"{method} {args.dataset}/{args.class_name} seed {args.seed}: image AUROC {m['image_auroc']:.4f}, "
+        f"pixel AUROC {m['pixel_auroc']:.4f}, AUPRO {m['aupro']:.4f}, pixel AP {m['pixel_ap']:.4f}"
+    )
+
+
 def cmd_method_b(args) -> int:
     from texad.methods.conditioned_blur.anomaly_map import MapSettings
     from texad.methods.conditioned_blur.infer import ReconstructionSettings
@@ -298,11 +368,7 @@ def cmd_method_b(args) -> int:
         out_result=Path(args.out),
         out_maps=Path(args.maps),
     )
-    m = result["metrics"]
-    print(
-        f"method_b {args.dataset}/{args.class_name} seed {args.seed}: image AUROC {m['image_auroc']:.4f}, "
-        f"pixel AUROC {m['pixel_auroc']:.4f}, AUPRO {m['aupro']:.4f}, pixel AP {m['pixel_ap']:.4f}"
-    )
+    _print_metrics("method_b", args, result)
     return 0
 
 
@@ -427,6 +493,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.set_defaults(func=cmd_method_b)
+
+    def run_args(p, *, evaluation: bool) -> None:
+        """Arguments every baseline run shares: the class, its settings block as JSON, device, protocol."""
+        p.add_argument("--class-dir", required=True)
+        p.add_argument("--dataset", required=True)
+        p.add_argument("--class", dest="class_name", required=True)
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--settings", required=True, help="the config's methods.<method> block as JSON")
+        p.add_argument(
+            "--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights"
+        )
+        p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+        p.add_argument("--run-name", default="texad")
+        p.add_argument("--variant", default="default")
+        p.add_argument("--resolution", default="256", help="evaluation grid N, or native")
+        p.add_argument("--fpr-limit", type=float, default=0.3)
+        p.add_argument("--batch-size", type=int, default=16, help="inference batch")
+        if evaluation:
+            p.add_argument("--model", required=True, help="the trained model file")
+            p.add_argument("--out", required=True, help="result JSON")
+            p.add_argument("--maps", required=True, help="anomaly maps and scores (.npz)")
+        else:
+            p.add_argument("--out", required=True, help="model file (written atomically)")
+            p.add_argument(
+                "--ckpt-dir", required=True, help="resumable checkpoints, outside the rule's outputs"
+            )
+            p.add_argument("--expect-hash", help="fail if the settings do not hash to this model identity")
+
+    p = sub.add_parser("train-simplenet", help="train SimpleNet on one class (resumes from --ckpt-dir)")
+    run_args(p, evaluation=False)
+    p.set_defaults(func=cmd_train_simplenet)
+
+    p = sub.add_parser("simplenet", help="evaluate a trained SimpleNet on one class: maps, metrics, result")
+    run_args(p, evaluation=True)
+    p.set_defaults(func=cmd_simplenet)
 
     p = sub.add_parser(
         "adapt-features", help="DDAD's feature-extractor domain adaptation for one class (resumable)"

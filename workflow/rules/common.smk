@@ -1,4 +1,5 @@
 # Config validation, look-ups and input functions shared by every rule file.
+import json
 import os
 import shlex
 import sys
@@ -21,7 +22,7 @@ config.update(_validated)
 CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
 DOWNLOADED = ("mvtec_ad", "dtd_synthetic", "dtd")
 # Methods whose rules exist in this version of the workflow.
-IMPLEMENTED_METHODS = ("method_b",)
+IMPLEMENTED_METHODS = ("method_b", "simplenet")
 
 _pending = [
     m
@@ -249,6 +250,48 @@ def method_b_args(wildcards):
     if inf["first_call_at_ts"]:
         args.append("--first-call-at-ts")
     return " ".join(args)
+
+
+def method_block(method):
+    """methods.<method> without `enabled`: the settings a method's CLI takes as --settings JSON."""
+    return {k: v for k, v in config["methods"][method].items() if k != "enabled"}
+
+
+def settings_json(method):
+    return shlex.quote(json.dumps(method_block(method), sort_keys=True))
+
+
+def simplenet_hash(dataset, cls, seed):
+    from texad.backbones.features import BACKBONES
+    from texad.methods.simplenet import SimpleNetSettings, model_hash
+
+    settings = SimpleNetSettings.from_config(method_block("simplenet"))
+    return model_hash(
+        settings,
+        dataset=dataset,
+        class_name=cls,
+        seed=int(seed),
+        backbone_weights=BACKBONES[settings.backbone],
+    )
+
+
+def simplenet_model(wildcards):
+    h = simplenet_hash(wildcards.dataset, wildcards.cls, wildcards.seed)
+    return f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/simplenet-{h}.pt"
+
+
+def simplenet_weights(wildcards):
+    return staged_weights(config["methods"]["simplenet"]["backbone"])
+
+
+def run_args(wildcards):
+    """CLI arguments every baseline run shares (settings JSON, protocol, device, weight cache)."""
+    ev = config["evaluation"]
+    return (
+        f"--dataset {wildcards.dataset} --class {wildcards.cls} --seed {wildcards.seed} "
+        f"--run-name {config['run_name']} --resolution {ev['resolution']} --fpr-limit {ev['fpr_limit']} "
+        f"--weights-cache {config['backbone']['cache']} --device {config['device']}"
+    )
 
 
 def method_results():

@@ -60,3 +60,32 @@ rule adapt_features:
         "{params.texad} adapt-features --model {input.model} --class-dir {params.class_dir} "
         "--out {output.features} --ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.fe_hash} "
         "--backbone {wildcards.backbone} {params.args} --threads {threads} > {log} 2>&1"
+
+
+rule simplenet:
+    input:
+        model=simplenet_model,
+        marker=stage_marker,
+        weights=simplenet_weights,
+    output:
+        result="results/runs/{dataset}/{cls}/simplenet/default/seed{seed}.json",
+        maps="results/maps/{dataset}/{cls}/simplenet/default/seed{seed}.npz",
+    log:
+        "results/logs/simplenet/{dataset}/{cls}/default/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/simplenet/{dataset}/{cls}/default/seed{seed}.tsv"
+    conda:
+        torch_env
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
+        runtime=lambda wc: 60 if uses_gpu() else 60,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        settings=lambda wc: settings_json("simplenet"),
+        args=run_args,
+    shell:
+        "{params.texad} simplenet --model {input.model} --class-dir {params.class_dir} "
+        "--settings {params.settings} {params.args} --out {output.result} --maps {output.maps} > {log} 2>&1"

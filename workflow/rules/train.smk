@@ -30,6 +30,35 @@ rule train_diffusion:
         "--expect-hash {wildcards.model_hash} {params.args} --workers {threads} > {log} 2>&1"
 
 
+rule train_simplenet:
+    input:
+        marker=stage_marker,
+        weights=simplenet_weights,
+    output:
+        model="results/models/{dataset}/{cls}/seed{seed}/simplenet-{model_hash}.pt",
+    log:
+        "results/logs/train_simplenet/{dataset}/{cls}/seed{seed}-{model_hash}.log",
+    benchmark:
+        "results/benchmarks/train_simplenet/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
+    conda:
+        torch_env
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 24000 if uses_gpu() else 8000,
+        runtime=lambda wc: 240 if uses_gpu() else 120,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/simplenet-{wc.model_hash}",
+        settings=lambda wc: settings_json("simplenet"),
+        args=run_args,
+    shell:
+        "{params.texad} train-simplenet --class-dir {params.class_dir} --settings {params.settings} "
+        "{params.args} --out {output.model} --ckpt-dir {params.ckpt_dir} "
+        "--expect-hash {wildcards.model_hash} > {log} 2>&1"
+
+
 # Pretrained torchvision weights are staged once, on the head node, into the checksum-verified cache
 # under results/ (TORCH_HOME layout), so compute nodes never download.
 rule stage_weights:
