@@ -73,6 +73,8 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "method_b": 3,
         "train_simplenet": 3,
         "simplenet": 3,
+        "train_draem": 3,
+        "draem": 3,
         "aggregate": 1,
         "all": 1,
     }
@@ -131,6 +133,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
+    cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
@@ -158,8 +161,15 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         )
         assert simplenet["extra"]["selection"] == {**simplenet["extra"]["selection"], "mode": "last",
                                                    "used_test_set": False}  # fmt: skip
+        draem = json.loads(
+            (
+                tmp_path / "results" / "runs" / "synthetic" / cls / "draem" / "default" / "seed0.json"
+            ).read_text()
+        )
+        other = {"woven": "wood", "wood": "woven"}[cls]  # the other class is the anomaly source
+        assert draem["backbone"] is None and draem["extra"]["anomaly_source"]["groups"] == [other]
     table = (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
-    assert "method_b" in table and "simplenet" in table
+    assert all(m in table for m in ("method_b", "simplenet", "draem"))
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = smk(

@@ -313,6 +313,43 @@ def cmd_simplenet(args) -> int:
     return 0
 
 
+def cmd_train_draem(args) -> int:
+    from texad.methods.draem import DraemSettings, source_paths, train_draem
+
+    settings = DraemSettings.from_config(_settings_json(args.settings, "draem"))
+    _check_expected_hash(settings.model_hash(args.dataset, args.class_name, args.seed), args.expect_hash)
+    sources = source_paths(
+        settings.anomaly_source,
+        class_name=args.class_name,
+        dtd_root=args.anomaly_root if settings.anomaly_source == "dtd" else None,
+        dataset_root=args.anomaly_root if settings.anomaly_source == "synthetic" else None,
+        classes=args.source_classes,
+    )
+    summary = train_draem(
+        Path(args.class_dir), sources, settings, out=Path(args.out), ckpt_dir=Path(args.ckpt_dir),
+        seed=args.seed, device=resolve_device(args.device), dataset=args.dataset, class_name=args.class_name,
+        num_workers=args.workers,
+    )  # fmt: skip
+    print(json.dumps({k: summary[k] for k in ("seconds", "final_loss") if k in summary}))
+    return 0
+
+
+def cmd_draem(args) -> int:
+    from texad.methods.draem import RunSpec, run_draem
+
+    spec = RunSpec(
+        run_name=args.run_name, dataset=args.dataset, class_name=args.class_name, seed=args.seed,
+        variant=args.variant, resolution=args.resolution if args.resolution == "native" else int(args.resolution),
+        fpr_limit=args.fpr_limit, batch_size=args.batch_size, device=resolve_device(args.device),
+        score_pool=_settings_json(args.settings, "draem").get("score_pool"),
+    )  # fmt: skip
+    result = run_draem(
+        Path(args.model), Path(args.class_dir), spec, out_result=Path(args.out), out_maps=Path(args.maps)
+    )
+    _print_metrics("draem", args, result)
+    return 0
+
+
 def _print_metrics(method: str, args, result: dict) -> None:
     m = result["metrics"]
     print(
@@ -528,6 +565,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("simplenet", help="evaluate a trained SimpleNet on one class: maps, metrics, result")
     run_args(p, evaluation=True)
     p.set_defaults(func=cmd_simplenet)
+
+    p = sub.add_parser("train-draem", help="train DRAEM on one class (resumes from --ckpt-dir)")
+    run_args(p, evaluation=False)
+    p.add_argument(
+        "--anomaly-root",
+        required=True,
+        help="DTD's folder holding images/ (dtd), or the dataset root of the class folders (synthetic)",
+    )
+    p.add_argument(
+        "--source-classes", nargs="+", help="synthetic source: these classes (default: all others)"
+    )
+    p.add_argument("--workers", type=int, default=0, help="data-loader processes simulating anomalies")
+    p.set_defaults(func=cmd_train_draem)
+
+    p = sub.add_parser("draem", help="evaluate a trained DRAEM on one class: maps, metrics, result")
+    run_args(p, evaluation=True)
+    p.set_defaults(func=cmd_draem)
 
     p = sub.add_parser(
         "adapt-features", help="DDAD's feature-extractor domain adaptation for one class (resumable)"

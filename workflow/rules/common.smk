@@ -22,7 +22,7 @@ config.update(_validated)
 CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
 DOWNLOADED = ("mvtec_ad", "dtd_synthetic", "dtd")
 # Methods whose rules exist in this version of the workflow.
-IMPLEMENTED_METHODS = ("method_b", "simplenet")
+IMPLEMENTED_METHODS = ("method_b", "simplenet", "draem")
 
 _pending = [
     m
@@ -67,11 +67,15 @@ def class_dir(wildcards):
     return f"{dataset_root(wildcards.dataset)}/{wildcards.cls}"
 
 
-def stage_marker(wildcards):
+def stage_marker_of(dataset, cls):
     """The completion marker of the job that puts a class folder in place."""
-    if wildcards.dataset == "synthetic":
-        return f"resources/datasets/synthetic/{wildcards.cls}.manifest.json"
-    return f"resources/datasets/{wildcards.dataset}.staged.json"
+    if dataset == "synthetic":
+        return f"resources/datasets/synthetic/{cls}.manifest.json"
+    return f"resources/datasets/{dataset}.staged.json"
+
+
+def stage_marker(wildcards):
+    return stage_marker_of(wildcards.dataset, wildcards.cls)
 
 
 def synth_params(wildcards):
@@ -282,6 +286,39 @@ def simplenet_model(wildcards):
 
 def simplenet_weights(wildcards):
     return staged_weights(config["methods"]["simplenet"]["backbone"])
+
+
+def draem_settings():
+    from texad.methods.draem import DraemSettings
+
+    return DraemSettings.from_config(method_block("draem"))
+
+
+def draem_model(wildcards):
+    h = draem_settings().model_hash(
+        wildcards.dataset, wildcards.cls, int(wildcards.seed)
+    )
+    return f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/draem-{h}.pt"
+
+
+def draem_source_inputs(wildcards):
+    """DTD (official) or the other classes of the same dataset (offline demo) must be staged first."""
+    if draem_settings().anomaly_source == "dtd":
+        return ["resources/datasets/dtd.staged.json"]
+    return [
+        stage_marker_of(wildcards.dataset, c)
+        for c in dataset_cfg(wildcards.dataset)["classes"]
+        if c != wildcards.cls
+    ]
+
+
+def draem_source_args(wildcards):
+    if draem_settings().anomaly_source == "dtd":
+        return f"--anomaly-root {dataset_root('dtd')}"
+    others = [
+        c for c in dataset_cfg(wildcards.dataset)["classes"] if c != wildcards.cls
+    ]
+    return f"--anomaly-root {dataset_root(wildcards.dataset)} --source-classes {' '.join(others)}"
 
 
 def run_args(wildcards):

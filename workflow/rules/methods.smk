@@ -79,7 +79,7 @@ rule simplenet:
     threads: 2
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
-        runtime=lambda wc: 60 if uses_gpu() else 60,
+        runtime=60,
         gpu=lambda wc: 1 if uses_gpu() else 0,
     params:
         texad=PYTHON_TEXAD,
@@ -88,4 +88,32 @@ rule simplenet:
         args=run_args,
     shell:
         "{params.texad} simplenet --model {input.model} --class-dir {params.class_dir} "
+        "--settings {params.settings} {params.args} --out {output.result} --maps {output.maps} > {log} 2>&1"
+
+
+rule draem:
+    input:
+        model=draem_model,
+        marker=stage_marker,
+    output:
+        result="results/runs/{dataset}/{cls}/draem/default/seed{seed}.json",
+        maps="results/maps/{dataset}/{cls}/draem/default/seed{seed}.npz",
+    log:
+        "results/logs/draem/{dataset}/{cls}/default/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/draem/{dataset}/{cls}/default/seed{seed}.tsv"
+    conda:
+        torch_env
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
+        runtime=60,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        settings=lambda wc: settings_json("draem"),
+        args=run_args,
+    shell:
+        "{params.texad} draem --model {input.model} --class-dir {params.class_dir} "
         "--settings {params.settings} {params.args} --out {output.result} --maps {output.maps} > {log} 2>&1"

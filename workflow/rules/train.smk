@@ -59,6 +59,38 @@ rule train_simplenet:
         "--expect-hash {wildcards.model_hash} > {log} 2>&1"
 
 
+rule train_draem:
+    input:
+        marker=stage_marker,
+        sources=draem_source_inputs,
+    output:
+        model="results/models/{dataset}/{cls}/seed{seed}/draem-{model_hash}.pt",
+    log:
+        "results/logs/train_draem/{dataset}/{cls}/seed{seed}-{model_hash}.log",
+    benchmark:
+        "results/benchmarks/train_draem/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
+    conda:
+        torch_env
+    threads: 4
+    resources:
+        mem_mb=lambda wc: 32000 if uses_gpu() else 8000,
+        runtime=lambda wc: 1440 if uses_gpu() else 120,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/draem-{wc.model_hash}",
+        settings=lambda wc: settings_json("draem"),
+        sources=draem_source_args,
+        args=run_args,
+        # simulating anomalies is CPU work; on a GPU node the data loader needs its own processes
+        workers=lambda wc, threads: threads if uses_gpu() else 0,
+    shell:
+        "{params.texad} train-draem --class-dir {params.class_dir} --settings {params.settings} "
+        "{params.args} {params.sources} --workers {params.workers} --out {output.model} "
+        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} > {log} 2>&1"
+
+
 # Pretrained torchvision weights are staged once, on the head node, into the checksum-verified cache
 # under results/ (TORCH_HOME layout), so compute nodes never download.
 rule stage_weights:

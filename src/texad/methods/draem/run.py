@@ -1,0 +1,143 @@
+"""DRAEM on one class: score every test image with a trained model, evaluate, write the result JSON.
+
+The test images are read whole at the model's ``image_size`` (no crop); the maps are resized to the
+evaluation grid by :func:`~texad.evaluation.protocol.evaluate_on_grid` like every other method's.
+DRAEM has no pretrained backbone (both networks are trained from scratch): the result's ``backbone`` is
+null and ``extra.weights`` says so.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from texad.config.identity import settings_hash
+from texad.data.mvtec import MVTecDataset
+from texad.evaluation.protocol import evaluate_on_grid, grid_size
+from texad.methods.common import save_maps
+from texad.results.record import build_result, device_info, write_result
+
+from .infer import image_scores, predict
+from .train import load_draem_model
+
+__all__ = ["RunSpec", "run_draem"]
+
+WEIGHTS_NOTE = "none: DRAEM has no pretrained backbone; both sub-networks are trained from scratch"
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_name: str
+    dataset: str
+    class_name: str
+    seed: int
+    variant: str = "default"
+    resolution: int | str = 256
+    fpr_limit: float = 0.3
+    batch_size: int = 16
+    device: str = "cpu"
+    score_pool: int | None = None  # None: the model's settings (methods.draem.score_pool at training)
+
+
+def run_draem(
+    model_path: str | Path,
+    class_dir: str | Path,
+    spec: RunSpec,
+    *,
+    out_result: str | Path,
+    out_maps: str | Path,
+) -> dict:
+    """Evaluate the model at ``model_path`` on ``class_dir``'s test split; writes the result JSON and the
+    maps ``.npz`` (maps on the grid, scores, labels, paths, reconstructions) and returns the result."""
+    device = torch.device(spec.device)
+    recon, disc, meta = load_draem_model(model_path, device)
+    settings = meta["settings"]
+    if (meta["dataset"], meta["class"]) != (spec.dataset, spec.class_name):
+        raise ValueError(
+            f"model {model_path} was trained on {meta['dataset']}/{meta['class']}, "
+            f"not {spec.dataset}/{spec.class_name}"
+        )
+    pool = settings.score_pool if spec.score_pool is None else int(spec.score_pool)
+    size = settings.image_size
+    probe = MVTecDataset(class_dir, "test", image_size=size, mask_size="native")
+    grid = grid_size(spec.resolution, tuple(probe[0]["mask"].shape[-2:]))
+    data = MVTecDataset(class_dir, "test", image_size=size, mask_size=grid)
+    loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, shuffle=False)
+
+    maps, scores, masks, labels, recons = [], [], [], [], []
+    start = time.perf_counter()
+    for batch in loader:
+        x = batch["image"].to(device)
+        m, rec = predict(recon, disc, x)
+        maps.append(m.float().cpu())
+        scores.append(image_scores(m, pool).float().cpu())
+        masks.append(batch["mask"][:, 0].bool().numpy())
+        labels.append(batch["label"].numpy())
+        recons.append((rec.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    inference_s = time.perf_counter() - start
+
+    score_arr = torch.cat(scores).numpy().astype(np.float64)
+    labels_all = np.concatenate(labels)
+    metrics, on_grid = evaluate_on_grid(
+        torch.cat(maps).numpy(), score_arr, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
+    )
+    save_maps(
+        out_maps,
+        maps=on_grid.astype(np.float16),
+        scores=score_arr.astype(np.float32),
+        labels=labels_all,
+        paths=np.array([str(s.path) for s in data.samples]),
+        reconstructions=np.concatenate(recons),
+    )
+
+    used = {**asdict(settings), "score_pool": pool}
+    train = meta["train"]
+    result = build_result(
+        run_name=spec.run_name,
+        dataset=spec.dataset,
+        class_name=spec.class_name,
+        method="draem",
+        variant=spec.variant,
+        seed=spec.seed,
+        metrics=metrics,
+        evaluation={
+            "resolution": spec.resolution,
+            "fpr_limit": spec.fpr_limit,
+            "grid": list(grid),
+            "switches": {
+                "recipe": settings.recipe,
+                "anomaly_source": meta["anomaly_source"]["kind"],
+                "score_pool": pool,
+                "color_order": "rgb",
+            },
+        },
+        timings={
+            "train_s": train.get("seconds"),
+            "inference_s": inference_s,
+            "images_per_s": len(data) / inference_s if inference_s > 0 else None,
+            "nfe_per_image": None,
+        },
+        device=device_info(spec.device, "fp32"),
+        config_hash=settings_hash({"settings": used, "model_hash": meta["model_hash"]}),
+        backbone=None,
+        model_hash=meta["model_hash"],
+        extra={
+            "weights": WEIGHTS_NOTE,
+            "settings": used,
+            "anomaly_source": meta["anomaly_source"],
+            "recipe": meta["recipe"],
+            "image_size": size,
+            "n_params": meta["n_params"],
+            "train": {
+                k: train.get(k) for k in ("epochs", "steps", "seconds", "device", "lr_milestones", "lr_gamma")
+            },
+        },
+    )
+    write_result(out_result, result)
+    return result
