@@ -8,7 +8,7 @@ import torch
 
 from texad.backbones.features import load_backbone
 from texad.diffusion.schedules import NoiseSchedule
-from texad.diffusion.training import TrainingStopped
+from texad.checkpoints import TrainingStopped
 from texad.methods.conditioned_blur.domain_adaptation import (
     ADAPTATION_LAYERS,
     AdaptationSettings,

@@ -27,11 +27,10 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from texad.atomic import atomic_write
 from texad.backbones.features import FeatureExtractor
+from texad.checkpoints import TrainingStopped, cpu_state, save_torch
 from texad.config.identity import coerce_numbers, settings_hash
 from texad.diffusion.schedules import NoiseSchedule
-from texad.diffusion.training import TrainingStopped
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
 
 __all__ = [
@@ -117,14 +116,6 @@ def _noise_seeds(seed: int, epoch: int, step: int, n: int) -> list[int]:
     return [zlib.crc32(f"{seed}/da/{epoch}/{step}/{i}".encode()) & 0x7FFFFFFF for i in range(n)]
 
 
-def _save(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
-
-
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
 def adapt_features(
     eps_model: EpsModel,
     schedule: NoiseSchedule,
@@ -144,7 +135,7 @@ def adapt_features(
     ((N, 3, H, W) in [-1, 1], normal training images) and write it to ``out_path``; returns the summary.
 
     Resumes from ``ckpt_dir/last.pt`` when it belongs to the same identity. ``_stop_after_epoch`` (tests
-    only) raises :class:`~texad.diffusion.training.TrainingStopped` after that epoch's checkpoint.
+    only) raises :class:`~texad.checkpoints.TrainingStopped` after that epoch's checkpoint.
     """
     out_path, ckpt_dir = Path(out_path), Path(ckpt_dir)
     s = settings
@@ -215,18 +206,18 @@ def adapt_features(
         losses.append(epoch_loss / max(steps, 1))
         seconds += time.perf_counter() - t0
         bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        _save(ckpt_path, {
+        save_torch(ckpt_path, {
             "identity_hash": ident_hash, "epoch": epoch + 1, "losses": losses, "seconds": seconds,
-            "extractor": _cpu_state(adapted), "optimizer": optimizer.state_dict(),
+            "extractor": cpu_state(adapted), "optimizer": optimizer.state_dict(),
             "shuffle_generator": shuffle.get_state(),
         })  # fmt: skip
         if _stop_after_epoch is not None and epoch + 1 == _stop_after_epoch:
             raise TrainingStopped(f"stopped after epoch {epoch + 1} (test hook)")
 
     summary = {"epochs": s.epochs, "losses": losses, "seconds": seconds, "settings_hash": ident_hash}
-    _save(out_path, {
+    save_torch(out_path, {
         "format": FORMAT, "identity": identity, "identity_hash": ident_hash, "summary": summary,
-        "state_dict": _cpu_state(adapted),
+        "state_dict": cpu_state(adapted),
     })  # fmt: skip
     return summary
 

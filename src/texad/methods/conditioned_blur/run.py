@@ -87,9 +87,9 @@ def run_method_b(
             nfe = info["nfe_per_image"]
             d_pixel.append(pixel_distance(x, x_rec).float().cpu())
             d_feature.append(
-                feature_distance(
-                    extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size
-                ).float().cpu()
+                feature_distance(extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size)
+                .float()
+                .cpu()
             )
             masks.append(batch["mask"][:, 0].bool().numpy())
             labels.append(batch["label"].numpy())

@@ -23,13 +23,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from texad.atomic import atomic_write
+from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
 from texad.data.mvtec import MVTecDataset
 
 from .anomaly_generator import simulate_anomaly
@@ -44,10 +43,6 @@ CHECKPOINT_NAME = "last.pt"
 _CKPT_KEYS = ("model_hash", "epoch", "step", "recon", "disc", "optimizer", "scheduler", "torch_rng")
 _MODEL_KEYS = ("format", "state_dict", "settings", "model_hash", "dataset", "class", "seed")
 _SHUFFLE_STREAM = 0x5F1E  # keeps the permutation stream apart from the per-sample streams
-
-
-class TrainingStopped(RuntimeError):
-    """Raised by the test hook ``_stop_after_epoch`` after that epoch's checkpoint is written."""
 
 
 def load_train_images(class_dir: Path, image_size: int) -> torch.Tensor:
@@ -103,31 +98,8 @@ class _Plan(torch.utils.data.Sampler):
         return (self.last - self.first + 1) * len(epoch_batches(self.n, self.batch_size, self.seed, 1))
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _write_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
-
-
 def _read_checkpoint(path: Path, expected_hash: str, epochs: int) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, not a torch file, ...
-        raise ValueError(
-            f"DRAEM checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to start over"
-        ) from exc
-    missing = [k for k in _CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(
-            f"{path} is not a texad DRAEM checkpoint (missing {missing}); delete it to start over"
-        )
-    if ckpt["model_hash"] != expected_hash:
-        raise ValueError(
-            f"DRAEM checkpoint {path} belongs to model {ckpt['model_hash']}, but these settings give model "
-            f"{expected_hash}; delete {path} to train the new model from scratch"
-        )
+    ckpt = read_checkpoint(path, what="DRAEM", keys=_CKPT_KEYS, model_hash=expected_hash)
     if not 0 <= int(ckpt["epoch"]) <= epochs:
         raise ValueError(f"DRAEM checkpoint {path} is at epoch {ckpt['epoch']} of {epochs}; delete it")
     return ckpt
@@ -201,7 +173,7 @@ def train_draem(
     del ckpt
 
     def save_checkpoint(epoch: int) -> None:
-        _write_torch(
+        save_torch(
             ckpt_path,
             {
                 "format": FORMAT,
@@ -212,8 +184,8 @@ def train_draem(
                 "seconds": seconds,
                 "images": seen,
                 "epoch_losses": list(losses),
-                "recon": _cpu_state(recon),
-                "disc": _cpu_state(disc),
+                "recon": cpu_state(recon),
+                "disc": cpu_state(disc),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "torch_rng": torch.get_rng_state(),
@@ -307,10 +279,10 @@ def train_draem(
         "recipe": s.anomaly_recipe().as_dict(),
         "anomaly_source": sources,
         "n_params": n_params,
-        "state_dict": {"recon": _cpu_state(recon), "disc": _cpu_state(disc)},
+        "state_dict": {"recon": cpu_state(recon), "disc": cpu_state(disc)},
         "train": summary,
     }
-    _write_torch(out, final)
+    save_torch(out, final)
     log(f"[{tag}] wrote DRAEM model {model_hash} ({sum(n_params.values())} parameters) to {out}")
     return summary
 

@@ -24,14 +24,13 @@ import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from texad.atomic import atomic_write
 from texad.backbones.features import load_backbone
+from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
 
 from .data import load_images
 from .loss import separation, truncated_l1_loss
@@ -59,10 +58,6 @@ _MODEL_KEYS = (
 Selector = Callable[[SimpleNet], tuple[float | None, float | None]]
 
 
-class TrainingStopped(RuntimeError):
-    """Raised by the test hook ``_stop_after_meta_epoch`` once that meta epoch's checkpoint is written."""
-
-
 def build_model(
     settings: SimpleNetSettings, *, backbone_weights: str, weights_cache: Path | str | None
 ) -> SimpleNet:
@@ -78,30 +73,8 @@ def build_model(
     return SimpleNet(aggregator, adaptor, discriminator)
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _write_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
-
-
 def _read_checkpoint(path: Path, expected_hash: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(
-            f"SimpleNet checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to start over"
-        ) from exc
-    missing = [k for k in _CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} is not a texad SimpleNet checkpoint (missing {missing}); delete it")
-    if ckpt["model_hash"] != expected_hash:
-        raise ValueError(
-            f"SimpleNet checkpoint {path} belongs to model {ckpt['model_hash']}, but these settings give "
-            f"{expected_hash}; delete {path} to train the new model from scratch"
-        )
-    return ckpt
+    return read_checkpoint(path, what="SimpleNet", keys=_CKPT_KEYS, model_hash=expected_hash)
 
 
 def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -229,10 +202,10 @@ def train_simplenet(
     seconds += prep_s
 
     def save_checkpoint(meta_epoch: int) -> None:
-        _write_torch(ckpt_path, {
+        save_torch(ckpt_path, {
             "format": FORMAT, "model_hash": mhash, "meta_epoch": meta_epoch, "step": step,
             "seconds": seconds, "selection_s": selection_s, "history": history,
-            "adaptor": _cpu_state(model.adaptor), "discriminator": _cpu_state(model.discriminator),
+            "adaptor": cpu_state(model.adaptor), "discriminator": cpu_state(model.discriminator),
             "adaptor_opt": adaptor_opt.state_dict(), "dsc_opt": dsc_opt.state_dict(),
             "shuffle_generator": shuffle_gen.get_state(), "noise_generator": noise_gen.get_state().cpu(),
             "torch_rng": torch.get_rng_state(),
@@ -285,8 +258,8 @@ def train_simplenet(
             if _better(record, best_record):
                 best_record, best_epoch = tuple(record), meta_epoch
                 best_state = {
-                    "adaptor": _cpu_state(model.adaptor),
-                    "discriminator": _cpu_state(model.discriminator),
+                    "adaptor": cpu_state(model.adaptor),
+                    "discriminator": cpu_state(model.discriminator),
                 }
         history.append(entry)
         bar.set_postfix(
@@ -303,8 +276,8 @@ def train_simplenet(
         adaptor_state, dsc_state, selected = best_state["adaptor"], best_state["discriminator"], best_epoch
     else:
         adaptor_state, dsc_state, selected = (
-            _cpu_state(model.adaptor),
-            _cpu_state(model.discriminator),
+            cpu_state(model.adaptor),
+            cpu_state(model.discriminator),
             s.meta_epochs,
         )
     summary = {
@@ -325,7 +298,7 @@ def train_simplenet(
         "history": history,
         "final_loss": history[-1]["loss"] if history else None,
     }
-    _write_torch(out_path, {
+    save_torch(out_path, {
         "format": FORMAT, "model_hash": mhash, "identity": ident, "settings": s.as_dict(),
         "backbone": model.aggregator.extractor.describe(),
         "adaptor": adaptor_state, "discriminator": dsc_state, "train": summary,
