@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from texad.backbones.features import load_backbone
-from texad.diffusion.schedules import NoiseSchedule
 from texad.checkpoints import TrainingStopped
+from texad.diffusion.schedules import NoiseSchedule
 from texad.methods.conditioned_blur.domain_adaptation import (
     ADAPTATION_LAYERS,
     AdaptationSettings,
