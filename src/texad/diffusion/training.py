@@ -26,13 +26,12 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from texad.atomic import atomic_write
+from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 
@@ -112,10 +111,6 @@ class DiffusionTrainSettings:
         return settings_hash(self.identity())
 
 
-class TrainingStopped(RuntimeError):
-    """Raised by the test hook ``_stop_after_epoch`` after the checkpoint of that epoch is written."""
-
-
 # ----------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------
@@ -173,35 +168,6 @@ def _update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float
         e.copy_(b)
 
 
-def _cpu_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-
-
-def _read_checkpoint(path: Path, expected_hash: str) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, not a torch file, ...
-        raise ValueError(
-            f"training checkpoint {path} is unreadable ({type(exc).__name__}: {exc}); delete it to start over"
-        ) from exc
-    missing = [k for k in _CKPT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise ValueError(
-            f"training checkpoint {path} is not a texad training checkpoint (missing {missing}); "
-            "delete it to start over"
-        )
-    if ckpt["model_hash"] != expected_hash:
-        raise ValueError(
-            f"training checkpoint {path} belongs to model {ckpt['model_hash']}, but these settings give model "
-            f"{expected_hash}; delete {path} to train the new model from scratch"
-        )
-    return ckpt
-
-
-def _write_torch(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh), binary=True)
-
-
 # ----------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------
@@ -236,7 +202,11 @@ def train_diffusion(
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
 
     # Read (and validate) the checkpoint before any expensive work.
-    ckpt = _read_checkpoint(ckpt_path, model_hash) if ckpt_path.exists() else None
+    ckpt = (
+        read_checkpoint(ckpt_path, what="training", keys=_CKPT_KEYS, model_hash=model_hash)
+        if ckpt_path.exists()
+        else None
+    )
     if ckpt is not None and not 0 <= int(ckpt["epoch"]) <= s.epochs:
         raise ValueError(
             f"training checkpoint {ckpt_path} is at epoch {ckpt['epoch']} of {s.epochs}; delete it"
@@ -297,8 +267,8 @@ def train_diffusion(
             "images": seen,
             "epoch_losses": list(losses),
             "precision": precision,
-            "model": _cpu_state(model),
-            "ema": _cpu_state(ema_model),
+            "model": cpu_state(model),
+            "ema": cpu_state(ema_model),
             "optimizer": optimizer.state_dict(),
             "scaler": scaler.state_dict() if scaler.is_enabled() else {},
             "shuffle_generator": shuffle_gen.get_state(),
@@ -306,7 +276,7 @@ def train_diffusion(
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
         }
-        _write_torch(ckpt_path, state)
+        save_torch(ckpt_path, state)
 
     bar = tqdm(
         range(start_epoch, s.epochs),
@@ -377,14 +347,14 @@ def train_diffusion(
     }
     final = {
         "format": FORMAT,
-        "state_dict": _cpu_state(ema_model),
+        "state_dict": cpu_state(ema_model),
         "settings": asdict(s),
         "model_hash": model_hash,
         "n_params": n_params,
         "schedule": {"timesteps": s.timesteps, "beta_start": s.beta_start, "beta_end": s.beta_end},
         "train": summary,
     }
-    _write_torch(out_path, final)
+    save_torch(out_path, final)
     log(f"[{tag}] wrote model {model_hash} ({n_params} parameters) to {out_path}")
     return summary
 
