@@ -11,10 +11,14 @@ import torch
 from texad.data.synth import generate_class
 from texad.diffusion import training
 from texad.diffusion.schedules import NoiseSchedule
+from texad.diffusion.sde import VESDE, VPSDE, max_pairwise_distance
 from texad.diffusion.training import (
     DiffusionTrainSettings,
+    ScoreTrainSettings,
     TrainingStopped,
     load_diffusion_model,
+    load_score_model,
+    load_train_images,
     train_diffusion,
 )
 
@@ -258,3 +262,152 @@ def test_ema_decay_warms_up_to_the_configured_value():
     assert ema_decay(0.999, 90) == pytest.approx(91 / 100)
     assert ema_decay(0.999, 100000) == 0.999
     assert ema_decay(0.0, 5) == 0.0
+
+
+# ----------------------------------------------------------------------------------------------------
+# the second objective: a score model on an SDE (Method A)
+# ----------------------------------------------------------------------------------------------------
+def test_ddpm_model_hash_is_pinned():
+    """Adding the score objective must not rename existing DDPM models (values from before the change)."""
+    assert DiffusionTrainSettings(dataset="synthetic", class_name="woven").model_hash() == "bc52b9e5332f"
+    s = DiffusionTrainSettings(
+        dataset="mvtec", class_name="carpet", preset="tiny", image_size=64, epochs=60, batch_size=8
+    )
+    assert s.model_hash() == "b813932f8cfe"
+
+
+def _score_settings(**kw) -> ScoreTrainSettings:
+    base = dict(
+        dataset="synth", class_name="woven", preset="tiny", nf=8, image_size=16, batch_size=4, iterations=5,
+        warmup=10, seed=0,
+    )  # fmt: skip
+    base.update(kw)
+    return ScoreTrainSettings(**base)
+
+
+def test_score_model_trains_by_iterations_resumes_bit_identically_and_loads(class_dir, tmp_path):
+    s = _score_settings(iterations=5, ema=0.5)
+    lines: list[str] = []
+    summary = _train(class_dir, tmp_path, "a", s, checkpoint_every=1, log=lines.append)
+    # 6 images, batch 4, drop_last: one step per epoch -> 5 epochs for 5 iterations
+    assert summary["steps"] == 5 and summary["epochs"] == 5
+    assert any("sigma_max auto" in line for line in lines)
+
+    with pytest.raises(TrainingStopped):
+        _train(class_dir, tmp_path, "b", s, checkpoint_every=1, _stop_after_epoch=2)
+    torch.manual_seed(99)
+    summary_b = _train(class_dir, tmp_path, "b", s, checkpoint_every=1)
+    assert summary_b["resumed_from_epoch"] == 2
+    a = torch.load(tmp_path / "a.pt", weights_only=True)
+    b = torch.load(tmp_path / "b.pt", weights_only=True)
+    _assert_state_equal(a["state_dict"], b["state_dict"])
+    assert a["train"]["epoch_losses"] == b["train"]["epoch_losses"]
+
+    net, sde, meta = load_score_model(tmp_path / "a.pt", n_steps=123)
+    assert isinstance(sde, VESDE) and sde.N == 123 and sde.sigma_min == 0.01
+    images = (load_train_images(class_dir, 16) + 1) / 2
+    assert sde.sigma_max == pytest.approx(max_pairwise_distance(images), rel=1e-9)
+    assert meta["kind"] == "score_sde" and meta["model_hash"] == s.model_hash()
+    assert meta["sde"] == sde.describe() | {"N": 1000}
+    assert meta["n_params"] == sum(p.numel() for p in net.parameters())
+    assert not net.training
+    _assert_state_equal(net.state_dict(), a["state_dict"])
+    with pytest.raises(ValueError, match="score model"):
+        load_diffusion_model(tmp_path / "a.pt")
+    _train(class_dir, tmp_path, "ddpm", _settings(epochs=1))
+    with pytest.raises(ValueError, match="not a texad score model"):
+        load_score_model(tmp_path / "ddpm.pt")
+
+
+def test_score_model_last_epoch_stops_at_the_iteration_count_and_lr_warms_up(class_dir, tmp_path):
+    s = _score_settings(batch_size=2, iterations=7, warmup=10, lr=1e-3, sigma_max=40.0)
+    summary = _train(class_dir, tmp_path, "m", s)
+    assert summary["steps"] == 7 and summary["epochs"] == 3  # 3 steps per epoch: 3 + 3 + 1
+    ckpt = torch.load(tmp_path / "m_ckpt" / "last.pt", weights_only=True)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3 * 7 / 10)
+    _, sde, meta = load_score_model(tmp_path / "m.pt")
+    assert sde.sigma_max == 40.0 and meta["sde"]["sigma_max"] == 40.0
+
+
+@pytest.mark.parametrize("hflip", [True, False])
+def test_score_model_hflip_augments_the_batches(class_dir, tmp_path, monkeypatch, hflip):
+    seen: list[torch.Tensor] = []
+    real = training.dsm_loss
+
+    def spy(score_fn, sde, x0, **kw):
+        seen.append(x0.detach().clone())
+        return real(score_fn, sde, x0, **kw)
+
+    monkeypatch.setattr(training, "dsm_loss", spy)
+    _train(class_dir, tmp_path, "m", _score_settings(iterations=6, batch_size=6, hflip=hflip, sigma_max=40.0))
+    images = (load_train_images(class_dir, 16) + 1) / 2
+    flipped = 0
+    for batch in seen:
+        assert float(batch.min()) >= 0 and float(batch.max()) <= 1  # VE data in [0, 1]
+        for x in batch:
+            direct = any(torch.allclose(x, im) for im in images)
+            mirrored = any(torch.allclose(x, im.flip(-1)) for im in images)
+            assert direct or mirrored
+            flipped += int(mirrored and not direct)
+    assert (flipped > 5) if hflip else (flipped == 0)
+
+
+def test_score_model_nan_names_class_and_step(class_dir, tmp_path, monkeypatch):
+    real = training.dsm_loss
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        loss, info = real(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 2 else loss), info
+
+    monkeypatch.setattr(training, "dsm_loss", flaky)
+    with pytest.raises(RuntimeError, match=r"synth class 'woven' at epoch 2, global step 2"):
+        _train(class_dir, tmp_path, "m", _score_settings(sigma_max=40.0))
+
+
+def test_score_model_hash_tracks_shaping_settings():
+    s = _score_settings()
+    h = s.model_hash()
+    ident = s.identity()
+    assert ident["kind"] == "score_sde" and ident["format"] == training.SCORE_FORMAT
+    assert set(ident) == {f.name for f in dataclasses.fields(s)} | {"format", "kind"}
+    changes = dict(
+        sde="vp", sigma_min=0.02, sigma_max=50.0, preset="paper", nf=16, image_size=32, batch_size=8,
+        iterations=6, lr=1e-3, warmup=0, grad_clip=0.0, ema=0.99, hflip=False, seed=1, class_name="grid",
+    )  # fmt: skip
+    for name, value in changes.items():
+        assert dataclasses.replace(s, **{name: value}).model_hash() != h, name
+    vp = _score_settings(sde="vp")
+    assert "sigma_max" not in vp.identity()
+    assert dataclasses.replace(vp, sigma_max=77.0).model_hash() == vp.model_hash()  # unused by VP
+    assert isinstance(vp.build_sde(), VPSDE)
+    with pytest.raises(ValueError, match="resolved"):
+        s.build_sde()
+    with pytest.raises(ValueError, match="sigma_max"):
+        _score_settings(sigma_max="big")
+    with pytest.raises(ValueError, match="sigma_max"):
+        _score_settings(sigma_max=0.005)  # below sigma_min
+    assert _score_settings(sigma_max="40").sigma_max == 40.0  # command-line text
+    assert _score_settings(sigma_max=40).model_hash() == _score_settings(sigma_max=40.0).model_hash()
+    with pytest.raises(ValueError, match="sde"):
+        _score_settings(sde="subvp")
+
+
+def test_vp_score_model_sees_centred_data_and_loads(class_dir, tmp_path, monkeypatch):
+    seen: list[torch.Tensor] = []
+    real = training.dsm_loss
+
+    def spy(score_fn, sde, x0, **kw):
+        seen.append(x0.detach().clone())
+        return real(score_fn, sde, x0, **kw)
+
+    monkeypatch.setattr(training, "dsm_loss", spy)
+    s = _score_settings(sde="vp", iterations=2, batch_size=6)
+    _train(class_dir, tmp_path, "vp", s)
+    centred = load_train_images(class_dir, 16)  # [-1, 1], score_sde's centred VP data
+    for x in torch.cat(seen):
+        assert any(torch.allclose(x, im) or torch.allclose(x, im.flip(-1)) for im in centred)
+    net, sde, meta = load_score_model(tmp_path / "vp.pt", n_steps=50)
+    assert isinstance(sde, VPSDE) and sde.N == 50 and meta["sde"]["type"] == "vp"
+    assert net.embedding == "positional" and net.centered

@@ -16,6 +16,15 @@
   ``ckpt_dir`` outside the Snakemake rule's outputs: Snakemake deletes the outputs of a failed job.
 - The final model file (EMA weights, settings, model hash, schedule, a training summary) is written
   atomically to ``out_path``; :func:`load_diffusion_model` reads it back.
+
+A second objective shares this machinery (spec ``method_a_score_tscales.md`` §3.2): a score model on a VE or VP
+SDE (:class:`ScoreTrainSettings`, Method A). Its differences: data in [0, 1] for VE ([-1, 1] for VP), a random
+horizontal flip per image (``hflip``, drawn from the shuffle generator), the continuous DSM loss
+(:func:`~texad.diffusion.score_losses.dsm_loss`), Adam without weight decay, a linear learning-rate warm-up over
+``warmup`` steps, and a run length in *iterations* (the last epoch stops early). ``sigma_max="auto"`` is resolved
+from the data (largest pairwise distance of the training images, Song & Ermon 2020) and recorded in the model file;
+the identity keeps "auto", so the model hash does not depend on reading the data. :func:`load_score_model` reads
+the file back. DDPM settings, files and hashes are unchanged by this.
 """
 
 from __future__ import annotations
@@ -36,15 +45,21 @@ from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 
 from .losses import epsilon_loss
+from .ncsnpp import build_ncsnpp
 from .schedules import NoiseSchedule
+from .score_losses import dsm_loss
+from .sde import SDE, VESDE, VPSDE, get_score_fn, max_pairwise_distance
 from .unet import build_unet, count_parameters
 
 __all__ = [
     "FORMAT",
+    "SCORE_FORMAT",
     "DiffusionTrainSettings",
+    "ScoreTrainSettings",
     "TrainingStopped",
     "train_diffusion",
     "load_diffusion_model",
+    "load_score_model",
     "load_train_images",
 ]
 
@@ -66,6 +81,14 @@ _CKPT_KEYS = (
     "torch_rng",
 )
 _MODEL_KEYS = ("state_dict", "settings", "model_hash", "schedule")
+#: Version of the score-model recipe (Method A); part of its identity. Fixed recipe constants live here:
+#: Adam betas (0.9, 0.999), eps 1e-8, no weight decay; DSM with t ~ U(eps, 1) (eps 1e-5 VE, 1e-3 VP);
+#: Fourier scale 16; VP beta_min 0.1, beta_max 20 (score_sde defaults).
+SCORE_FORMAT = "texad.score.train/1"
+SCORE_KIND = "score_sde"
+_SCORE_MODEL_KEYS = ("state_dict", "settings", "model_hash", "sde")
+_SDE_TYPES = ("ve", "vp")
+VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
 
 
 @dataclass(frozen=True)
@@ -109,6 +132,77 @@ class DiffusionTrainSettings:
 
     def model_hash(self) -> str:
         return settings_hash(self.identity())
+
+
+@dataclass(frozen=True)
+class ScoreTrainSettings:
+    """Everything that shapes a trained score model (Method A; config ``methods.method_a``).
+
+    ``sigma_min`` / ``sigma_max`` (a number or "auto") define a VE SDE; a VP SDE uses score_sde's beta range and
+    ignores them (they are then left out of the identity).
+    """
+
+    dataset: str
+    class_name: str
+    sde: str = "ve"
+    sigma_min: float = 0.01
+    sigma_max: float | str = "auto"
+    preset: str = "paper"
+    nf: int = 64
+    image_size: int = 256
+    batch_size: int = 16
+    iterations: int = 100000
+    lr: float = 2e-4
+    warmup: int = 5000
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    hflip: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.sde not in _SDE_TYPES:
+            raise ValueError(f"sde must be one of {_SDE_TYPES}, got {self.sde!r}")
+        for name in ("image_size", "batch_size", "iterations", "nf"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.warmup < 0:
+            raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must lie in [0, 1), got {self.ema!r}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"need lr > 0, got lr={self.lr!r}")
+        if not self.sigma_min > 0:
+            raise ValueError(f"sigma_min must be > 0, got {self.sigma_min!r}")
+        if self.sigma_max != "auto":
+            # a number, or its text from the command line; stored as float so 1 and 1.0 hash alike
+            try:
+                value = float(self.sigma_max)
+            except (TypeError, ValueError):
+                value = float("nan")
+            if not value > float(self.sigma_min):
+                raise ValueError(f"sigma_max must be 'auto' or a number > sigma_min, got {self.sigma_max!r}")
+            object.__setattr__(self, "sigma_max", value)
+
+    def identity(self) -> dict:
+        """The settings hashed into :meth:`model_hash`: the fields (VE only: the sigma range), kind and format."""
+        ident = {"format": SCORE_FORMAT, "kind": SCORE_KIND, **asdict(self)}
+        if self.sde == "vp":
+            del ident["sigma_min"], ident["sigma_max"]
+        return ident
+
+    def model_hash(self) -> str:
+        return settings_hash(self.identity())
+
+    def build_sde(self, sigma_max: float | None = None, n_steps: int = 1000) -> SDE:
+        """The SDE of these settings; a VE SDE needs the resolved ``sigma_max`` when the setting is "auto"."""
+        if self.sde == "vp":
+            return VPSDE(VP_BETA_MIN, VP_BETA_MAX, N=n_steps)
+        value = self.sigma_max if self.sigma_max != "auto" else sigma_max
+        if value is None:
+            raise ValueError("sigma_max is 'auto': pass the value resolved from the training images")
+        return VESDE(self.sigma_min, float(value), N=n_steps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -169,13 +263,100 @@ def _update_ema(ema_model: torch.nn.Module, model: torch.nn.Module, decay: float
 
 
 # ----------------------------------------------------------------------------------------------------
+# objectives: what differs between the DDPM and the score model
+# ----------------------------------------------------------------------------------------------------
+class _DDPMRecipe:
+    """Method B's epsilon-prediction DDPM: [-1, 1] data, no augmentation, a fixed number of epochs."""
+
+    def __init__(self, s: DiffusionTrainSettings, images: torch.Tensor, dev: torch.device) -> None:
+        self.s = s
+        self.images = images
+        self.schedule = NoiseSchedule.linear(s.timesteps, s.beta_start, s.beta_end).to(dev)
+        self.n_epochs = s.epochs
+        self.max_steps: int | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        return build_unet(self.s.preset, self.s.image_size)
+
+    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        opt_cls = torch.optim.Adam if self.s.optimizer == "adam" else torch.optim.AdamW
+        return opt_cls(model.parameters(), lr=self.s.lr, weight_decay=self.s.weight_decay)
+
+    def batch(self, idx: torch.Tensor, shuffle_gen: torch.Generator) -> torch.Tensor:
+        return self.images[idx.to(self.images.device)]
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        pass
+
+    def loss(self, model: torch.nn.Module, x0: torch.Tensor, noise_gen: torch.Generator) -> torch.Tensor:
+        loss, _ = epsilon_loss(model, self.schedule, x0, generator=noise_gen, reduction="sum_mean")
+        return loss
+
+    def file_fields(self) -> dict:
+        s = self.s
+        return {"schedule": {"timesteps": s.timesteps, "beta_start": s.beta_start, "beta_end": s.beta_end}}
+
+
+class _ScoreRecipe:
+    """Method A's score model: VE data in [0, 1] (VP in [-1, 1]), random h-flips, DSM, LR warm-up, iterations."""
+
+    def __init__(self, s: ScoreTrainSettings, images: torch.Tensor, dev: torch.device, log) -> None:
+        self.s = s
+        self.images = (images + 1.0) / 2.0 if s.sde == "ve" else images
+        resolved = None
+        if s.sde == "ve" and s.sigma_max == "auto":
+            resolved = max_pairwise_distance(self.images)
+            log(
+                f"[{s.dataset}/{s.class_name}] sigma_max auto = {resolved:.4f} (largest pairwise L2 distance)"
+            )
+            if not resolved > s.sigma_min:
+                raise ValueError(
+                    f"sigma_max auto = {resolved} is not above sigma_min = {s.sigma_min}: the training images "
+                    f"of {s.dataset}/{s.class_name} are (nearly) identical; set sigma_max explicitly"
+                )
+        self.sde = s.build_sde(resolved)
+        n = self.images.shape[0]
+        steps_per_epoch = 1 if n < s.batch_size else n // s.batch_size
+        self.n_epochs = math.ceil(s.iterations / steps_per_epoch)
+        self.max_steps: int | None = s.iterations
+
+    def build_model(self) -> torch.nn.Module:
+        return build_ncsnpp(self.s.preset, self.s.image_size, self.s.nf, self.s.sde)
+
+    def optimizer(self, model: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.Adam(
+            model.parameters(), lr=self.s.lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+        )
+
+    def batch(self, idx: torch.Tensor, shuffle_gen: torch.Generator) -> torch.Tensor:
+        x0 = self.images[idx.to(self.images.device)]
+        if self.s.hflip:
+            flip = (torch.rand(idx.shape[0], generator=shuffle_gen) < 0.5).to(x0.device)
+            x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+        return x0
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, step: int) -> None:
+        """score_sde's linear warm-up, lr * min(step / warmup, 1), with ``step`` 1-based (no zero-LR first step)."""
+        if self.s.warmup > 0:
+            for group in optimizer.param_groups:
+                group["lr"] = self.s.lr * min(step / self.s.warmup, 1.0)
+
+    def loss(self, model: torch.nn.Module, x0: torch.Tensor, noise_gen: torch.Generator) -> torch.Tensor:
+        loss, _ = dsm_loss(get_score_fn(self.sde, model), self.sde, x0, generator=noise_gen)
+        return loss
+
+    def file_fields(self) -> dict:
+        return {"kind": SCORE_KIND, "sde": self.sde.describe()}
+
+
+# ----------------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------------
 def train_diffusion(
     class_dir: Path,
     out_path: Path,
     ckpt_dir: Path,
-    settings: DiffusionTrainSettings,
+    settings: DiffusionTrainSettings | ScoreTrainSettings,
     *,
     device: str = "cpu",
     precision: str = "fp32",
@@ -185,15 +366,21 @@ def train_diffusion(
     log=print,
     _stop_after_epoch: int | None = None,
 ) -> dict:
-    """Train one class's diffusion model, resuming from ``ckpt_dir/last.pt`` when it exists.
+    """Train one class's diffusion model (a DDPM, or a score model for :class:`ScoreTrainSettings`), resuming from
+    ``ckpt_dir/last.pt`` when it exists.
 
     Writes the final model (EMA weights) atomically to ``out_path`` and returns its training summary.
-    ``_stop_after_epoch`` (tests only) raises :class:`TrainingStopped` once that epoch's checkpoint is
-    written, as if the job were killed there.
+    ``checkpoint_every`` counts epochs (passes over the training set) for both kinds. ``_stop_after_epoch``
+    (tests only) raises :class:`TrainingStopped` once that epoch's checkpoint is written, as if the job were
+    killed there.
     """
     class_dir, out_path, ckpt_dir = Path(class_dir), Path(out_path), Path(ckpt_dir)
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    if not isinstance(settings, DiffusionTrainSettings | ScoreTrainSettings):
+        raise TypeError(
+            f"settings must be DiffusionTrainSettings or ScoreTrainSettings, got {type(settings)}"
+        )
     dev = torch.device(device)
     precision = _resolve_precision(dev, precision, log)
     s = settings
@@ -207,26 +394,29 @@ def train_diffusion(
         if ckpt_path.exists()
         else None
     )
-    if ckpt is not None and not 0 <= int(ckpt["epoch"]) <= s.epochs:
-        raise ValueError(
-            f"training checkpoint {ckpt_path} is at epoch {ckpt['epoch']} of {s.epochs}; delete it"
-        )
 
     random.seed(s.seed)
     np.random.seed(s.seed % 2**32)
     torch.manual_seed(s.seed)
 
     images = load_train_images(class_dir, s.image_size, num_workers).to(dev)
+    if isinstance(s, ScoreTrainSettings):
+        recipe: _DDPMRecipe | _ScoreRecipe = _ScoreRecipe(s, images, dev, log)
+    else:
+        recipe = _DDPMRecipe(s, images, dev)
     n_images = images.shape[0]
-    schedule = NoiseSchedule.linear(s.timesteps, s.beta_start, s.beta_end).to(dev)
+    n_epochs = recipe.n_epochs
+    if ckpt is not None and not 0 <= int(ckpt["epoch"]) <= n_epochs:
+        raise ValueError(
+            f"training checkpoint {ckpt_path} is at epoch {ckpt['epoch']} of {n_epochs}; delete it"
+        )
 
-    model = build_unet(s.preset, s.image_size)  # built on CPU so the init does not depend on the device
+    model = recipe.build_model()  # built on CPU so the init does not depend on the device
     ema_model = copy.deepcopy(model)
     model.to(dev).train()
     ema_model.to(dev).eval().requires_grad_(False)
     n_params = count_parameters(model)
-    opt_cls = torch.optim.Adam if s.optimizer == "adam" else torch.optim.AdamW
-    optimizer = opt_cls(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
+    optimizer = recipe.optimizer(model)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
 
@@ -251,14 +441,14 @@ def train_diffusion(
         seen = int(ckpt.get("images", 0))
         losses = [float(v) for v in ckpt.get("epoch_losses", [])]
         resumed_from = start_epoch
-        log(f"[{tag}] resuming from {ckpt_path} at epoch {start_epoch}/{s.epochs}")
+        log(f"[{tag}] resuming from {ckpt_path} at epoch {start_epoch}/{n_epochs}")
         if ckpt.get("precision") not in (None, precision):
             log(f"[{tag}] checkpoint was trained in {ckpt['precision']}, continuing in {precision}")
     del ckpt
 
     def save_checkpoint(epoch: int) -> None:
         state = {
-            "format": FORMAT,
+            "format": FORMAT if isinstance(s, DiffusionTrainSettings) else SCORE_FORMAT,
             "model_hash": model_hash,
             "settings": asdict(s),
             "epoch": epoch,
@@ -279,9 +469,9 @@ def train_diffusion(
         save_torch(ckpt_path, state)
 
     bar = tqdm(
-        range(start_epoch, s.epochs),
+        range(start_epoch, n_epochs),
         initial=start_epoch,
-        total=s.epochs,
+        total=n_epochs,
         desc=f"train {tag}",
         unit="epoch",
         disable=None if progress is None else not progress,
@@ -292,10 +482,13 @@ def train_diffusion(
         t0 = time.perf_counter()
         epoch_loss, epoch_steps = 0.0, 0
         for idx in _epoch_batches(n_images, s.batch_size, shuffle_gen):
-            x0 = images[idx.to(dev)]
+            if recipe.max_steps is not None and step >= recipe.max_steps:
+                break  # the score model trains by iterations: the last epoch stops early
+            x0 = recipe.batch(idx, shuffle_gen)
             step += 1
+            recipe.set_lr(optimizer, step)
             with torch.autocast(dev.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                loss, _ = epsilon_loss(model, schedule, x0, generator=noise_gen, reduction="sum_mean")
+                loss = recipe.loss(model, x0, noise_gen)
             loss = loss.float()
             value = float(loss.detach())
             if not math.isfinite(value):
@@ -323,19 +516,19 @@ def train_diffusion(
         losses.append(epoch_loss / max(epoch_steps, 1))
         ips = run_images / run_seconds if run_seconds > 0 else float("nan")
         bar.set_postfix(loss=f"{losses[-1]:.2f}", img_s=f"{ips:.1f}")
-        if epoch % checkpoint_every == 0 or epoch == s.epochs:
+        if epoch % checkpoint_every == 0 or epoch == n_epochs:
             save_checkpoint(epoch)
             log(
-                f"[{tag}] epoch {epoch}/{s.epochs} step {step} loss {losses[-1]:.4f} "
+                f"[{tag}] epoch {epoch}/{n_epochs} step {step} loss {losses[-1]:.4f} "
                 f"{ips:.1f} img/s; checkpoint {ckpt_path}"
             )
-        if _stop_after_epoch is not None and epoch >= _stop_after_epoch and epoch < s.epochs:
+        if _stop_after_epoch is not None and epoch >= _stop_after_epoch and epoch < n_epochs:
             bar.close()
             raise TrainingStopped(f"stopped after epoch {epoch} (test hook)")
     bar.close()
 
     summary = {
-        "epochs": s.epochs,
+        "epochs": n_epochs,
         "steps": step,
         "seconds": seconds,
         "images_per_s": (seen / seconds) if seconds > 0 else None,
@@ -346,12 +539,12 @@ def train_diffusion(
         "epoch_losses": list(losses),
     }
     final = {
-        "format": FORMAT,
+        "format": FORMAT if isinstance(s, DiffusionTrainSettings) else SCORE_FORMAT,
         "state_dict": cpu_state(ema_model),
         "settings": asdict(s),
         "model_hash": model_hash,
         "n_params": n_params,
-        "schedule": {"timesteps": s.timesteps, "beta_start": s.beta_start, "beta_end": s.beta_end},
+        **recipe.file_fields(),
         "train": summary,
     }
     save_torch(out_path, final)
@@ -359,16 +552,22 @@ def train_diffusion(
     return summary
 
 
+def _read_model_file(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"diffusion model file {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+
+
 def load_diffusion_model(
     path: Path, device: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, NoiseSchedule, dict]:
-    """Read a model written by :func:`train_diffusion`: the EMA-weight U-Net in eval mode on ``device``,
+    """Read a DDPM written by :func:`train_diffusion`: the EMA-weight U-Net in eval mode on ``device``,
     its noise schedule, and the meta dict (settings, model_hash, n_params, schedule, train summary)."""
     path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"diffusion model file {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    data = _read_model_file(path)
+    if isinstance(data, dict) and data.get("kind") == SCORE_KIND:
+        raise ValueError(f"{path} is a score model (Method A), not a DDPM; read it with load_score_model")
     missing = [k for k in _MODEL_KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{path} is not a texad diffusion model file (missing {missing})")
@@ -387,3 +586,32 @@ def load_diffusion_model(
     )
     meta = {k: v for k, v in data.items() if k != "state_dict"}
     return model, schedule, meta
+
+
+def load_score_model(
+    path: Path, device: str | torch.device = "cpu", n_steps: int = 1000
+) -> tuple[torch.nn.Module, SDE, dict]:
+    """Read a score model written by :func:`train_diffusion`: the EMA-weight NCSN++ in eval mode on ``device``,
+    its SDE (with the resolved sigma_max, discretised into ``n_steps`` for the full-chain reference), and the meta
+    dict (settings, model_hash, n_params, sde, train summary)."""
+    path = Path(path)
+    data = _read_model_file(path)
+    if not isinstance(data, dict) or data.get("kind") != SCORE_KIND:
+        raise ValueError(
+            f"{path} is not a texad score model file (Method A); a DDPM is read by load_diffusion_model"
+        )
+    missing = [k for k in _SCORE_MODEL_KEYS if k not in data]
+    if missing:
+        raise ValueError(f"{path} is not a complete texad score model file (missing {missing})")
+    settings = ScoreTrainSettings(**data["settings"])
+    if settings.model_hash() != data["model_hash"]:
+        raise ValueError(
+            f"{path} records model {data['model_hash']}, but its settings hash to {settings.model_hash()} "
+            f"(format {data.get('format')!r} vs {SCORE_FORMAT!r}); retrain it"
+        )
+    sde = settings.build_sde(data["sde"].get("sigma_max"), n_steps=n_steps)
+    model = build_ncsnpp(settings.preset, settings.image_size, settings.nf, settings.sde)
+    model.load_state_dict(data["state_dict"])
+    model.to(device).eval().requires_grad_(False)
+    meta = {k: v for k, v in data.items() if k != "state_dict"}
+    return model, sde, meta

@@ -1,0 +1,355 @@
+"""Method A on one class: raw maps of the training images (for the normalisation) and the test images, the
+anomaly maps, the metrics, and the result JSON + maps npz (the same layout as Method B's run).
+
+The settings dataclasses mirror ``methods.method_a`` of ``workflow/schemas/config.schema.yaml`` key for key;
+:meth:`MethodASettings.from_config` reads that block (defaults filled in).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from texad.config.identity import settings_hash
+from texad.data.mvtec import MVTecDataset
+from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
+from texad.evaluation.protocol import evaluate_on_grid, grid_size
+from texad.methods.common import image_seed, save_maps
+from texad.methods.score_tscales.anomaly_map import anomaly_maps, train_statistics
+from texad.methods.score_tscales.infer import (
+    InferenceSettings,
+    ScoreModel,
+    raw_maps,
+    score_model_from_ddpm,
+    score_model_from_net,
+    time_per_image,
+)
+from texad.results.record import build_result, device_info, write_result
+
+__all__ = [
+    "MODEL_KINDS",
+    "MODES",
+    "SDESettings",
+    "NetworkSettings",
+    "TrainSettings",
+    "AblationSettings",
+    "MethodASettings",
+    "RunSpec",
+    "ablation_variants",
+    "variant_name",
+    "load_score_model_any",
+    "run_method_a",
+]
+
+MODEL_KINDS = ("own", "shared_ddpm")
+MODES = ("t_scales", "full_chain")
+
+
+@dataclass(frozen=True)
+class SDESettings:
+    type: str = "ve"
+    sigma_min: float = 0.01
+    sigma_max: float | str = "auto"
+    n_steps: int = 2000
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    preset: str = "paper"
+    nf: int = 64
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    batch_size: int = 16
+    iterations: int = 100000
+    lr: float = 2e-4
+    warmup: int = 5000
+    grad_clip: float = 1.0
+    ema: float = 0.999
+    hflip: bool = True
+
+
+@dataclass(frozen=True)
+class AblationSettings:
+    n_scales: tuple[int, ...] = (1, 2, 4, 8)
+    steps_per_scale: tuple[int, ...] = (1, 2, 5, 10, 20)
+    sigma_hi: tuple[float, ...] = (0.2, 0.4, 0.8)
+    full_chain: bool = True
+
+
+@dataclass(frozen=True)
+class MethodASettings:
+    """``methods.method_a`` (without ``enabled``)."""
+
+    model: str = "own"
+    sde: SDESettings = field(default_factory=SDESettings)
+    network: NetworkSettings = field(default_factory=NetworkSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    ablation: AblationSettings = field(default_factory=AblationSettings)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_KINDS:
+            raise ValueError(f"model must be one of {MODEL_KINDS}, got {self.model!r}")
+
+    @classmethod
+    def from_config(cls, block: dict[str, Any]) -> MethodASettings:
+        """From the config block ``methods.method_a`` (missing keys take the schema defaults)."""
+        b = {k: v for k, v in block.items() if k != "enabled"}
+        abl = dict(b.get("ablation", {}))
+        for key in ("n_scales", "steps_per_scale", "sigma_hi"):
+            if key in abl:
+                abl[key] = tuple(abl[key])
+        return cls(
+            model=b.get("model", "own"),
+            sde=SDESettings(**b.get("sde", {})),
+            network=NetworkSettings(**b.get("network", {})),
+            train=TrainSettings(**b.get("train", {})),
+            inference=InferenceSettings(**b.get("inference", {})),
+            ablation=AblationSettings(**abl),
+        )
+
+    def train_settings(self, dataset: str, class_name: str, image_size: int, seed: int) -> ScoreTrainSettings:
+        """The identity of the class's own score model (``model: own``)."""
+        return ScoreTrainSettings(
+            dataset=dataset,
+            class_name=class_name,
+            sde=self.sde.type,
+            sigma_min=self.sde.sigma_min,
+            sigma_max=self.sde.sigma_max,
+            preset=self.network.preset,
+            nf=self.network.nf,
+            image_size=image_size,
+            seed=seed,
+            **asdict(self.train),
+        )
+
+
+def _fmt(v: float) -> str:
+    return f"{v:g}"
+
+
+def variant_name(inf: InferenceSettings) -> str:
+    """A label for a T-scales setting, e.g. ``K4_n5_s0.4``."""
+    return f"K{inf.n_scales}_n{inf.steps_per_scale}_s{_fmt(inf.sigma_hi)}"
+
+
+def ablation_variants(settings: MethodASettings) -> list[tuple[str, InferenceSettings, str]]:
+    """The T-scales ablation, one factor at a time around the default inference settings, as
+    ``(variant, inference settings, mode)``; the default point itself is left out (it is the ``default`` run),
+    and ``full_chain`` (when enabled) is the reference run from ``sigma_hi``."""
+    base = settings.inference
+    out: dict[str, tuple[str, InferenceSettings, str]] = {}
+    points = [replace(base, n_scales=int(k)) for k in settings.ablation.n_scales]
+    points += [replace(base, steps_per_scale=int(n)) for n in settings.ablation.steps_per_scale]
+    points += [
+        replace(base, sigma_hi=float(s), sigma_lo=min(base.sigma_lo, float(s)))
+        for s in settings.ablation.sigma_hi
+    ]
+    for inf in points:
+        if inf != base:
+            out.setdefault(variant_name(inf), (variant_name(inf), inf, "t_scales"))
+    variants = list(out.values())
+    if settings.ablation.full_chain:
+        variants.append(("full_chain", base, "full_chain"))
+    return variants
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    run_name: str
+    dataset: str
+    class_name: str
+    variant: str
+    seed: int
+    resolution: int | str = 256
+    fpr_limit: float = 0.3
+    device: str = "cpu"
+
+
+def load_score_model_any(
+    model_path: Path, kind: str, device: str, n_steps: int
+) -> tuple[ScoreModel, dict, int]:
+    """(score model, model meta, image size) for ``kind`` "own" (a score-model file) or "shared_ddpm" (a DDPM)."""
+    if kind not in MODEL_KINDS:
+        raise ValueError(f"model must be one of {MODEL_KINDS}, got {kind!r}")
+    if kind == "own":
+        net, sde, meta = load_score_model(model_path, device=device, n_steps=n_steps)
+        model = score_model_from_net(net, sde)
+    else:
+        net, schedule, meta = load_diffusion_model(model_path, device=device)
+        model = score_model_from_ddpm(net, schedule)
+    return model, meta, int(meta["settings"]["image_size"])
+
+
+def _maps_of(
+    model: ScoreModel,
+    dataset: MVTecDataset,
+    inf: InferenceSettings,
+    *,
+    device: torch.device,
+    seed_key: str,
+    seed: int,
+    sigma_end: float,
+    full_chain: bool,
+    predictor: str,
+    collect: bool = False,
+) -> tuple[torch.Tensor, dict, list[np.ndarray], list[np.ndarray]]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=inf.batch_size, shuffle=False)
+    maps, masks, labels, info = [], [], [], {}
+    for batch in loader:
+        x = batch["image"].to(device)
+        seeds = [image_seed(seed, seed_key, int(i)) for i in batch["index"]]
+        m, info = raw_maps(
+            model, x, inf, seeds=seeds, sigma_end=sigma_end, full_chain=full_chain, predictor=predictor
+        )
+        maps.append(m.float().cpu())
+        if collect:
+            masks.append(batch["mask"][:, 0].bool().numpy())
+            labels.append(batch["label"].numpy())
+    return torch.cat(maps), info, masks, labels
+
+
+def run_method_a(
+    model_path: Path,
+    class_dir: Path,
+    spec: RunSpec,
+    settings: MethodASettings,
+    *,
+    mode: str = "t_scales",
+    inference: InferenceSettings | None = None,
+    predictor: str = "reverse_diffusion",
+    speed_batches: tuple[int, ...] = (),
+    out_result: Path,
+    out_maps: Path,
+) -> dict:
+    """Run Method A (``mode`` "t_scales", or the "full_chain" reference) on one class and write its result.
+
+    ``inference`` overrides ``settings.inference`` (ablation points). The model file is the class's own score
+    model (``settings.model == "own"``) or Method B's DDPM (``"shared_ddpm"``). ``predictor``: the reverse step
+    ("reverse_diffusion", the spec's; or "ancestral"). ``speed_batches``: batch sizes of the speed probe
+    (spec §3.4: wall seconds per image after 5 warm-up images, e.g. ``(1, 16)``), recorded under
+    ``extra.timing.s_per_image_at_batch``; empty = no probe.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    inf = settings.inference if inference is None else inference
+    device = torch.device(spec.device)
+    model, meta, size = load_score_model_any(model_path, settings.model, spec.device, settings.sde.n_steps)
+    full = mode == "full_chain"
+    sigma_end = settings.sde.sigma_min
+
+    probe = MVTecDataset(class_dir, "test", image_size=size, mask_size="native")
+    native_hw = tuple(probe[0]["mask"].shape[-2:])
+    grid = grid_size(spec.resolution, native_hw)
+    test_data = MVTecDataset(class_dir, "test", image_size=size, mask_size=grid)
+
+    start = time.perf_counter()
+    stats, stats_s = None, 0.0
+    if inf.normalise == "train_stats":
+        train_data = MVTecDataset(class_dir, "train", image_size=size)
+        train_raw, _, _, _ = _maps_of(
+            model, train_data, inf, device=device, seed_key=f"{spec.class_name}/train", seed=spec.seed,
+            sigma_end=sigma_end, full_chain=full, predictor=predictor,
+        )  # fmt: skip
+        stats = train_statistics(train_raw)
+        stats_s = time.perf_counter() - start
+    t_test = time.perf_counter()
+    test_raw, info, masks, labels = _maps_of(
+        model, test_data, inf, device=device, seed_key=spec.class_name, seed=spec.seed,
+        sigma_end=sigma_end, full_chain=full, predictor=predictor, collect=True,
+    )  # fmt: skip
+    test_s = time.perf_counter() - t_test
+    inference_s = time.perf_counter() - start
+
+    speed = {}
+    if speed_batches:
+        x_probe = torch.stack([test_data[i]["image"] for i in range(min(len(test_data), 16))]).to(device)
+        for bs in speed_batches:
+            speed[str(int(bs))] = time_per_image(
+                model,
+                x_probe,
+                inf,
+                batch_size=int(bs),
+                sigma_end=sigma_end,
+                full_chain=full,
+                predictor=predictor,
+            )
+
+    maps, scores = anomaly_maps(test_raw, stats, inf.smoothing_sigma)
+    labels_all = np.concatenate(labels)
+    metrics, on_grid = evaluate_on_grid(
+        maps, scores, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
+    )
+    save_maps(
+        out_maps,
+        maps=on_grid.astype(np.float16),
+        scores=scores.astype(np.float32),
+        labels=labels_all,
+        paths=np.array([str(s.path) for s in test_data.samples]),
+    )
+
+    n_images = len(test_data)
+    run_settings = {
+        "model": settings.model,
+        "mode": mode,
+        "predictor": predictor,
+        "sde": asdict(settings.sde),
+        "inference": inf.as_dict(),
+        "model_hash": meta["model_hash"],
+    }
+    shared = settings.model == "shared_ddpm"
+    model_train_s = meta.get("train", {}).get("seconds")
+    result = build_result(
+        run_name=spec.run_name,
+        dataset=spec.dataset,
+        class_name=spec.class_name,
+        method="method_a",
+        variant=spec.variant,
+        seed=spec.seed,
+        metrics=metrics,
+        evaluation={
+            "resolution": spec.resolution,
+            "fpr_limit": spec.fpr_limit,
+            "grid": list(grid),
+            "switches": {
+                "metric": inf.metric,
+                "normalise": inf.normalise,
+                "mode": mode,
+                "model": settings.model,
+            },
+        },
+        timings={
+            "train_s": None if shared else model_train_s,  # the shared DDPM's training belongs to Method B
+            "inference_s": inference_s,
+            "images_per_s": n_images / test_s if test_s > 0 else None,
+            "nfe_per_image": info["nfe_per_image"],
+        },
+        device=device_info(spec.device, "fp32"),
+        config_hash=settings_hash(run_settings),
+        backbone=None,
+        model_hash=meta["model_hash"],
+        extra={
+            "settings": run_settings,
+            "image_size": size,
+            "n_params": meta.get("n_params"),
+            "sde_model": model.sde.describe(),
+            "levels_pixel": info["levels"],
+            "timing": {
+                "train_stats_s": stats_s,
+                "test_s": test_s,
+                "s_per_test_image": test_s / n_images if n_images else None,
+                "batch_size": inf.batch_size,
+                "model_train_s": model_train_s,
+                "s_per_image_at_batch": speed,
+            },
+        },
+    )
+    write_result(out_result, result)
+    return result

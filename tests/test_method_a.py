@@ -1,0 +1,458 @@
+"""Method A (score SDE + T scales): levels, chains against hand computations, the full-chain equivalence, the
+metrics on an exactly known score, the map post-processing, settings vs the config schema, and a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, fields
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from texad.diffusion.samplers import randn_like
+from texad.diffusion.schedules import NoiseSchedule
+from texad.diffusion.sde import VESDE, VPSDE
+from texad.evaluation.grid import gaussian_smooth
+from texad.methods.score_tscales import (
+    InferenceSettings,
+    ScoreModel,
+    anomaly_maps,
+    chain_levels,
+    full_chain_levels,
+    normalise_maps,
+    raw_maps,
+    scale_levels,
+    score_model_from_ddpm,
+    train_statistics,
+)
+from texad.methods.score_tscales.run import (
+    MethodASettings,
+    RunSpec,
+    ablation_variants,
+    run_method_a,
+    variant_name,
+)
+
+F64 = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """The machine is shared: one intra-op thread, restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _const_score_model(sde, c: torch.Tensor, pixel_scale: float = 1.0, offset: float = 0.0) -> ScoreModel:
+    """The exact score of a data set holding one image ``c`` (data units): -(x - a c) / std^2."""
+
+    def score(x, t):
+        a = sde.mean_coeff(t).to(x.dtype).view(-1, 1, 1, 1)
+        std = sde.std(t).to(x.dtype).view(-1, 1, 1, 1)
+        return -(x - a * c) / std**2
+
+    return ScoreModel(sde, score, pixel_scale, offset, "own")
+
+
+def _gauss_score_model(sde, mu: float, s0: float) -> ScoreModel:
+    """The exact score of data N(mu, s0^2 I) (VE): -(x - mu) / (s0^2 + sigma^2)."""
+
+    def score(x, t):
+        std = sde.std(t).to(x.dtype).view(-1, 1, 1, 1)
+        return -(x - mu) / (s0**2 + std**2)
+
+    return ScoreModel(sde, score, 1.0, 0.0, "own")
+
+
+def _images(n=2, size=8, seed=0) -> torch.Tensor:
+    return torch.rand(n, 3, size, size, dtype=F64, generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------------- levels
+def test_default_levels_and_chains():
+    s = InferenceSettings()
+    assert scale_levels(s) == pytest.approx([0.4, 0.2, 0.1, 0.05], rel=1e-12)
+    assert scale_levels(InferenceSettings(n_scales=1)) == [0.4]
+    assert chain_levels(0.4, 0.01, 5) == pytest.approx([0.4 * (0.01 / 0.4) ** (j / 4) for j in range(5)])
+    assert chain_levels(0.4, 0.01, 1) == [0.4]
+    with pytest.raises(ValueError, match="start above"):
+        chain_levels(0.005, 0.01, 3)
+    with pytest.raises(ValueError):
+        InferenceSettings(metric="l2")
+    with pytest.raises(ValueError):
+        InferenceSettings(sigma_lo=0.5, sigma_hi=0.4)
+
+
+def test_full_chain_levels_follow_the_sde_grid():
+    sde = VESDE(0.01, 30.0, N=2000)
+    model = _gauss_score_model(sde, 0.5, 0.1)
+    levels = full_chain_levels(model, 0.4, 0.01)
+    grid = sde.sigma(sde.discrete_times()).numpy()
+    expect = sorted(grid[(grid >= 0.01 * (1 - 1e-9)) & (grid <= 0.4)], reverse=True)
+    assert levels == pytest.approx(expect, rel=1e-12)
+    # spec §3.4: about ln(sigma_hi / sigma_min) / ln(sigma_max / sigma_min) * N evaluations
+    assert len(levels) == math.floor(math.log(40) / math.log(3000) * 1999) + 1
+    # the DDPM view walks the integer steps, in pixel units (x 1/2 for [-1, 1] data)
+    ddpm = score_model_from_ddpm(torch.nn.Identity(), NoiseSchedule.linear(1000, 1e-4, 0.02))
+    lv = full_chain_levels(ddpm, 0.4, 0.01)
+    t = ddpm.sde.time_of_sigma(torch.tensor(lv, dtype=F64) * 2) * 999
+    assert torch.allclose(t, torch.round(t), atol=1e-8)
+    assert np.allclose(np.diff(t.numpy()), -1.0, atol=1e-8)
+
+
+# ------------------------------------------------------------------------------------------- chains
+def test_one_chain_against_hand_computation():
+    """Two steps, n_scales 1: M = (sigma_0 |s_0| + sigma_1 |s_1|) / 2, written out with plain tensors."""
+    sde = VESDE(0.01, 30.0)
+    mu, s0 = 0.5, 0.1
+    model = _gauss_score_model(sde, mu, s0)
+    x = _images(1, 4, seed=3)
+    inf = InferenceSettings(n_scales=1, sigma_hi=0.3, sigma_lo=0.3, steps_per_scale=2, draws=1)
+    maps, info = raw_maps(model, x, inf, seeds=[11], sigma_end=0.02)
+    assert info["nfe_per_image"] == 2 and info["levels"] == [pytest.approx([0.3, 0.02])]
+
+    g = torch.Generator().manual_seed(11)
+    z0 = randn_like(x, g)
+    z1 = randn_like(x, g)
+    xt = x + 0.3 * z0
+    sc0 = -(xt - mu) / (s0**2 + 0.09)
+    m = 0.3 * sc0.norm(dim=1)
+    x1 = xt + (0.09 - 0.0004) * sc0 + math.sqrt(0.09 - 0.0004) * z1
+    sc1 = -(x1 - mu) / (s0**2 + 0.0004)
+    m = (m + 0.02 * sc1.norm(dim=1)) / 2
+    assert torch.allclose(maps, m, rtol=1e-10)
+
+    recon, _ = raw_maps(
+        model, x, InferenceSettings(**{**asdict(inf), "metric": "recon"}), seeds=[11], sigma_end=0.02
+    )
+    x_hat = x1 + 0.0004 * sc1
+    assert torch.allclose(recon, (x_hat - x).norm(dim=1), rtol=1e-10)
+
+
+def test_one_scale_with_all_steps_is_the_full_chain():
+    """On the VE grid (geometric in sigma) one scale from a grid level with as many steps as the grid has levels
+    down to sigma_end visits the same levels as the full-length reference chain, with the same noise."""
+    sde = VESDE(0.01, 30.0, N=400)
+    model = _gauss_score_model(sde, 0.5, 0.1)
+    end = 0.01
+    start = full_chain_levels(model, 0.4, end)[0]  # a level of the SDE's own grid
+    levels = full_chain_levels(model, start, end)
+    x = _images(2, 8, seed=1)
+    full_inf = InferenceSettings(n_scales=1, sigma_hi=start, sigma_lo=start, draws=1)
+    full, info_full = raw_maps(model, x, full_inf, seeds=[1, 2], sigma_end=levels[-1], full_chain=True)
+    ts_inf = InferenceSettings(
+        n_scales=1, sigma_hi=start, sigma_lo=start, steps_per_scale=len(levels), draws=1
+    )
+    ts, info_ts = raw_maps(model, x, ts_inf, seeds=[1, 2], sigma_end=levels[-1])
+    assert info_full["nfe_per_image"] == info_ts["nfe_per_image"] == len(levels) > 50
+    assert info_full["levels"][0] == pytest.approx(info_ts["levels"][0], rel=1e-10)
+    assert torch.allclose(full, ts, rtol=1e-8, atol=1e-10)
+    for metric in ("recon",):
+        a, _ = raw_maps(model, x, InferenceSettings(**{**asdict(full_inf), "metric": metric}), seeds=[1, 2],
+                        sigma_end=levels[-1], full_chain=True)  # fmt: skip
+        b, _ = raw_maps(model, x, InferenceSettings(**{**asdict(ts_inf), "metric": metric}), seeds=[1, 2],
+                        sigma_end=levels[-1])  # fmt: skip
+        assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_nfe_counts_and_batch_independence():
+    sde = VESDE(0.01, 30.0)
+    model = _gauss_score_model(sde, 0.5, 0.1)
+    x = _images(3, 8, seed=2)
+    inf = InferenceSettings(n_scales=3, steps_per_scale=4, draws=2)
+    both, info = raw_maps(model, x, inf, seeds=[7, 8, 9], sigma_end=0.01)
+    assert info["nfe_per_image"] == 3 * 4 * 2
+    alone, _ = raw_maps(model, x[1:2], inf, seeds=[8], sigma_end=0.01)
+    assert torch.allclose(both[1:2], alone, rtol=1e-12)
+    again, _ = raw_maps(model, x, inf, seeds=[7, 8, 9], sigma_end=0.01)
+    assert torch.equal(both, again)
+    other, _ = raw_maps(model, x, inf, seeds=[1, 8, 9], sigma_end=0.01)
+    assert not torch.allclose(other[0], both[0])
+    clean, info_c = raw_maps(model, x, InferenceSettings(metric="score_clean", n_scales=3, draws=2), seeds=[7, 8, 9],
+                             sigma_end=0.01)  # fmt: skip
+    assert info_c["nfe_per_image"] == 3 * 2
+    with pytest.raises(ValueError, match="chain metric"):
+        raw_maps(
+            model,
+            x,
+            InferenceSettings(metric="score_clean"),
+            seeds=[1, 2, 3],
+            sigma_end=0.01,
+            full_chain=True,
+        )
+    with pytest.raises(ValueError, match="one seed per image"):
+        raw_maps(model, x, inf, seeds=[1], sigma_end=0.01)
+
+
+CHI3_MEAN = math.sqrt(2) * math.gamma(2) / math.gamma(1.5)  # E ||z|| for z ~ N(0, I_3)
+
+
+def _expected_normal_score(model: ScoreModel, inf: InferenceSettings, end: float, predictor: str) -> float:
+    """E[std ||s||_c] on a normal pixel for data = one image: the deviation x - a c stays Gaussian with variance
+    V_{j+1} = V_j (r std_{j+1}^2 / std_j^2)^2 + noise variance of the step (module docstring of sde.py)."""
+    sde, total = model.sde, 0.0
+    starts = scale_levels(inf)
+    for s0 in starts:
+        times = [model.level_time(s) for s in chain_levels(s0, end, inf.steps_per_scale)]
+        var = float(sde.std(times[0])) ** 2
+        for j, t in enumerate(times):
+            std_t = float(sde.std(t))
+            total += math.sqrt(var) / std_t * CHI3_MEAN / len(times)
+            if j + 1 < len(times):
+                r, v = (float(a) for a in sde.transition(t, times[j + 1]))
+                std_n = float(sde.std(times[j + 1]))
+                noise = v if predictor == "reverse_diffusion" else v * std_n**2 / std_t**2
+                var = var * (r * std_n**2 / std_t**2) ** 2 + noise
+    return total / len(starts)
+
+
+@pytest.mark.parametrize("predictor", ["reverse_diffusion", "ancestral"])
+@pytest.mark.parametrize("sde_kind", ["ve", "vp"])
+def test_metrics_on_an_exactly_known_score_locate_the_defect(sde_kind, predictor):
+    """Normal data = one image c. Then Tweedie's estimate is c exactly: ``recon`` is |x0 - c|_c and ``score_clean``
+    its square whatever the noise; ``score`` has the closed-form mean on normal pixels (the ancestral step keeps
+    the marginal, so every step contributes E||z||; the reverse-diffusion step leaves the sample noisier than its
+    level after a large jump) and is far larger at the defect."""
+    if sde_kind == "ve":
+        sde, scale, offset = VESDE(0.01, 30.0), 1.0, 0.0
+    else:
+        sde, scale, offset = VPSDE(), 2.0, -1.0
+    c01 = torch.full((1, 3, 32, 32), 0.5, dtype=F64)
+    model = _const_score_model(sde, c01 * scale + offset, scale, offset)
+    x = c01.clone()
+    x[..., 4:8, 4:8] += 0.2  # the defect
+    diff = (x - c01).norm(dim=1)
+    base = dict(n_scales=2, steps_per_scale=3, draws=2)
+    kw = dict(seeds=[0], sigma_end=0.01, predictor=predictor)
+    recon, _ = raw_maps(model, x, InferenceSettings(metric="recon", **base), **kw)
+    assert torch.allclose(recon, diff, atol=1e-9)
+    clean, _ = raw_maps(model, x, InferenceSettings(metric="score_clean", **base), **kw)
+    assert torch.allclose(clean, diff**2, atol=1e-9)
+    inf = InferenceSettings(metric="score", **base)
+    score, _ = raw_maps(model, x, inf, **kw)
+    inside, outside = score[0, 4:8, 4:8], torch.cat([score[0, :4].flatten(), score[0, 8:].flatten()])
+    expected = _expected_normal_score(model, inf, 0.01, predictor)
+    assert float(outside.mean()) == pytest.approx(expected, rel=0.05)
+    if predictor == "ancestral":
+        assert expected == pytest.approx(CHI3_MEAN, rel=1e-9)
+    else:
+        assert expected > 2 * CHI3_MEAN
+    # the chain repairs the defect (exact score), so its signal comes mostly from the first step of each chain
+    # (the ancestral step gives the clearer contrast: its normal pixels are not inflated by left-over noise)
+    assert float(inside.mean()) > (1.5 if predictor == "ancestral" else 1.15) * float(outside.mean())
+
+
+# ---------------------------------------------------------------------------------------- map steps
+def test_train_statistics_normalise_and_score_by_max():
+    train = np.array([[[1.0, 2.0], [3.0, 4.0]], [[3.0, 2.0], [5.0, 8.0]]])
+    stats = train_statistics(train)
+    assert np.allclose(stats.mean, [[2.0, 2.0], [4.0, 6.0]])
+    assert np.allclose(stats.std, [[1.0, 0.0], [1.0, 2.0]])
+    test = np.array([[[4.0, 2.0], [4.0, 10.0]]])
+    z = normalise_maps(test, stats)
+    assert np.allclose(z, [[[2.0 / (1 + 1e-6), 0.0], [0.0, 4.0 / (2 + 1e-6)]]])
+    assert np.array_equal(normalise_maps(test, None), test)
+    maps, scores = anomaly_maps(np.random.default_rng(0).random((3, 16, 16)), None, 2.0)
+    assert np.allclose(scores, maps.reshape(3, -1).max(axis=1))
+    raw = np.random.default_rng(1).random((3, 16, 16))
+    maps, _ = anomaly_maps(raw, train_statistics(raw[:2]), 2.0)
+    assert np.allclose(maps, gaussian_smooth(normalise_maps(raw, train_statistics(raw[:2])), 2.0))
+    with pytest.raises(ValueError, match="do not match"):
+        normalise_maps(np.zeros((1, 3, 3)), stats)
+    with pytest.raises(ValueError):
+        train_statistics(train[:1])
+
+
+# ----------------------------------------------------------------------------------------- settings
+def _schema_block() -> dict:
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    found = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "method_a" in node and isinstance(node["method_a"], dict) and "properties" in node["method_a"]:
+                found.append(node["method_a"])
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(schema)
+    assert len(found) == 1
+    return found[0]["properties"]
+
+
+def test_settings_take_exactly_the_schema_keys_and_defaults():
+    props = _schema_block()
+    s = MethodASettings()
+    assert {f.name for f in fields(s)} == set(props) - {"enabled"}
+    assert s.model == props["model"]["default"]
+    for group in ("sde", "network", "train", "inference", "ablation"):
+        sub = props[group]["properties"]
+        obj = getattr(s, group)
+        assert {f.name for f in fields(obj)} == set(sub), group
+        for key, spec in sub.items():
+            value = getattr(obj, key)
+            if isinstance(value, tuple):
+                value = list(value)
+            assert value == spec["default"], (group, key)
+    cfg = {"enabled": True, "network": {"preset": "tiny", "nf": 16}, "ablation": {"n_scales": [1, 4]}}
+    parsed = MethodASettings.from_config(cfg)
+    assert parsed.network.nf == 16 and parsed.ablation.n_scales == (1, 4)
+    ts = parsed.train_settings("synthetic", "wood", 64, 3)
+    assert ts.preset == "tiny" and ts.nf == 16 and ts.iterations == 100000 and ts.hflip and ts.seed == 3
+    assert ts.sigma_max == "auto" and ts.sde == "ve"
+
+
+def test_ablation_variants_one_factor_at_a_time():
+    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["methods"]["method_a"]
+    s = MethodASettings.from_config(cfg)
+    variants = ablation_variants(s)
+    names = [v[0] for v in variants]
+    assert variant_name(s.inference) not in names
+    assert names[-1] == "full_chain" and variants[-1][2] == "full_chain"
+    full = MethodASettings.from_config({"ablation": {}})
+    names_full = [v[0] for v in ablation_variants(full)]
+    assert names_full == [
+        "K1_n5_s0.4", "K2_n5_s0.4", "K8_n5_s0.4", "K4_n1_s0.4", "K4_n2_s0.4", "K4_n10_s0.4", "K4_n20_s0.4",
+        "K4_n5_s0.2", "K4_n5_s0.8", "full_chain",
+    ]  # fmt: skip
+    assert all(len(n) < 40 for n in names_full)
+    assert json.dumps([asdict(v[1]) for v in variants])  # JSON-ready
+
+
+@pytest.mark.parametrize("sde_kind", ["ve", "vp"])
+def test_score_residual_on_an_exactly_known_score_is_the_offset_over_sigma(sde_kind):
+    """Data = one image c: Tweedie's estimate at every step is c, so the residual map is exactly
+    |x0 - c|_c * mean over scales and steps of 1 / sigma_j (pixel units), whatever the noise or predictor."""
+    if sde_kind == "ve":
+        sde, scale, offset = VESDE(0.01, 30.0), 1.0, 0.0
+    else:
+        sde, scale, offset = VPSDE(), 2.0, -1.0
+    c01 = torch.full((1, 3, 16, 16), 0.4, dtype=F64)
+    model = _const_score_model(sde, c01 * scale + offset, scale, offset)
+    x = c01 + 0.1 * _images(1, 16, seed=4)
+    inf = InferenceSettings(metric="score_residual", n_scales=3, steps_per_scale=4, draws=2)
+    factor = np.mean([np.mean([1 / s for s in chain_levels(s0, 0.01, 4)]) for s0 in scale_levels(inf)])
+    for predictor in ("reverse_diffusion", "ancestral"):
+        res, info = raw_maps(model, x, inf, seeds=[5], sigma_end=0.01, predictor=predictor)
+        assert info["nfe_per_image"] == 3 * 4 * 2
+        assert torch.allclose(res, (x - c01).norm(dim=1) * factor, rtol=1e-8)
+
+
+def test_levels_outside_the_model_range_are_refused():
+    model = _gauss_score_model(VESDE(0.01, 0.3), 0.5, 0.1)
+    x = _images(1, 8)
+    with pytest.raises(ValueError, match=r"noise level 0.4 .*outside the model's range \[0.01, 0.3\]"):
+        raw_maps(model, x, InferenceSettings(), seeds=[0], sigma_end=0.01)
+    with pytest.raises(ValueError, match="outside"):
+        raw_maps(model, x, InferenceSettings(sigma_hi=0.3), seeds=[0], sigma_end=0.005)
+    maps, _ = raw_maps(model, x, InferenceSettings(sigma_hi=0.3), seeds=[0], sigma_end=0.01)
+    assert maps.shape == (1, 8, 8) and bool(torch.isfinite(maps).all())
+
+
+# ------------------------------------------------------------------------------------------ end to end
+E2E_CONFIG = {
+    "sde": {"sigma_max": 1.0, "n_steps": 40},
+    "network": {"preset": "tiny", "nf": 16},
+    "train": {"batch_size": 8, "iterations": 150, "lr": 2e-3, "warmup": 20},
+    "inference": {"metric": "score_residual", "draws": 1, "batch_size": 16, "smoothing_sigma": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def synth_class(tmp_path_factory) -> Path:
+    from texad.data.synth import generate_class
+
+    root = tmp_path_factory.mktemp("synth")
+    generate_class(root, "wood", image_size=64, n_train=16, n_test_good=6, n_test_per_defect=3, seed=0)
+    return root / "wood"
+
+
+@pytest.fixture(scope="module")
+def own_model(synth_class, tmp_path_factory) -> Path:
+    from texad.diffusion.training import train_diffusion
+
+    out = tmp_path_factory.mktemp("model")
+    ts = MethodASettings.from_config(E2E_CONFIG).train_settings("synthetic", "wood", 32, 0)
+    train_diffusion(synth_class, out / "score.pt", out / "ckpt", ts, progress=False, log=lambda _m: None)
+    return out / "score.pt"
+
+
+def _spec(variant: str) -> RunSpec:
+    return RunSpec("test", "synthetic", "wood", variant, 0, resolution=64)
+
+
+def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path):
+    settings = MethodASettings.from_config(E2E_CONFIG)
+    result = run_method_a(
+        own_model, synth_class, _spec("default"), settings, predictor="ancestral",
+        out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
+    )  # fmt: skip
+    m = result["metrics"]
+    assert m["n_images"] == 18 and m["n_anomalous"] == 12
+    assert m["image_auroc"] >= 0.8, m
+    assert m["pixel_auroc"] >= 0.8, m
+    assert result["method"] == "method_a" and result["timings"]["nfe_per_image"] == 20
+    assert result["extra"]["timing"]["s_per_image_at_batch"] == {}  # no speed probe unless asked
+    assert result["timings"]["train_s"] > 0 and result["backbone"] is None
+    assert result["extra"]["levels_pixel"][0] == pytest.approx(chain_levels(0.4, 0.01, 5))
+    assert json.loads((tmp_path / "r.json").read_text())["model_hash"] == result["model_hash"]
+    npz = np.load(tmp_path / "m.npz")
+    assert npz["maps"].shape == (18, 64, 64) and npz["scores"].shape == (18,)
+    assert np.array_equal(npz["labels"], np.array([1] * 12 + [0] * 6)) or npz["labels"].sum() == 12
+
+
+def test_full_chain_reference_run(synth_class, own_model, tmp_path):
+    settings = MethodASettings.from_config(E2E_CONFIG)
+    result = run_method_a(
+        own_model, synth_class, _spec("full_chain"), settings, mode="full_chain", predictor="ancestral",
+        speed_batches=(1, 4), out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
+    )  # fmt: skip
+    speed = result["extra"]["timing"]["s_per_image_at_batch"]
+    assert set(speed) == {"1", "4"} and all(v > 0 for v in speed.values())
+    # grid exp(linspace(ln 0.01, ln 1, 40)): the levels <= 0.4
+    expected = math.floor(math.log(40) / math.log(100) * 39) + 1
+    assert result["timings"]["nfe_per_image"] == expected
+    assert len(result["extra"]["levels_pixel"][0]) == expected
+    assert result["evaluation"]["switches"]["mode"] == "full_chain"
+    assert result["extra"]["sde_model"] == {"type": "ve", "sigma_min": 0.01, "sigma_max": 1.0, "N": 40}
+
+
+def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
+    from texad.diffusion.training import DiffusionTrainSettings, train_diffusion
+
+    ddpm = DiffusionTrainSettings(
+        dataset="synthetic", class_name="wood", preset="tiny", image_size=32, epochs=1, batch_size=8
+    )
+    train_diffusion(
+        synth_class, tmp_path / "ddpm.pt", tmp_path / "ck", ddpm, progress=False, log=lambda _m: None
+    )
+    cfg = {
+        **E2E_CONFIG,
+        "model": "shared_ddpm",
+        "inference": {"normalise": "none", "draws": 1, "n_scales": 2},
+    }
+    settings = MethodASettings.from_config(cfg)
+    result = run_method_a(
+        tmp_path / "ddpm.pt", synth_class, _spec("shared"), settings,
+        out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
+    )  # fmt: skip
+    assert result["model_hash"] == ddpm.model_hash()
+    assert result["timings"]["train_s"] is None  # the DDPM's training belongs to Method B
+    assert result["timings"]["nfe_per_image"] == 2 * 5
+    assert result["extra"]["sde_model"]["type"] == "ddpm"
+    assert result["evaluation"]["switches"]["model"] == "shared_ddpm"
+    with pytest.raises(ValueError, match="not a texad score model"):
+        run_method_a(
+            tmp_path / "ddpm.pt", synth_class, _spec("x"), MethodASettings.from_config(E2E_CONFIG),
+            out_result=tmp_path / "x.json", out_maps=tmp_path / "x.npz",
+        )  # fmt: skip
