@@ -79,6 +79,23 @@ def test_user_errors_exit_1_with_a_message(tmp_path):
     assert run.returncode == 1 and "carpet does not exist" in run.stderr
 
 
+def test_method_a_commands_name_what_is_wrong(tmp_path):
+    common = ["--class-dir", str(tmp_path), "--dataset", "synthetic", "--class", "wood", "--out", str(tmp_path / "m")]
+    run = texad("train-diffusion", "--kind", "score", *common, "--ckpt-dir", str(tmp_path / "c"))
+    assert run.returncode == 1 and "needs --settings (the methods.method_a block as JSON)" in run.stderr
+    run = texad("train-diffusion", *common, "--ckpt-dir", str(tmp_path / "c"))
+    assert run.returncode == 1 and "--kind ddpm needs --epochs" in run.stderr
+    settings = json.dumps({"ablation": {"n_scales": [1], "steps_per_scale": [5], "sigma_hi": [0.4]}})
+    run = texad("train-diffusion", "--kind", "score", "--settings", settings, *common, "--ckpt-dir",
+                str(tmp_path / "c"), "--expect-hash", "0123")  # fmt: skip
+    assert run.returncode == 1 and "the requested model file is for 0123" in run.stderr
+    run = texad("method-a", *common, "--settings", settings, "--variant", "K2_n5_s0.4", "--model",
+                str(tmp_path / "x.pt"), "--maps", str(tmp_path / "m.npz"))  # fmt: skip
+    assert run.returncode == 1
+    assert "unknown Method A variant 'K2_n5_s0.4'" in run.stderr and "K1_n5_s0.4, full_chain" in run.stderr
+    assert not (tmp_path / "m").exists()
+
+
 def test_check_class_on_a_synthetic_class(tmp_path):
     assert cli.main(["synth", "--class", "woven", "--out", str(tmp_path), *SMALL]) == 0
     out = tmp_path / "layout.json"

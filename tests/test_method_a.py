@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from texad.methods.score_tscales.run import (
     MethodASettings,
     RunSpec,
     ablation_variants,
+    resolve_variant,
     run_method_a,
     variant_name,
 )
@@ -114,7 +115,10 @@ def test_one_chain_against_hand_computation():
     mu, s0 = 0.5, 0.1
     model = _gauss_score_model(sde, mu, s0)
     x = _images(1, 4, seed=3)
-    inf = InferenceSettings(n_scales=1, sigma_hi=0.3, sigma_lo=0.3, steps_per_scale=2, draws=1)
+    inf = InferenceSettings(
+        n_scales=1, sigma_hi=0.3, sigma_lo=0.3, steps_per_scale=2, draws=1, metric="score",
+        predictor="reverse_diffusion",
+    )  # fmt: skip
     maps, info = raw_maps(model, x, inf, seeds=[11], sigma_end=0.02)
     assert info["nfe_per_image"] == 2 and info["levels"] == [pytest.approx([0.3, 0.02])]
 
@@ -229,8 +233,8 @@ def test_metrics_on_an_exactly_known_score_locate_the_defect(sde_kind, predictor
     x = c01.clone()
     x[..., 4:8, 4:8] += 0.2  # the defect
     diff = (x - c01).norm(dim=1)
-    base = dict(n_scales=2, steps_per_scale=3, draws=2)
-    kw = dict(seeds=[0], sigma_end=0.01, predictor=predictor)
+    base = dict(n_scales=2, steps_per_scale=3, draws=2, predictor=predictor)
+    kw = dict(seeds=[0], sigma_end=0.01)
     recon, _ = raw_maps(model, x, InferenceSettings(metric="recon", **base), **kw)
     assert torch.allclose(recon, diff, atol=1e-9)
     clean, _ = raw_maps(model, x, InferenceSettings(metric="score_clean", **base), **kw)
@@ -316,17 +320,35 @@ def test_ablation_variants_one_factor_at_a_time():
     cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["methods"]["method_a"]
     s = MethodASettings.from_config(cfg)
     variants = ablation_variants(s)
-    names = [v[0] for v in variants]
-    assert variant_name(s.inference) not in names
-    assert names[-1] == "full_chain" and variants[-1][2] == "full_chain"
+    names = [v.name for v in variants]
+    assert variant_name(s.inference) not in names and "default" not in names
+    full_chain = resolve_variant(s, "full_chain")
+    assert full_chain.mode == "full_chain" and full_chain.inference == s.inference
     full = MethodASettings.from_config({"ablation": {}})
-    names_full = [v[0] for v in ablation_variants(full)]
+    names_full = [v.name for v in ablation_variants(full)]
     assert names_full == [
         "K1_n5_s0.4", "K2_n5_s0.4", "K8_n5_s0.4", "K4_n1_s0.4", "K4_n2_s0.4", "K4_n10_s0.4", "K4_n20_s0.4",
-        "K4_n5_s0.2", "K4_n5_s0.8", "full_chain",
+        "K4_n5_s0.2", "K4_n5_s0.8", "full_chain", "metric_score", "metric_recon", "metric_score_clean",
+        "shared_ddpm",
     ]  # fmt: skip
     assert all(len(n) < 40 for n in names_full)
-    assert json.dumps([asdict(v[1]) for v in variants])  # JSON-ready
+    by_name = {v.name: v for v in ablation_variants(full)}
+    # one factor at a time: each point differs from the default in exactly the named setting
+    assert by_name["K2_n5_s0.4"].inference == replace(full.inference, n_scales=2)
+    assert by_name["K4_n5_s0.2"].inference == replace(full.inference, sigma_hi=0.2, sigma_lo=0.05)
+    assert by_name["metric_recon"].inference == replace(full.inference, metric="recon")
+    assert (
+        by_name["shared_ddpm"].model == "shared_ddpm" and by_name["shared_ddpm"].inference == full.inference
+    )
+    assert all(v.model == "own" for n, v in by_name.items() if n != "shared_ddpm")
+    assert resolve_variant(full, "default").inference == full.inference
+    with pytest.raises(ValueError, match="unknown Method A variant 'K3_n5_s0.4'.*default, K1_n5_s0.4"):
+        resolve_variant(full, "K3_n5_s0.4")
+    # a config that reads the DDPM already has no shared_ddpm point
+    shared = MethodASettings.from_config({"model": "shared_ddpm"})
+    assert "shared_ddpm" not in [v.name for v in ablation_variants(shared)]
+    assert all(v.model == "shared_ddpm" for v in ablation_variants(shared))
+    assert json.dumps([asdict(v.inference) for v in variants])  # JSON-ready
 
 
 @pytest.mark.parametrize("sde_kind", ["ve", "vp"])
@@ -343,7 +365,7 @@ def test_score_residual_on_an_exactly_known_score_is_the_offset_over_sigma(sde_k
     inf = InferenceSettings(metric="score_residual", n_scales=3, steps_per_scale=4, draws=2)
     factor = np.mean([np.mean([1 / s for s in chain_levels(s0, 0.01, 4)]) for s0 in scale_levels(inf)])
     for predictor in ("reverse_diffusion", "ancestral"):
-        res, info = raw_maps(model, x, inf, seeds=[5], sigma_end=0.01, predictor=predictor)
+        res, info = raw_maps(model, x, replace(inf, predictor=predictor), seeds=[5], sigma_end=0.01)
         assert info["nfe_per_image"] == 3 * 4 * 2
         assert torch.allclose(res, (x - c01).norm(dim=1) * factor, rtol=1e-8)
 
@@ -394,7 +416,7 @@ def _spec(variant: str) -> RunSpec:
 def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path):
     settings = MethodASettings.from_config(E2E_CONFIG)
     result = run_method_a(
-        own_model, synth_class, _spec("default"), settings, predictor="ancestral",
+        own_model, synth_class, _spec("default"), settings,
         out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
     )  # fmt: skip
     m = result["metrics"]
@@ -414,7 +436,7 @@ def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path
 def test_full_chain_reference_run(synth_class, own_model, tmp_path):
     settings = MethodASettings.from_config(E2E_CONFIG)
     result = run_method_a(
-        own_model, synth_class, _spec("full_chain"), settings, mode="full_chain", predictor="ancestral",
+        own_model, synth_class, _spec("full_chain"), settings,
         speed_batches=(1, 4), out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
     )  # fmt: skip
     speed = result["extra"]["timing"]["s_per_image_at_batch"]
@@ -443,7 +465,7 @@ def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
     }
     settings = MethodASettings.from_config(cfg)
     result = run_method_a(
-        tmp_path / "ddpm.pt", synth_class, _spec("shared"), settings,
+        tmp_path / "ddpm.pt", synth_class, _spec("default"), settings,
         out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
     )  # fmt: skip
     assert result["model_hash"] == ddpm.model_hash()
@@ -453,6 +475,6 @@ def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
     assert result["evaluation"]["switches"]["model"] == "shared_ddpm"
     with pytest.raises(ValueError, match="not a texad score model"):
         run_method_a(
-            tmp_path / "ddpm.pt", synth_class, _spec("x"), MethodASettings.from_config(E2E_CONFIG),
+            tmp_path / "ddpm.pt", synth_class, _spec("default"), MethodASettings.from_config(E2E_CONFIG),
             out_result=tmp_path / "x.json", out_maps=tmp_path / "x.npz",
         )  # fmt: skip

@@ -51,6 +51,10 @@ def test_paper_config_plans_every_data_job():
     assert counts["stage_weights"] == 2
     # DDAD's feature adaptation only where its epochs are not 0 (grid 6, leather 8, wood 16), per seed
     assert counts["adapt_features"] == 3 * 3
+    # Method A: one score model per (class, seed), read by the default run and all 14 ablation points (9 T-scales
+    # points, the full chain, 3 other measures, and shared_ddpm on Method B's DDPM: no training of its own)
+    assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * 15
+    assert counts["ablation_table"] == 1
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -69,6 +73,9 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "synth_class": 3,
         "check_class": 3,
         "contact_sheet": 3,
+        "train_score_model": 3,
+        "method_a": 3 * 9,  # default + K1, K2, n1, full_chain, 3 other measures, shared_ddpm
+        "ablation_table": 1,
         "train_diffusion": 3,
         "method_b": 3,
         "train_simplenet": 3,
@@ -134,6 +141,12 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
     cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
+    cfg["methods"]["method_a"].update(
+        sde={"sigma_max": 1.0, "n_steps": 10}, network={"preset": "tiny", "nf": 8},
+        train={"batch_size": 2, "iterations": 3, "warmup": 1}, inference={"draws": 1, "batch_size": 4},
+        ablation={"n_scales": [4], "steps_per_scale": [5], "sigma_hi": [0.4], "full_chain": True, "metric": [],
+                  "shared_ddpm": True},
+    )  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     run = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
@@ -168,8 +181,21 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         )
         other = {"woven": "wood", "wood": "woven"}[cls]  # the other class is the anomaly source
         assert draem["backbone"] is None and draem["extra"]["anomaly_source"]["groups"] == [other]
+        runs_a = tmp_path / "results" / "runs" / "synthetic" / cls / "method_a"
+        method_a = {v: json.loads((runs_a / v / "seed0.json").read_text()) for v in ("default", "full_chain",
+                                                                                    "shared_ddpm")}  # fmt: skip
+        assert method_a["default"]["timings"]["nfe_per_image"] == 4 * 5
+        assert method_a["full_chain"]["evaluation"]["switches"]["mode"] == "full_chain"
+        assert set(method_a["full_chain"]["extra"]["timing"]["s_per_image_at_batch"]) == {"1", "16"}
+        # the shared_ddpm point reads Method B's DDPM: no model of its own was trained for it
+        assert method_a["shared_ddpm"]["model_hash"] == result["model_hash"]
+        assert method_a["default"]["model_hash"] != result["model_hash"]
+    models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
+    assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
     table = (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
-    assert all(m in table for m in ("method_b", "simplenet", "draem"))
+    assert all(m in table for m in ("method_a", "method_b", "simplenet", "draem"))
+    ablation = (tmp_path / "results" / "tables" / "ablation_method_a.md").read_text()
+    assert all(f"| {v} |" in ablation for v in ("default", "full_chain", "shared_ddpm"))
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     report = smk(

@@ -136,6 +136,17 @@ def cmd_aggregate(args) -> int:
     return 0
 
 
+def cmd_ablation_table(args) -> int:
+    from texad.results.ablation import write_ablation_tables
+    from texad.results.aggregate import collect
+
+    for path in write_ablation_tables(
+        collect([Path(p) for p in args.results]), args.method, Path(args.out_dir)
+    ):
+        print(path)
+    return 0
+
+
 def cmd_stage_weights(args) -> int:
     from texad.backbones.weights import stage_weights
 
@@ -157,10 +168,23 @@ def resolve_device(requested: str) -> str:
     return requested
 
 
-def cmd_train_diffusion(args) -> int:
-    from texad.diffusion.training import DiffusionTrainSettings, train_diffusion
+def _diffusion_train_settings(args):
+    """The model identity to train: Method B's DDPM from the explicit flags, or (``--kind score``) Method A's
+    score model from the ``methods.method_a`` block in ``--settings``."""
+    from texad.diffusion.training import DiffusionTrainSettings
 
-    settings = DiffusionTrainSettings(
+    if args.kind == "score":
+        from texad.methods.score_tscales.run import MethodASettings
+
+        if not args.settings:
+            raise ValueError(
+                "train-diffusion --kind score needs --settings (the methods.method_a block as JSON)"
+            )
+        block = MethodASettings.from_config(_settings_json(args.settings, "method_a"))
+        return block.train_settings(args.dataset, args.class_name, args.image_size, args.seed)
+    if args.epochs is None:
+        raise ValueError("train-diffusion --kind ddpm needs --epochs")
+    return DiffusionTrainSettings(
         dataset=args.dataset,
         class_name=args.class_name,
         preset=args.preset,
@@ -177,11 +201,13 @@ def cmd_train_diffusion(args) -> int:
         grad_clip=args.grad_clip,
         seed=args.seed,
     )
-    if args.expect_hash and settings.model_hash() != args.expect_hash:
-        raise ValueError(
-            f"the settings hash to {settings.model_hash()}, but the requested model file is for {args.expect_hash}: "
-            "the config changed while the workflow was planned; run snakemake again"
-        )
+
+
+def cmd_train_diffusion(args) -> int:
+    from texad.diffusion.training import train_diffusion
+
+    settings = _diffusion_train_settings(args)
+    _check_expected_hash(settings.model_hash(), args.expect_hash)
     summary = train_diffusion(
         Path(args.class_dir),
         Path(args.out),
@@ -192,7 +218,7 @@ def cmd_train_diffusion(args) -> int:
         checkpoint_every=args.checkpoint_every,
         num_workers=args.workers,
     )
-    print(json.dumps(summary))
+    print(json.dumps({k: v for k, v in summary.items() if k != "epoch_losses"}))
     return 0
 
 
@@ -350,6 +376,29 @@ def cmd_draem(args) -> int:
     return 0
 
 
+def cmd_method_a(args) -> int:
+    from dataclasses import replace
+
+    from texad.methods.score_tscales.run import MethodASettings, RunSpec, resolve_variant, run_method_a
+
+    settings = MethodASettings.from_config(_settings_json(args.settings, "method_a"))
+    spec = RunSpec(
+        run_name=args.run_name, dataset=args.dataset, class_name=args.class_name, variant=args.variant,
+        seed=args.seed, resolution=args.resolution if args.resolution == "native" else int(args.resolution),
+        fpr_limit=args.fpr_limit, device=resolve_device(args.device),
+    )  # fmt: skip
+    variant = resolve_variant(settings, args.variant)
+    variant = replace(variant, inference=replace(variant.inference, batch_size=args.batch_size))
+    result = run_method_a(
+        Path(args.model), Path(args.class_dir), spec, settings, variant=variant,
+        speed_batches=tuple(args.speed_batches), out_result=Path(args.out), out_maps=Path(args.maps),
+    )  # fmt: skip
+    _print_metrics("method_a", args, result)
+    t = result["timings"]
+    print(f"  {t['nfe_per_image']} network evaluations per image, inference {t['inference_s']:.1f} s")
+    return 0
+
+
 def _print_metrics(method: str, args, result: dict) -> None:
     m = result["metrics"]
     print(
@@ -470,7 +519,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--title")
     p.set_defaults(func=cmd_contact_sheet)
 
-    p = sub.add_parser("train-diffusion", help="train one class's DDPM (resumes from --ckpt-dir)")
+    p = sub.add_parser(
+        "train-diffusion",
+        help="train one class's DDPM (Method B) or score model (Method A, --kind score); resumes from --ckpt-dir",
+    )
+    p.add_argument("--kind", choices=["ddpm", "score"], default="ddpm")
+    p.add_argument("--settings", help="--kind score: the config's methods.method_a block as JSON")
     p.add_argument("--class-dir", required=True)
     p.add_argument("--dataset", required=True)
     p.add_argument("--class", dest="class_name", required=True)
@@ -482,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, default=1000)
     p.add_argument("--beta-start", type=float, default=1e-4)
     p.add_argument("--beta-end", type=float, default=0.02)
-    p.add_argument("--epochs", type=int, required=True)
+    p.add_argument("--epochs", type=int, help="--kind ddpm: training epochs")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -584,6 +638,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_draem)
 
     p = sub.add_parser(
+        "method-a",
+        help="Method A (score SDE + T scales) on one class: one variant (default, an ablation point or full_chain)",
+    )
+    run_args(p, evaluation=True)
+    p.add_argument(
+        "--speed-batches", type=int, nargs="*", default=[],
+        help="also time the maps at these batch sizes (s/image after 5 warm-up images)",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_method_a)
+
+    p = sub.add_parser(
         "adapt-features", help="DDAD's feature-extractor domain adaptation for one class (resumable)"
     )
     p.add_argument("--model", required=True, help="the class's trained DDPM (texad train-diffusion)")
@@ -620,6 +685,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", required=True)
     p.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro", "pixel_ap"])
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser(
+        "ablation-table",
+        help="one method's ablation: cost (NFE, s/image, speed-up) beside the scores, per variant",
+    )
+    p.add_argument("--method", required=True, help="e.g. method_a")
+    p.add_argument("--results", nargs="+", required=True, help="result JSONs or folders of them")
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_ablation_table)
     return parser
 
 

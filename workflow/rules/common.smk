@@ -22,7 +22,7 @@ config.update(_validated)
 CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
 DOWNLOADED = ("mvtec_ad", "dtd_synthetic", "dtd")
 # Methods whose rules exist in this version of the workflow.
-IMPLEMENTED_METHODS = ("method_b", "simplenet", "draem")
+IMPLEMENTED_METHODS = ("method_a", "method_b", "simplenet", "draem")
 
 _pending = [
     m
@@ -321,6 +321,45 @@ def draem_source_args(wildcards):
     return f"--anomaly-root {dataset_root(wildcards.dataset)} --source-classes {' '.join(others)}"
 
 
+def method_a_settings():
+    from texad.methods.score_tscales.run import MethodASettings
+
+    return MethodASettings.from_config(method_block("method_a"))
+
+
+def method_a_variant_names():
+    """`default` and every ablation point of methods.method_a (none retrains the score model)."""
+    from texad.methods.score_tscales.run import ablation_variants
+
+    return ["default"] + [v.name for v in ablation_variants(method_a_settings())]
+
+
+def score_model_hash(dataset, cls, seed):
+    return (
+        method_a_settings()
+        .train_settings(dataset, cls, config["image_size"], int(seed))
+        .model_hash()
+    )
+
+
+def method_a_model(wildcards):
+    """The class's own score model, or Method B's DDPM for a `shared_ddpm` run (no extra training)."""
+    from texad.methods.score_tscales.run import resolve_variant
+
+    variant = resolve_variant(method_a_settings(), wildcards.variant)
+    if variant.model == "shared_ddpm":
+        return ddpm_model(wildcards)
+    h = score_model_hash(wildcards.dataset, wildcards.cls, wildcards.seed)
+    return f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/score-{h}.pt"
+
+
+def method_a_speed_batches(wildcards):
+    """The default and the full-chain reference are also timed at batch 1 and 16 (spec §3.4: the speed-up)."""
+    return (
+        "--speed-batches 1 16" if wildcards.variant in ("default", "full_chain") else ""
+    )
+
+
 def run_args(wildcards):
     """CLI arguments every baseline run shares (settings JSON, protocol, device, weight cache)."""
     ev = config["evaluation"]
@@ -345,6 +384,19 @@ def method_results():
     ]
 
 
+def ablation_results(method):
+    """The result JSON of every ablation point of `method` (besides `default`) on every class and seed."""
+    if method != "method_a" or not config["methods"]["method_a"]["enabled"]:
+        return []
+    return [
+        f"results/runs/{d}/{c}/{method}/{v}/seed{s}.json"
+        for d in enabled_class_datasets()
+        for c in dataset_cfg(d)["classes"]
+        for v in method_a_variant_names()
+        for s in config["seeds"]
+    ]
+
+
 def get_final_output():
     targets = class_outputs("results/data/{dataset}/{cls}/layout.json")
     targets += class_outputs("results/data/{dataset}/{cls}/contact_sheet.png")
@@ -352,4 +404,6 @@ def get_final_output():
         targets.append("resources/datasets/dtd.staged.json")
     if method_results():
         targets.append("results/tables/image_auroc.csv")
+    if ablation_results("method_a"):
+        targets.append("results/tables/ablation_method_a.csv")
     return targets

@@ -22,3 +22,33 @@ rule aggregate:
         out_dir=lambda wc, output: os.path.dirname(output.table),
     shell:
         "{params.texad} aggregate --results {input.results} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+# One method's ablation (Method A: every T-scales point, the other measures, the shared DDPM, and the full
+# chain as the reference): network evaluations, s/image, speed-up and scores per variant.
+rule ablation_table:
+    input:
+        results=lambda wc: ablation_results(wc.method),
+    output:
+        table="results/tables/ablation_{method}.csv",
+        markdown="results/tables/ablation_{method}.md",
+        latex="results/tables/ablation_{method}.tex",
+    log:
+        "results/logs/ablation_table/{method}.log",
+    benchmark:
+        "results/benchmarks/ablation_table/{method}.tsv"
+    wildcard_constraints:
+        method="method_a",
+    localrule: True
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        texad=PYTHON_TEXAD,
+        out_dir=lambda wc, output: os.path.dirname(output.table),
+    shell:
+        "{params.texad} ablation-table --method {wildcards.method} --results {input.results} "
+        "--out-dir {params.out_dir} > {log} 2>&1"

@@ -1,6 +1,39 @@
 # Methods: each run (dataset, class, method, variant, seed) writes one result JSON and its maps.
 
 
+# Method A: `default` and every ablation point read the same trained model (or Method B's DDPM for the
+# `shared_ddpm` point); {variant} names the point (see texad.methods.score_tscales.run.ablation_variants).
+rule method_a:
+    input:
+        model=method_a_model,
+        marker=stage_marker,
+    output:
+        result="results/runs/{dataset}/{cls}/method_a/{variant}/seed{seed}.json",
+        maps="results/maps/{dataset}/{cls}/method_a/{variant}/seed{seed}.npz",
+    log:
+        "results/logs/method_a/{dataset}/{cls}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/method_a/{dataset}/{cls}/{variant}/seed{seed}.tsv"
+    conda:
+        torch_env
+    threads: 2
+    resources:
+        mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
+        runtime=lambda wc: 480 if uses_gpu() else 60,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        settings=lambda wc: settings_json("method_a"),
+        batch_size=config["methods"]["method_a"]["inference"]["batch_size"],
+        speed=method_a_speed_batches,
+        args=run_args,
+    shell:
+        "{params.texad} method-a --model {input.model} --class-dir {params.class_dir} --variant {wildcards.variant} "
+        "--settings {params.settings} {params.args} --batch-size {params.batch_size} {params.speed} "
+        "--out {output.result} --maps {output.maps} > {log} 2>&1"
+
+
 rule method_b:
     input:
         model=ddpm_model,

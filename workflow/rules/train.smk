@@ -30,6 +30,39 @@ rule train_diffusion:
         "--expect-hash {wildcards.model_hash} {params.args} --workers {threads} > {log} 2>&1"
 
 
+# Method A's score model (VE SDE, NCSN++): the same trainer and entry point as the DDPM (`--kind score`).
+rule train_score_model:
+    input:
+        marker=stage_marker,
+    output:
+        model="results/models/{dataset}/{cls}/seed{seed}/score-{model_hash}.pt",
+    log:
+        "results/logs/train_score_model/{dataset}/{cls}/seed{seed}-{model_hash}.log",
+    benchmark:
+        "results/benchmarks/train_score_model/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
+    conda:
+        torch_env
+    threads: 4
+    resources:
+        mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
+        runtime=lambda wc: 1440 if uses_gpu() else 120,
+        gpu=lambda wc: 1 if uses_gpu() else 0,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/score-{wc.model_hash}",
+        settings=lambda wc: settings_json("method_a"),
+        image_size=config["image_size"],
+        device=config["device"],
+        precision=config["precision"],
+    shell:
+        "{params.texad} train-diffusion --kind score --settings {params.settings} --class-dir {params.class_dir} "
+        "--dataset {wildcards.dataset} --class {wildcards.cls} --seed {wildcards.seed} "
+        "--image-size {params.image_size} --out {output.model} --ckpt-dir {params.ckpt_dir} "
+        "--expect-hash {wildcards.model_hash} --device {params.device} --precision {params.precision} "
+        "--workers {threads} > {log} 2>&1"
+
+
 rule train_simplenet:
     input:
         marker=stage_marker,

@@ -1,4 +1,4 @@
-"""Pieces every method's run shares: per-image noise seeds and the compact maps file.
+"""Pieces every method's run shares: per-image noise seeds, the compact maps file and the result record.
 
 A run writes one result JSON (``texad.results.record``) and one ``.npz`` beside it with the maps on the
 evaluation grid (float16), the image scores, labels, image paths and, for reconstruction methods, the
@@ -10,12 +10,27 @@ from __future__ import annotations
 import io
 import zlib
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from texad.atomic import atomic_write
+from texad.results.record import build_result, device_info
 
-__all__ = ["image_seed", "save_maps"]
+__all__ = ["RunIdentity", "image_seed", "save_maps", "run_result"]
+
+
+class RunIdentity(Protocol):
+    """What every method's run spec carries: the run key, the evaluation protocol and the device."""
+
+    run_name: str
+    dataset: str
+    class_name: str
+    variant: str
+    seed: int
+    resolution: int | str
+    fpr_limit: float
+    device: str
 
 
 def image_seed(seed: int, class_name: str, index: int) -> int:
@@ -28,3 +43,36 @@ def save_maps(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()), binary=True)
+
+
+def run_result(
+    spec: RunIdentity,
+    method: str,
+    *,
+    metrics: dict,
+    grid,
+    switches: dict,
+    timings: dict,
+    precision: str = "fp32",
+    **fields: Any,
+) -> dict:
+    """The result record of one run: the run key and evaluation protocol from ``spec``, the device it ran on, and
+    the method's own ``fields`` (config_hash, backbone, model_hash, extra) passed on to ``build_result``."""
+    return build_result(
+        run_name=spec.run_name,
+        dataset=spec.dataset,
+        class_name=spec.class_name,
+        method=method,
+        variant=spec.variant,
+        seed=spec.seed,
+        metrics=metrics,
+        evaluation={
+            "resolution": spec.resolution,
+            "fpr_limit": spec.fpr_limit,
+            "grid": list(grid),
+            "switches": switches,
+        },
+        timings=timings,
+        device=device_info(spec.device, precision),
+        **fields,
+    )

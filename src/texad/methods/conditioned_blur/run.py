@@ -18,7 +18,7 @@ from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import load_diffusion_model
 from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import image_seed, save_maps
+from texad.methods.common import image_seed, run_result, save_maps
 from texad.methods.conditioned_blur.anomaly_map import (
     MapSettings,
     anomaly_maps,
@@ -27,7 +27,7 @@ from texad.methods.conditioned_blur.anomaly_map import (
 )
 from texad.methods.conditioned_blur.domain_adaptation import load_adapted_state
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
-from texad.results.record import build_result, device_info, write_result
+from texad.results.record import write_result
 
 
 @dataclass(frozen=True)
@@ -115,27 +115,19 @@ def run_method_b(
         "map": maps_cfg.as_dict(),
         "model_hash": meta["model_hash"],
     }
-    result = build_result(
-        run_name=spec.run_name,
-        dataset=spec.dataset,
-        class_name=spec.class_name,
-        method="method_b",
-        variant=spec.variant,
-        seed=spec.seed,
+    result = run_result(
+        spec,
+        "method_b",
         metrics=metrics,
-        evaluation={
-            "resolution": spec.resolution,
-            "fpr_limit": spec.fpr_limit,
-            "grid": list(grid),
-            "switches": {"fusion_norm": maps_cfg.fusion_norm, "clip_x0": recon.clip_x0},
-        },
+        grid=grid,
+        switches={"fusion_norm": maps_cfg.fusion_norm, "clip_x0": recon.clip_x0},
         timings={
             "train_s": meta["train"].get("seconds"),
             "inference_s": inference_s,
             "images_per_s": n_images / inference_s if inference_s > 0 else None,
             "nfe_per_image": nfe,
         },
-        device=device_info(spec.device, meta["train"].get("precision", "fp32")),
+        precision=meta["train"].get("precision", "fp32"),
         config_hash=settings_hash(settings),
         backbone=extractor.describe(),
         model_hash=meta["model_hash"],

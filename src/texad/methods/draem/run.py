@@ -18,8 +18,8 @@ import torch
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import save_maps
-from texad.results.record import build_result, device_info, write_result
+from texad.methods.common import run_result, save_maps
+from texad.results.record import write_result
 
 from .infer import image_scores, predict
 from .train import load_draem_model
@@ -98,24 +98,16 @@ def run_draem(
 
     used = {**asdict(settings), "score_pool": pool}
     train = meta["train"]
-    result = build_result(
-        run_name=spec.run_name,
-        dataset=spec.dataset,
-        class_name=spec.class_name,
-        method="draem",
-        variant=spec.variant,
-        seed=spec.seed,
+    result = run_result(
+        spec,
+        "draem",
         metrics=metrics,
-        evaluation={
-            "resolution": spec.resolution,
-            "fpr_limit": spec.fpr_limit,
-            "grid": list(grid),
-            "switches": {
-                "recipe": settings.recipe,
-                "anomaly_source": meta["anomaly_source"]["kind"],
-                "score_pool": pool,
-                "color_order": "rgb",
-            },
+        grid=grid,
+        switches={
+            "recipe": settings.recipe,
+            "anomaly_source": meta["anomaly_source"]["kind"],
+            "score_pool": pool,
+            "color_order": "rgb",
         },
         timings={
             "train_s": train.get("seconds"),
@@ -123,7 +115,6 @@ def run_draem(
             "images_per_s": len(data) / inference_s if inference_s > 0 else None,
             "nfe_per_image": None,
         },
-        device=device_info(spec.device, "fp32"),
         config_hash=settings_hash({"settings": used, "model_hash": meta["model_hash"]}),
         backbone=None,
         model_hash=meta["model_hash"],

@@ -19,7 +19,7 @@ from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
 from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import image_seed, save_maps
+from texad.methods.common import image_seed, run_result, save_maps
 from texad.methods.score_tscales.anomaly_map import anomaly_maps, train_statistics
 from texad.methods.score_tscales.infer import (
     InferenceSettings,
@@ -29,7 +29,7 @@ from texad.methods.score_tscales.infer import (
     score_model_from_net,
     time_per_image,
 )
-from texad.results.record import build_result, device_info, write_result
+from texad.results.record import write_result
 
 __all__ = [
     "MODEL_KINDS",
@@ -40,7 +40,9 @@ __all__ = [
     "AblationSettings",
     "MethodASettings",
     "RunSpec",
+    "Variant",
     "ablation_variants",
+    "resolve_variant",
     "variant_name",
     "load_score_model_any",
     "run_method_a",
@@ -81,6 +83,8 @@ class AblationSettings:
     steps_per_scale: tuple[int, ...] = (1, 2, 5, 10, 20)
     sigma_hi: tuple[float, ...] = (0.2, 0.4, 0.8)
     full_chain: bool = True
+    metric: tuple[str, ...] = ("score", "recon", "score_clean")
+    shared_ddpm: bool = True
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ class MethodASettings:
         """From the config block ``methods.method_a`` (missing keys take the schema defaults)."""
         b = {k: v for k, v in block.items() if k != "enabled"}
         abl = dict(b.get("ablation", {}))
-        for key in ("n_scales", "steps_per_scale", "sigma_hi"):
+        for key in ("n_scales", "steps_per_scale", "sigma_hi", "metric"):
             if key in abl:
                 abl[key] = tuple(abl[key])
         return cls(
@@ -140,25 +144,50 @@ def variant_name(inf: InferenceSettings) -> str:
     return f"K{inf.n_scales}_n{inf.steps_per_scale}_s{_fmt(inf.sigma_hi)}"
 
 
-def ablation_variants(settings: MethodASettings) -> list[tuple[str, InferenceSettings, str]]:
-    """The T-scales ablation, one factor at a time around the default inference settings, as
-    ``(variant, inference settings, mode)``; the default point itself is left out (it is the ``default`` run),
-    and ``full_chain`` (when enabled) is the reference run from ``sigma_hi``."""
-    base = settings.inference
-    out: dict[str, tuple[str, InferenceSettings, str]] = {}
-    points = [replace(base, n_scales=int(k)) for k in settings.ablation.n_scales]
-    points += [replace(base, steps_per_scale=int(n)) for n in settings.ablation.steps_per_scale]
-    points += [
-        replace(base, sigma_hi=float(s), sigma_lo=min(base.sigma_lo, float(s)))
-        for s in settings.ablation.sigma_hi
-    ]
+@dataclass(frozen=True)
+class Variant:
+    """One Method A run on a class: its name (the workflow's ``{variant}``), inference settings, mode and model."""
+
+    name: str
+    inference: InferenceSettings
+    mode: str = "t_scales"
+    model: str = "own"
+
+
+def ablation_variants(settings: MethodASettings) -> list[Variant]:
+    """The ablation, one factor at a time around the default inference settings. The default point itself is
+    left out (it is the ``default`` run). Points: T scales (``K{n_scales}_n{steps}_s{sigma_hi}``), the full-length
+    reference chain from ``sigma_hi`` (``full_chain``), the other anomaly measures (``metric_<name>``) and, for an
+    own score model, the same inference on Method B's DDPM (``shared_ddpm``: no extra training)."""
+    base, abl, kind = settings.inference, settings.ablation, settings.model
+    out: dict[str, Variant] = {}
+    points = [replace(base, n_scales=int(k)) for k in abl.n_scales]
+    points += [replace(base, steps_per_scale=int(n)) for n in abl.steps_per_scale]
+    points += [replace(base, sigma_hi=float(s), sigma_lo=min(base.sigma_lo, float(s))) for s in abl.sigma_hi]
     for inf in points:
         if inf != base:
-            out.setdefault(variant_name(inf), (variant_name(inf), inf, "t_scales"))
-    variants = list(out.values())
-    if settings.ablation.full_chain:
-        variants.append(("full_chain", base, "full_chain"))
-    return variants
+            out.setdefault(variant_name(inf), Variant(variant_name(inf), inf, "t_scales", kind))
+    if abl.full_chain:
+        out["full_chain"] = Variant("full_chain", base, "full_chain", kind)
+    for metric in abl.metric:
+        if metric != base.metric:
+            name = f"metric_{metric}"
+            out[name] = Variant(name, replace(base, metric=metric), "t_scales", kind)
+    if abl.shared_ddpm and kind == "own":
+        out["shared_ddpm"] = Variant("shared_ddpm", base, "t_scales", "shared_ddpm")
+    return list(out.values())
+
+
+def resolve_variant(settings: MethodASettings, name: str) -> Variant:
+    """``default`` (the configured inference) or one of :func:`ablation_variants`, by name."""
+    if name == "default":
+        return Variant("default", settings.inference, "t_scales", settings.model)
+    variants = {v.name: v for v in ablation_variants(settings)}
+    if name not in variants:
+        raise ValueError(
+            f"unknown Method A variant {name!r}; this config defines: default, {', '.join(variants) or '(no ablation)'}"
+        )
+    return variants[name]
 
 
 @dataclass(frozen=True)
@@ -198,7 +227,6 @@ def _maps_of(
     seed: int,
     sigma_end: float,
     full_chain: bool,
-    predictor: str,
     collect: bool = False,
 ) -> tuple[torch.Tensor, dict, list[np.ndarray], list[np.ndarray]]:
     loader = torch.utils.data.DataLoader(dataset, batch_size=inf.batch_size, shuffle=False)
@@ -206,9 +234,7 @@ def _maps_of(
     for batch in loader:
         x = batch["image"].to(device)
         seeds = [image_seed(seed, seed_key, int(i)) for i in batch["index"]]
-        m, info = raw_maps(
-            model, x, inf, seeds=seeds, sigma_end=sigma_end, full_chain=full_chain, predictor=predictor
-        )
+        m, info = raw_maps(model, x, inf, seeds=seeds, sigma_end=sigma_end, full_chain=full_chain)
         maps.append(m.float().cpu())
         if collect:
             masks.append(batch["mask"][:, 0].bool().numpy())
@@ -222,26 +248,25 @@ def run_method_a(
     spec: RunSpec,
     settings: MethodASettings,
     *,
-    mode: str = "t_scales",
-    inference: InferenceSettings | None = None,
-    predictor: str = "reverse_diffusion",
+    variant: Variant | None = None,
     speed_batches: tuple[int, ...] = (),
     out_result: Path,
     out_maps: Path,
 ) -> dict:
-    """Run Method A (``mode`` "t_scales", or the "full_chain" reference) on one class and write its result.
+    """Run one Method A variant on one class and write its result.
 
-    ``inference`` overrides ``settings.inference`` (ablation points). The model file is the class's own score
-    model (``settings.model == "own"``) or Method B's DDPM (``"shared_ddpm"``). ``predictor``: the reverse step
-    ("reverse_diffusion", the spec's; or "ancestral"). ``speed_batches``: batch sizes of the speed probe
-    (spec §3.4: wall seconds per image after 5 warm-up images, e.g. ``(1, 16)``), recorded under
+    ``variant``: what to run (default: :func:`resolve_variant` of ``spec.variant``): its inference settings, its
+    mode ("t_scales", or the "full_chain" reference) and its model kind: the class's own score model ("own") or
+    Method B's DDPM ("shared_ddpm"), which ``model_path`` must then be. ``speed_batches``: batch sizes of the
+    speed probe (spec §3.4: wall seconds per image after 5 warm-up images, e.g. ``(1, 16)``), recorded under
     ``extra.timing.s_per_image_at_batch``; empty = no probe.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    inf = settings.inference if inference is None else inference
+    v = resolve_variant(settings, spec.variant) if variant is None else variant
+    if v.mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {v.mode!r}")
+    inf, mode = v.inference, v.mode
     device = torch.device(spec.device)
-    model, meta, size = load_score_model_any(model_path, settings.model, spec.device, settings.sde.n_steps)
+    model, meta, size = load_score_model_any(model_path, v.model, spec.device, settings.sde.n_steps)
     full = mode == "full_chain"
     sigma_end = settings.sde.sigma_min
 
@@ -256,14 +281,14 @@ def run_method_a(
         train_data = MVTecDataset(class_dir, "train", image_size=size)
         train_raw, _, _, _ = _maps_of(
             model, train_data, inf, device=device, seed_key=f"{spec.class_name}/train", seed=spec.seed,
-            sigma_end=sigma_end, full_chain=full, predictor=predictor,
+            sigma_end=sigma_end, full_chain=full,
         )  # fmt: skip
         stats = train_statistics(train_raw)
         stats_s = time.perf_counter() - start
     t_test = time.perf_counter()
     test_raw, info, masks, labels = _maps_of(
         model, test_data, inf, device=device, seed_key=spec.class_name, seed=spec.seed,
-        sigma_end=sigma_end, full_chain=full, predictor=predictor, collect=True,
+        sigma_end=sigma_end, full_chain=full, collect=True,
     )  # fmt: skip
     test_s = time.perf_counter() - t_test
     inference_s = time.perf_counter() - start
@@ -279,7 +304,6 @@ def run_method_a(
                 batch_size=int(bs),
                 sigma_end=sigma_end,
                 full_chain=full,
-                predictor=predictor,
             )
 
     maps, scores = anomaly_maps(test_raw, stats, inf.smoothing_sigma)
@@ -297,33 +321,25 @@ def run_method_a(
 
     n_images = len(test_data)
     run_settings = {
-        "model": settings.model,
+        "model": v.model,
         "mode": mode,
-        "predictor": predictor,
         "sde": asdict(settings.sde),
         "inference": inf.as_dict(),
         "model_hash": meta["model_hash"],
     }
-    shared = settings.model == "shared_ddpm"
+    shared = v.model == "shared_ddpm"
     model_train_s = meta.get("train", {}).get("seconds")
-    result = build_result(
-        run_name=spec.run_name,
-        dataset=spec.dataset,
-        class_name=spec.class_name,
-        method="method_a",
-        variant=spec.variant,
-        seed=spec.seed,
+    result = run_result(
+        spec,
+        "method_a",
         metrics=metrics,
-        evaluation={
-            "resolution": spec.resolution,
-            "fpr_limit": spec.fpr_limit,
-            "grid": list(grid),
-            "switches": {
-                "metric": inf.metric,
-                "normalise": inf.normalise,
-                "mode": mode,
-                "model": settings.model,
-            },
+        grid=grid,
+        switches={
+            "metric": inf.metric,
+            "normalise": inf.normalise,
+            "mode": mode,
+            "model": v.model,
+            "predictor": inf.predictor,
         },
         timings={
             "train_s": None if shared else model_train_s,  # the shared DDPM's training belongs to Method B
@@ -331,7 +347,6 @@ def run_method_a(
             "images_per_s": n_images / test_s if test_s > 0 else None,
             "nfe_per_image": info["nfe_per_image"],
         },
-        device=device_info(spec.device, "fp32"),
         config_hash=settings_hash(run_settings),
         backbone=None,
         model_hash=meta["model_hash"],

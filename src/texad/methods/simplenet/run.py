@@ -20,8 +20,8 @@ import torch
 
 from texad.config.identity import settings_hash
 from texad.evaluation.protocol import evaluate_on_grid
-from texad.methods.common import save_maps
-from texad.results.record import build_result, device_info, write_result
+from texad.methods.common import run_result, save_maps
+from texad.results.record import write_result
 
 from .data import TestSet, load_test_set
 from .infer import predict
@@ -149,27 +149,18 @@ def evaluate_model(
     )
     train = meta["train"]
     n_images = len(test.paths)
-    result = build_result(
-        run_name=spec.run_name,
-        dataset=spec.dataset,
-        class_name=spec.class_name,
-        method=METHOD,
-        variant=spec.variant,
-        seed=spec.seed,
+    result = run_result(
+        spec,
+        METHOD,
         metrics=metrics,
-        evaluation={
-            "resolution": spec.resolution,
-            "fpr_limit": spec.fpr_limit,
-            "grid": list(test.grid),
-            "switches": {"center_crop": settings.center_crop, "selection": settings.selection},
-        },
+        grid=test.grid,
+        switches={"center_crop": settings.center_crop, "selection": settings.selection},
         timings={
             "train_s": train["seconds"],
             "inference_s": inference_s,
             "images_per_s": n_images / inference_s if inference_s > 0 else None,
             "nfe_per_image": None,
         },
-        device=device_info(spec.device, "fp32"),
         config_hash=settings_hash(
             {"method": METHOD, "settings": settings.as_dict(), "backbone_weights": spec.backbone_weights}
         ),
