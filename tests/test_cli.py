@@ -80,7 +80,16 @@ def test_user_errors_exit_1_with_a_message(tmp_path):
 
 
 def test_method_a_commands_name_what_is_wrong(tmp_path):
-    common = ["--class-dir", str(tmp_path), "--dataset", "synthetic", "--class", "wood", "--out", str(tmp_path / "m")]
+    common = [
+        "--class-dir",
+        str(tmp_path),
+        "--dataset",
+        "synthetic",
+        "--class",
+        "wood",
+        "--out",
+        str(tmp_path / "m"),
+    ]
     run = texad("train-diffusion", "--kind", "score", *common, "--ckpt-dir", str(tmp_path / "c"))
     assert run.returncode == 1 and "needs --settings (the methods.method_a block as JSON)" in run.stderr
     run = texad("train-diffusion", *common, "--ckpt-dir", str(tmp_path / "c"))

@@ -145,7 +145,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         sde={"sigma_max": 1.0, "n_steps": 10}, network={"preset": "tiny", "nf": 8},
         train={"batch_size": 2, "iterations": 3, "warmup": 1}, inference={"draws": 1, "batch_size": 4},
         ablation={"n_scales": [4], "steps_per_scale": [5], "sigma_hi": [0.4], "full_chain": True, "metric": [],
-                  "shared_ddpm": True},
+                  "shared_ddpm": True, "speed_batches": [1, 16]},
     )  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))

@@ -354,10 +354,11 @@ def method_a_model(wildcards):
 
 
 def method_a_speed_batches(wildcards):
-    """The default and the full-chain reference are also timed at batch 1 and 16 (spec §3.4: the speed-up)."""
-    return (
-        "--speed-batches 1 16" if wildcards.variant in ("default", "full_chain") else ""
-    )
+    """The default and the full-chain reference are also timed at ablation.speed_batches (spec §3.4: the speed-up)."""
+    batches = config["methods"]["method_a"]["ablation"]["speed_batches"]
+    if wildcards.variant not in ("default", "full_chain") or not batches:
+        return ""
+    return "--speed-batches " + " ".join(str(b) for b in batches)
 
 
 def run_args(wildcards):
@@ -386,7 +387,7 @@ def method_results():
 
 def ablation_results(method):
     """The result JSON of every ablation point of `method` (besides `default`) on every class and seed."""
-    if method != "method_a" or not config["methods"]["method_a"]["enabled"]:
+    if method != "method_a" or not config["methods"].get("method_a", {}).get("enabled"):
         return []
     return [
         f"results/runs/{d}/{c}/{method}/{v}/seed{s}.json"

@@ -16,7 +16,8 @@ rule method_a:
         "results/benchmarks/method_a/{dataset}/{cls}/{variant}/seed{seed}.tsv"
     conda:
         torch_env
-    threads: 2
+    # one thread: the ablation's many small jobs run side by side on a CPU instead of one by one
+    threads: 1
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
         runtime=lambda wc: 480 if uses_gpu() else 60,
@@ -25,7 +26,7 @@ rule method_a:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         settings=lambda wc: settings_json("method_a"),
-        batch_size=config["methods"]["method_a"]["inference"]["batch_size"],
+        batch_size=lambda wc: config["methods"]["method_a"]["inference"]["batch_size"],
         speed=method_a_speed_batches,
         args=run_args,
     shell:

@@ -85,6 +85,7 @@ class AblationSettings:
     full_chain: bool = True
     metric: tuple[str, ...] = ("score", "recon", "score_clean")
     shared_ddpm: bool = True
+    speed_batches: tuple[int, ...] = (1, 16)
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,7 @@ class MethodASettings:
         """From the config block ``methods.method_a`` (missing keys take the schema defaults)."""
         b = {k: v for k, v in block.items() if k != "enabled"}
         abl = dict(b.get("ablation", {}))
-        for key in ("n_scales", "steps_per_scale", "sigma_hi", "metric"):
+        for key in ("n_scales", "steps_per_scale", "sigma_hi", "metric", "speed_batches"):
             if key in abl:
                 abl[key] = tuple(abl[key])
         return cls(
