@@ -21,7 +21,7 @@ demo: install
 	snakemake --cores $(CORES) --configfile config/demo.yaml
 	snakemake --cores $(CORES) --configfile config/demo.yaml --report results/report.html
 	@for m in image_auroc pixel_auroc aupro; do echo; echo "== $$m =="; cat results/tables/$$m.md; done
-	@echo; echo "== Method A ablation =="; cat results/tables/ablation_method_a.md
+	@for m in method_a method_b; do echo; echo "== $$m ablation =="; cat results/tables/ablation_$$m.md; done
 	@echo "demo done: tables in results/tables/, contact sheets in results/data/synthetic/*/contact_sheet.png, report in results/report.html"
 
 test: install

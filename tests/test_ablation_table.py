@@ -84,3 +84,24 @@ def test_written_files(results, tmp_path):
     assert "| full_chain | 400 | 2 | 1.0x | 73.0 ± 1.4 | +0.0 |" in md
     tex = paths[2].read_text()
     assert r"full\_chain" in tex and r"20.0$\times$" in tex and tex.count(r"\toprule") == 1
+
+
+def test_a_default_run_also_counts_under_its_recorded_point(tmp_path):
+    """Method B: the default w is per class, so carpet's default is wood's `w4` point; the `w4` row then covers
+    both classes (carpet through its default run), and `default` stays the reference."""
+    values = dict.fromkeys(("image_ap", "pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max"), 0.5)
+    runs = {("carpet", "default", "w4"): 0.9, ("wood", "default", "w0"): 0.7, ("wood", "w4", None): 0.8,
+            ("carpet", "w0", None): 0.6}  # fmt: skip
+    for (cls, variant, point), auroc in runs.items():
+        timings = {"train_s": 1.0, "inference_s": 1.0, "images_per_s": 10.0, "nfe_per_image": 20}
+        path = write_run(tmp_path, "synthetic", cls, "method_b", variant, 0, {**values, "image_auroc": auroc},
+                         timings)  # fmt: skip
+        result = R.read_result(path)
+        result["extra"] = {"ablation_point": point} if point else {}
+        R.write_result(path, result)
+    row = ablation_table(collect(tmp_path / "runs"), "method_b").set_index("variant")
+    assert list(row.index) == ["default", "w0", "w4"]
+    assert row.loc["w4", "image_auroc"] == pytest.approx((0.9 + 0.8) / 2) and row.loc["w4", "n_runs"] == 2
+    assert row.loc["w0", "image_auroc"] == pytest.approx((0.7 + 0.6) / 2)
+    assert row.loc["default", "image_auroc"] == pytest.approx(0.8) and row.loc["default", "n_runs"] == 2
+    assert row.loc["w4", "d_image_auroc"] == pytest.approx(0.05)

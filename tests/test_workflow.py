@@ -44,7 +44,9 @@ def test_paper_config_plans_every_data_job():
     assert counts["stage_dataset"] == 3  # MVTec AD, DTD-Synthetic, DTD
     assert counts["check_class"] == 8 and counts["contact_sheet"] == 8  # 5 MVTec textures + 3 DTD-Synthetic
     # one DDPM per (class, seed), shared by Method B; its torchvision backbone is staged once
-    assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3
+    # Method B: the default and 20 guidance points per (class, seed) (w, s, joint w x s, blur sigma, start step
+    # around the class's own default), all on that one DDPM
+    assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3 * 21
     # SimpleNet: one model per (class, seed), one evaluation each
     assert counts["train_simplenet"] == 8 * 3 and counts["simplenet"] == 8 * 3
     # the two torchvision backbones (WRN-101 for Method B, WRN-50 for SimpleNet) are staged once each
@@ -54,7 +56,7 @@ def test_paper_config_plans_every_data_job():
     # Method A: one score model per (class, seed), read by the default run and all 14 ablation points (9 T-scales
     # points, the full chain, 3 other measures, and shared_ddpm on Method B's DDPM: no training of its own)
     assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * 15
-    assert counts["ablation_table"] == 1
+    assert counts["ablation_table"] == 2  # Method A and Method B
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -75,9 +77,9 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "contact_sheet": 3,
         "train_score_model": 3,
         "method_a": 3 * 9,  # default + K1, K2, n1, full_chain, 3 other measures, shared_ddpm
-        "ablation_table": 1,
+        "ablation_table": 2,
         "train_diffusion": 3,
-        "method_b": 3,
+        "method_b": 3 * 4,  # default + (w 0, s 0.5), (w 4, s 0), (w 0, s 0)
         "train_simplenet": 3,
         "simplenet": 3,
         "train_draem": 3,
@@ -139,6 +141,8 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["image_size"] = 32
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
+    cfg["methods"]["method_b"]["ablation"] = {"w": [4], "s": [0.5], "joint_w": [4], "joint_s": [0],
+                                              "blur_sigma": [3], "t_start": [250]}  # fmt: skip
     cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
     cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
     cfg["methods"]["method_a"].update(
@@ -196,8 +200,24 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert all(m in table for m in ("method_a", "method_b", "simplenet", "draem"))
     ablation = (tmp_path / "results" / "tables" / "ablation_method_a.md").read_text()
     assert all(f"| {v} |" in ablation for v in ("default", "full_chain", "shared_ddpm"))
+    # Method B's one guidance point (s = 0: DDAD exactly, 10 network evaluations instead of 20)
+    ablation_b = (tmp_path / "results" / "tables" / "ablation_method_b.md").read_text()
+    assert "| default | 20 |" in ablation_b and "| w4_s0_blur3_t250 | 10 |" in ablation_b
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    # evaluation-only changes (a new ablation point, DRAEM's score pool, SimpleNet's map smoothing) retrain nothing
+    # and re-run only what they touch
+    cfg["methods"]["method_a"]["ablation"]["n_scales"] = [2, 4]
+    cfg["methods"]["draem"]["score_pool"] = 5
+    cfg["methods"]["simplenet"]["smoothing_sigma"] = 2
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump(cfg))
+    plan = smk("-n", "--configfile", str(changed), cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    counts = job_counts(plan.stdout + plan.stderr)
+    assert not [job for job in counts if job.startswith(("train_", "adapt_"))], counts
+    assert counts["method_a"] == 2 and counts["draem"] == 2 and counts["simplenet"] == 2, counts
+    assert "method_b" not in counts, counts
     report = smk(
         "--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path
     )

@@ -379,7 +379,13 @@ def cmd_draem(args) -> int:
 def cmd_method_a(args) -> int:
     from dataclasses import replace
 
-    from texad.methods.score_tscales.run import MethodASettings, RunSpec, resolve_variant, run_method_a
+    from texad.methods.score_tscales.run import (
+        MethodASettings,
+        RunSpec,
+        resolve_variant,
+        run_method_a,
+        variant_from_json,
+    )
 
     settings = MethodASettings.from_config(_settings_json(args.settings, "method_a"))
     spec = RunSpec(
@@ -387,7 +393,10 @@ def cmd_method_a(args) -> int:
         seed=args.seed, resolution=args.resolution if args.resolution == "native" else int(args.resolution),
         fpr_limit=args.fpr_limit, device=resolve_device(args.device),
     )  # fmt: skip
-    variant = resolve_variant(settings, args.variant)
+    if args.point:
+        variant = variant_from_json(args.variant, _settings_json(args.point, "method_a point"))
+    else:
+        variant = resolve_variant(settings, args.variant)
     variant = replace(variant, inference=replace(variant.inference, batch_size=args.batch_size))
     result = run_method_a(
         Path(args.model), Path(args.class_dir), spec, settings, variant=variant,
@@ -642,6 +651,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Method A (score SDE + T scales) on one class: one variant (default, an ablation point or full_chain)",
     )
     run_args(p, evaluation=True)
+    p.add_argument(
+        "--point", help="the variant's own settings as JSON (inference, mode, model); default: --variant resolved "
+        "in the --settings ablation grid",
+    )  # fmt: skip
     p.add_argument(
         "--speed-batches", type=int, nargs="*", default=[],
         help="also time the maps at these batch sizes (s/image after 5 warm-up images)",

@@ -120,6 +120,13 @@ def uses_gpu():
     return config["device"] != "cpu"
 
 
+def compute_threads(gpu_threads):
+    """Threads of a torch job: `gpu_threads` on a GPU run (data loading beside the GPU); one on a CPU run, where
+    small jobs side by side use the cores better than one job's thread pool (the demo: 2 cores).
+    """
+    return gpu_threads if uses_gpu() else 1
+
+
 def torch_env(wildcards):
     """The CUDA environment for GPU runs, the CPU one otherwise."""
     return "../../envs/texad-cuda.yaml" if uses_gpu() else "../../envs/texad-cpu.yaml"
@@ -232,14 +239,28 @@ def adaptation_args(wildcards):
     )
 
 
+def method_b_variant_names(cls):
+    """`default` and every guidance point of methods.method_b.ablation for `cls` (inference only)."""
+    from texad.methods.conditioned_blur.ablation import ablation_points
+
+    return ["default"] + [
+        p.name for p in ablation_points(config["methods"]["method_b"], cls)
+    ]
+
+
 def method_b_args(wildcards):
-    """Explicit `texad method-b` arguments for the default variant, from methods.method_b."""
+    """Explicit `texad method-b` arguments for a variant (`default` or an ablation point), from methods.method_b."""
+    from texad.methods.conditioned_blur.ablation import resolve_point
+
     inf = config["methods"]["method_b"]["inference"]
+    point = resolve_point(
+        config["methods"]["method_b"], wildcards.cls, wildcards.variant
+    )
     args = [
-        f"--run-name {config['run_name']}",
-        f"--t-start {inf['t_start']} --skip {inf['skip']} --eta {inf['eta']}",
-        f"--w {per_class(inf['w'], wildcards.cls)} --s {inf['s']}",
-        f"--blur-sigma {inf['blur_sigma']} --blur-kernel {inf['blur_kernel']}",
+        f"--run-name {config['run_name']} --variant {wildcards.variant}",
+        f"--t-start {point.t_start} --skip {point.skip} --eta {inf['eta']}",
+        f"--w {point.w} --s {point.s}",
+        f"--blur-sigma {point.blur_sigma} --blur-kernel {inf['blur_kernel']}",
         f"--v {inf['v']} --smoothing-sigma {inf['smoothing_sigma']} --fusion-norm {inf['fusion_norm']}",
         f"--backbone {inf['feature_backbone']} --weights-cache {config['backbone']['cache']}",
         f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
@@ -263,6 +284,24 @@ def method_block(method):
 
 def settings_json(method):
     return shlex.quote(json.dumps(method_block(method), sort_keys=True))
+
+
+def train_settings_json(method):
+    """Only the settings that shape `method`'s trained model, as JSON for its train job: a change to evaluation
+    settings (an ablation grid, a score pool) then neither renames the model nor retrains it through Snakemake's
+    params trigger."""
+    block = method_block(method)
+    if method == "method_a":
+        shaping = method_a_settings().shaping_block()
+    elif method == "simplenet":
+        from texad.methods.simplenet import SimpleNetSettings, shaping_settings
+
+        shaping = shaping_settings(SimpleNetSettings.from_config(block))
+    elif method == "draem":
+        shaping = draem_settings().shaping_settings()
+    else:
+        raise ValueError(f"no train settings for {method}")
+    return shlex.quote(json.dumps(shaping, sort_keys=True))
 
 
 def simplenet_hash(dataset, cls, seed):
@@ -353,6 +392,21 @@ def method_a_model(wildcards):
     return f"results/models/{wildcards.dataset}/{wildcards.cls}/seed{wildcards.seed}/score-{h}.pt"
 
 
+def method_a_run_args(wildcards):
+    """A Method A job's own settings: the model and SDE settings plus its variant's point (inference, mode, model),
+    so that changing another point of the grid leaves this job alone."""
+    from texad.methods.score_tscales.run import resolve_variant, variant_to_json
+
+    settings = method_a_settings()
+    block = {**settings.shaping_block(), "model": settings.model}
+    block["sde"]["n_steps"] = settings.sde.n_steps
+    point = variant_to_json(resolve_variant(settings, wildcards.variant))
+    return (
+        f"--settings {shlex.quote(json.dumps(block, sort_keys=True))} "
+        f"--point {shlex.quote(json.dumps(point, sort_keys=True))}"
+    )
+
+
 def method_a_speed_batches(wildcards):
     """The default and the full-chain reference are also timed at ablation.speed_batches (spec §3.4: the speed-up)."""
     batches = config["methods"]["method_a"]["ablation"]["speed_batches"]
@@ -385,15 +439,24 @@ def method_results():
     ]
 
 
+ABLATED_METHODS = ("method_a", "method_b")
+
+
 def ablation_results(method):
-    """The result JSON of every ablation point of `method` (besides `default`) on every class and seed."""
-    if method != "method_a" or not config["methods"].get("method_a", {}).get("enabled"):
+    """The result JSON of `default` and every ablation point of `method` on every class and seed."""
+    if method not in ABLATED_METHODS or not config["methods"].get(method, {}).get(
+        "enabled"
+    ):
         return []
+    variants = {
+        "method_a": lambda cls: method_a_variant_names(),
+        "method_b": method_b_variant_names,
+    }[method]
     return [
         f"results/runs/{d}/{c}/{method}/{v}/seed{s}.json"
         for d in enabled_class_datasets()
         for c in dataset_cfg(d)["classes"]
-        for v in method_a_variant_names()
+        for v in variants(c)
         for s in config["seeds"]
     ]
 
@@ -405,6 +468,7 @@ def get_final_output():
         targets.append("resources/datasets/dtd.staged.json")
     if method_results():
         targets.append("results/tables/image_auroc.csv")
-    if ablation_results("method_a"):
-        targets.append("results/tables/ablation_method_a.csv")
+    for method in ABLATED_METHODS:
+        if ablation_results(method):
+            targets.append(f"results/tables/ablation_{method}.csv")
     return targets

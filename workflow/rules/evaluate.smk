@@ -25,7 +25,8 @@ rule aggregate:
 
 
 # One method's ablation (Method A: every T-scales point, the other measures, the shared DDPM, and the full
-# chain as the reference): network evaluations, s/image, speed-up and scores per variant.
+# chain as the reference; Method B: every guidance point against the default): network evaluations, s/image,
+# speed-up and scores per variant.
 rule ablation_table:
     input:
         results=lambda wc: ablation_results(wc.method),
@@ -38,7 +39,7 @@ rule ablation_table:
     benchmark:
         "results/benchmarks/ablation_table/{method}.tsv"
     wildcard_constraints:
-        method="method_a",
+        method="method_a|method_b",
     localrule: True
     conda:
         "../../envs/texad-cpu.yaml"

@@ -16,8 +16,7 @@ rule method_a:
         "results/benchmarks/method_a/{dataset}/{cls}/{variant}/seed{seed}.tsv"
     conda:
         torch_env
-    # one thread: the ablation's many small jobs run side by side on a CPU instead of one by one
-    threads: 1
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
         runtime=lambda wc: 480 if uses_gpu() else 60,
@@ -25,16 +24,18 @@ rule method_a:
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
-        settings=lambda wc: settings_json("method_a"),
+        settings=method_a_run_args,
         batch_size=lambda wc: config["methods"]["method_a"]["inference"]["batch_size"],
         speed=method_a_speed_batches,
         args=run_args,
     shell:
         "{params.texad} method-a --model {input.model} --class-dir {params.class_dir} --variant {wildcards.variant} "
-        "--settings {params.settings} {params.args} --batch-size {params.batch_size} {params.speed} "
+        "{params.settings} {params.args} --batch-size {params.batch_size} {params.speed} "
         "--out {output.result} --maps {output.maps} > {log} 2>&1"
 
 
+# Method B: `default` and every guidance point of the ablation (w, s, blur sigma, start step) read the same
+# DDPM and adapted extractor; {variant} names the point (texad.methods.conditioned_blur.ablation).
 rule method_b:
     input:
         model=ddpm_model,
@@ -42,15 +43,15 @@ rule method_b:
         weights=method_b_weights,
         features=adapted_features,
     output:
-        result="results/runs/{dataset}/{cls}/method_b/default/seed{seed}.json",
-        maps="results/maps/{dataset}/{cls}/method_b/default/seed{seed}.npz",
+        result="results/runs/{dataset}/{cls}/method_b/{variant}/seed{seed}.json",
+        maps="results/maps/{dataset}/{cls}/method_b/{variant}/seed{seed}.npz",
     log:
-        "results/logs/method_b/{dataset}/{cls}/default/seed{seed}.log",
+        "results/logs/method_b/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/method_b/{dataset}/{cls}/default/seed{seed}.tsv"
+        "results/benchmarks/method_b/{dataset}/{cls}/{variant}/seed{seed}.tsv"
     conda:
         torch_env
-    threads: 2
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
         runtime=lambda wc: 240 if uses_gpu() else 60,
@@ -80,7 +81,7 @@ rule adapt_features:
         "results/benchmarks/adapt_features/{dataset}/{cls}/seed{seed}-{backbone}-{fe_hash}.tsv"
     conda:
         torch_env
-    threads: 2
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 32000 if uses_gpu() else 8000,
         runtime=lambda wc: 240 if uses_gpu() else 120,
@@ -110,7 +111,7 @@ rule simplenet:
         "results/benchmarks/simplenet/{dataset}/{cls}/default/seed{seed}.tsv"
     conda:
         torch_env
-    threads: 2
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
         runtime=60,
@@ -138,7 +139,7 @@ rule draem:
         "results/benchmarks/draem/{dataset}/{cls}/default/seed{seed}.tsv"
     conda:
         torch_env
-    threads: 2
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 16000 if uses_gpu() else 4000,
         runtime=60,

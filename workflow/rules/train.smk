@@ -13,7 +13,7 @@ rule train_diffusion:
         "results/benchmarks/train_diffusion/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
     conda:
         torch_env
-    threads: 4
+    threads: compute_threads(4)
     resources:
         mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
         runtime=lambda wc: 1440 if uses_gpu() else 120,
@@ -42,7 +42,7 @@ rule train_score_model:
         "results/benchmarks/train_score_model/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
     conda:
         torch_env
-    threads: 4
+    threads: compute_threads(4)
     resources:
         mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
         runtime=lambda wc: 1440 if uses_gpu() else 120,
@@ -51,7 +51,7 @@ rule train_score_model:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/score-{wc.model_hash}",
-        settings=lambda wc: settings_json("method_a"),
+        settings=lambda wc: train_settings_json("method_a"),
         image_size=config["image_size"],
         device=config["device"],
         precision=config["precision"],
@@ -75,7 +75,7 @@ rule train_simplenet:
         "results/benchmarks/train_simplenet/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
     conda:
         torch_env
-    threads: 2
+    threads: compute_threads(2)
     resources:
         mem_mb=lambda wc: 24000 if uses_gpu() else 8000,
         runtime=lambda wc: 240 if uses_gpu() else 120,
@@ -84,7 +84,7 @@ rule train_simplenet:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/simplenet-{wc.model_hash}",
-        settings=lambda wc: settings_json("simplenet"),
+        settings=lambda wc: train_settings_json("simplenet"),
         args=run_args,
     shell:
         "{params.texad} train-simplenet --class-dir {params.class_dir} --settings {params.settings} "
@@ -104,7 +104,7 @@ rule train_draem:
         "results/benchmarks/train_draem/{dataset}/{cls}/seed{seed}-{model_hash}.tsv"
     conda:
         torch_env
-    threads: 4
+    threads: compute_threads(4)
     resources:
         mem_mb=lambda wc: 32000 if uses_gpu() else 8000,
         runtime=lambda wc: 1440 if uses_gpu() else 120,
@@ -113,7 +113,7 @@ rule train_draem:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/draem-{wc.model_hash}",
-        settings=lambda wc: settings_json("draem"),
+        settings=lambda wc: train_settings_json("draem"),
         sources=draem_source_args,
         args=run_args,
         # simulating anomalies is CPU work; on a GPU node the data loader needs its own processes

@@ -6,9 +6,12 @@ Per variant, over every class and seed of the dataset (a plain mean over runs; e
 * ``s_per_image``: wall seconds per test image during the run (1 / the recorded throughput);
 * ``s_per_image_b1`` / ``s_per_image_b16``: the speed probe at batch 1 and 16 (after warm-up), where recorded;
 * ``image_auroc``, ``pixel_auroc``, ``aupro`` (mean, and std over the per-seed class means when there are seeds);
-* against the reference variant (Method A: ``full_chain``, the full-length reverse SDE): ``speedup`` = reference
-  s/image over this variant's, ``nfe_ratio`` = reference NFE over this variant's, and ``d_image_auroc`` =
-  this variant's image AUROC minus the reference's. All ratios come from runs of the same workflow invocation.
+* against the reference variant (Method A: ``full_chain``, the full-length reverse SDE; Method B: ``default``):
+  ``speedup`` = reference s/image over this variant's, ``nfe_ratio`` = reference NFE over this variant's, and
+  ``d_image_auroc`` = this variant's image AUROC minus the reference's. All ratios come from runs of the same workflow invocation.
+
+A ``default`` run that records its ablation point (Method B, whose default w is per class) is also counted under
+that point's name.
 
 Written as CSV (full precision), Markdown and LaTeX (:func:`write_ablation_tables`).
 """
@@ -26,8 +29,9 @@ from texad.results.tables import format_cell, latex_escape
 
 __all__ = ["REFERENCE_VARIANT", "ablation_table", "write_ablation_tables"]
 
-#: The variant every other one is compared with, per method.
-REFERENCE_VARIANT = {"method_a": "full_chain"}
+#: The variant every other one is compared with, per method (Method A: the full-length chain; Method B: the
+#: configured inference).
+REFERENCE_VARIANT = {"method_a": "full_chain", "method_b": "default"}
 SCORES = ("image_auroc", "pixel_auroc", "aupro")
 COLUMNS = (
     "dataset", "variant", "n_runs", "nfe_per_image", "s_per_image", "s_per_image_b1", "s_per_image_b16",
@@ -36,10 +40,25 @@ COLUMNS = (
 )  # fmt: skip
 
 
-def _probe(path: str, batch: str) -> float:
+def _extra(path: str) -> dict:
+    return read_result(path).get("extra") or {}
+
+
+def _probe(extra: dict, batch: str) -> float:
     """The speed probe of a run at ``batch`` (s/image), NaN when the run was not probed."""
-    speed = read_result(path).get("extra", {}).get("timing", {}).get("s_per_image_at_batch", {}) or {}
+    speed = extra.get("timing", {}).get("s_per_image_at_batch", {}) or {}
     return float(speed[batch]) if batch in speed else float("nan")
+
+
+def _with_default_points(runs: pd.DataFrame, extras: list[dict]) -> pd.DataFrame:
+    """A ``default`` run that records its ablation point (``extra.ablation_point``, Method B) also counts as a run
+    of that point, so a point's row covers every class even where it is that class's default."""
+    copies = [
+        runs.iloc[[i]].assign(variant=e["ablation_point"])
+        for i, e in enumerate(extras)
+        if runs.iloc[i]["variant"] == "default" and e.get("ablation_point")
+    ]
+    return pd.concat([runs, *copies], ignore_index=True) if copies else runs
 
 
 def _seed_std(runs: pd.DataFrame, metric: str) -> float:
@@ -55,9 +74,12 @@ def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) 
     runs = df[df["method"] == method].copy()
     if runs.empty:
         raise ValueError(f"no results of method {method!r} to tabulate")
+    runs = runs.reset_index(drop=True)
+    extras = [_extra(p) for p in runs["path"]]
     runs["s_per_image"] = 1.0 / runs["images_per_s"]
-    runs["s_per_image_b1"] = [_probe(p, "1") for p in runs["path"]]
-    runs["s_per_image_b16"] = [_probe(p, "16") for p in runs["path"]]
+    runs["s_per_image_b1"] = [_probe(e, "1") for e in extras]
+    runs["s_per_image_b16"] = [_probe(e, "16") for e in extras]
+    runs = _with_default_points(runs, extras)
     rows = []
     for dataset, ds in runs.groupby("dataset", sort=True):
         order = sorted(ds["variant"].unique(), key=lambda v: (v != "default", v == reference, v))

@@ -19,6 +19,7 @@ from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import load_diffusion_model
 from texad.evaluation.protocol import evaluate_on_grid, grid_size
 from texad.methods.common import image_seed, run_result, save_maps
+from texad.methods.conditioned_blur.ablation import point_name
 from texad.methods.conditioned_blur.anomaly_map import (
     MapSettings,
     anomaly_maps,
@@ -131,7 +132,13 @@ def run_method_b(
         config_hash=settings_hash(settings),
         backbone=extractor.describe(),
         model_hash=meta["model_hash"],
-        extra={"settings": settings, "image_size": size, "n_params": meta.get("n_params")},
+        extra={
+            "settings": settings,
+            "image_size": size,
+            "n_params": meta.get("n_params"),
+            # the run's guidance point, so the ablation table counts a default run under its point too
+            "ablation_point": point_name(recon.w, recon.s, recon.blur_sigma, recon.t_start),
+        },
     )
     write_result(out_result, result)
     return result

@@ -76,8 +76,12 @@ class DraemSettings:
             return [round(0.8 * e), round(0.9 * e)], 0.2
         return [round(e * 4 / 7), round(e * 6 / 7)], 0.1
 
+    def shaping_settings(self) -> dict:
+        """The settings that shape the trained networks (all but ``score_pool``): what a train job is given."""
+        return {k: v for k, v in asdict(self).items() if k not in _NOT_IN_IDENTITY}
+
     def identity(self, dataset: str, class_name: str, seed: int) -> dict:
-        shaping = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_IDENTITY}
+        shaping = self.shaping_settings()
         return {"format": FORMAT, "dataset": dataset, "class": class_name, "seed": int(seed), **shaping}
 
     def model_hash(self, dataset: str, class_name: str, seed: int) -> str:

@@ -43,6 +43,8 @@ __all__ = [
     "Variant",
     "ablation_variants",
     "resolve_variant",
+    "variant_to_json",
+    "variant_from_json",
     "variant_name",
     "load_score_model_any",
     "run_method_a",
@@ -120,6 +122,12 @@ class MethodASettings:
             ablation=AblationSettings(**abl),
         )
 
+    def shaping_block(self) -> dict:
+        """The part of the config block that shapes the score model (SDE range, network, training): what a train
+        job is given, so that inference and ablation settings never touch the training job."""
+        sde = {k: v for k, v in asdict(self.sde).items() if k != "n_steps"}
+        return {"sde": sde, "network": asdict(self.network), "train": asdict(self.train)}
+
     def train_settings(self, dataset: str, class_name: str, image_size: int, seed: int) -> ScoreTrainSettings:
         """The identity of the class's own score model (``model: own``)."""
         return ScoreTrainSettings(
@@ -177,6 +185,15 @@ def ablation_variants(settings: MethodASettings) -> list[Variant]:
     if abl.shared_ddpm and kind == "own":
         out["shared_ddpm"] = Variant("shared_ddpm", base, "t_scales", "shared_ddpm")
     return list(out.values())
+
+
+def variant_to_json(variant: Variant) -> dict:
+    """A variant as plain data (what a workflow job is given: only its own settings, not the whole grid)."""
+    return {"inference": variant.inference.as_dict(), "mode": variant.mode, "model": variant.model}
+
+
+def variant_from_json(name: str, data: dict) -> Variant:
+    return Variant(name, InferenceSettings(**data["inference"]), data["mode"], data["model"])
 
 
 def resolve_variant(settings: MethodASettings, name: str) -> Variant:

@@ -12,7 +12,7 @@ from .model import (
     local_patches,
 )
 from .run import RunSpec, evaluate_model, run_model_hash, run_simplenet, train_model
-from .settings import SimpleNetSettings, model_hash, model_identity
+from .settings import SimpleNetSettings, model_hash, model_identity, shaping_settings
 from .train import TrainingStopped, load_simplenet, train_simplenet
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "local_patches",
     "model_hash",
     "model_identity",
+    "shaping_settings",
     "predict",
     "run_model_hash",
     "run_simplenet",

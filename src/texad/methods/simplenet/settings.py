@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 
 from texad.config.identity import coerce_numbers, settings_hash
 
-__all__ = ["FORMAT", "SELECTIONS", "SimpleNetSettings", "model_identity", "model_hash"]
+__all__ = ["FORMAT", "SELECTIONS", "SimpleNetSettings", "shaping_settings", "model_identity", "model_hash"]
 
 #: Version of the training recipe and model-file layout; part of every model identity.
 FORMAT = "texad.simplenet/1"
@@ -87,17 +87,23 @@ class SimpleNetSettings:
         return self.resize if self.center_crop else self.image_size
 
 
-def model_identity(
-    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str
-) -> dict:
-    """What shapes a trained SimpleNet model. ``smoothing_sigma`` only shapes the maps, so it is left out
-    unless ``selection == "official"``, where it can break a tie between epochs (pixel AUROC); ``resize``
+def shaping_settings(settings: SimpleNetSettings) -> dict:
+    """The settings that shape a trained SimpleNet model. ``smoothing_sigma`` only shapes the maps, so it is left
+    out unless ``selection == "official"``, where it can break a tie between epochs (pixel AUROC); ``resize``
     is only read when ``center_crop`` is on and is left out otherwise."""
     s = settings.as_dict()
     if settings.selection == "last":
         s.pop("smoothing_sigma")
     if not settings.center_crop:
         s.pop("resize")
+    return s
+
+
+def model_identity(
+    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str
+) -> dict:
+    """What shapes a trained SimpleNet model: :func:`shaping_settings` and the run key."""
+    s = shaping_settings(settings)
     return {
         "format": FORMAT,
         "dataset": dataset,
