@@ -15,9 +15,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from texad.atomic import atomic_write
+from texad.evaluation.protocol import evaluate_on_grid
 from texad.results.record import build_result, device_info
 
-__all__ = ["RunIdentity", "image_seed", "save_maps", "run_result"]
+__all__ = ["RunIdentity", "image_seed", "save_maps", "evaluate_and_save_maps", "run_result"]
 
 
 class RunIdentity(Protocol):
@@ -43,6 +44,33 @@ def save_maps(path: Path, **arrays: np.ndarray) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     atomic_write(path, lambda fh: fh.write(buffer.getvalue()), binary=True)
+
+
+def evaluate_and_save_maps(
+    out_maps: Path,
+    maps: np.ndarray,
+    scores: np.ndarray,
+    masks: list[np.ndarray],
+    labels: list[np.ndarray],
+    samples,
+    *,
+    fpr_limit: float,
+    **arrays: np.ndarray,
+) -> dict:
+    """Score a class's maps on the evaluation grid (per-batch ``masks`` and ``labels`` in test order) and write the
+    maps file: the maps on that grid, the scores, labels and image paths of ``samples``, plus ``arrays`` (e.g. the
+    reconstructions). Returns the metrics."""
+    labels_all = np.concatenate(labels)
+    metrics, on_grid = evaluate_on_grid(maps, scores, np.concatenate(masks), labels_all, fpr_limit=fpr_limit)
+    save_maps(
+        out_maps,
+        maps=on_grid.astype(np.float16),
+        scores=np.asarray(scores).astype(np.float32),
+        labels=labels_all,
+        paths=np.array([str(s.path) for s in samples]),
+        **arrays,
+    )
+    return metrics
 
 
 def run_result(

@@ -17,8 +17,8 @@ from texad.backbones.features import load_backbone
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import load_diffusion_model
-from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import image_seed, run_result, save_maps
+from texad.evaluation.protocol import grid_size
+from texad.methods.common import evaluate_and_save_maps, image_seed, run_result
 from texad.methods.conditioned_blur.ablation import point_name
 from texad.methods.conditioned_blur.anomaly_map import (
     MapSettings,
@@ -97,19 +97,10 @@ def run_method_b(
             recons.append(((x_rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
     inference_s = time.perf_counter() - start
     maps, scores = anomaly_maps(torch.cat(d_pixel), torch.cat(d_feature), maps_cfg)
-    labels_all = np.concatenate(labels)
-    metrics, on_grid = evaluate_on_grid(
-        maps, scores, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
-    )
-
-    save_maps(
-        out_maps,
-        maps=on_grid.astype(np.float16),
-        scores=scores.astype(np.float32),
-        labels=labels_all,
-        paths=np.array([str(s.path) for s in data.samples]),
+    metrics = evaluate_and_save_maps(
+        out_maps, maps, scores, masks, labels, data.samples, fpr_limit=spec.fpr_limit,
         reconstructions=np.concatenate(recons),
-    )
+    )  # fmt: skip
     n_images = len(data)
     settings = {
         "reconstruction": recon.as_dict(),

@@ -17,8 +17,8 @@ import torch
 
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
-from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import run_result, save_maps
+from texad.evaluation.protocol import grid_size
+from texad.methods.common import evaluate_and_save_maps, run_result
 from texad.results.record import write_result
 
 from .infer import image_scores, predict
@@ -83,18 +83,10 @@ def run_draem(
     inference_s = time.perf_counter() - start
 
     score_arr = torch.cat(scores).numpy().astype(np.float64)
-    labels_all = np.concatenate(labels)
-    metrics, on_grid = evaluate_on_grid(
-        torch.cat(maps).numpy(), score_arr, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
-    )
-    save_maps(
-        out_maps,
-        maps=on_grid.astype(np.float16),
-        scores=score_arr.astype(np.float32),
-        labels=labels_all,
-        paths=np.array([str(s.path) for s in data.samples]),
+    metrics = evaluate_and_save_maps(
+        out_maps, torch.cat(maps).numpy(), score_arr, masks, labels, data.samples, fpr_limit=spec.fpr_limit,
         reconstructions=np.concatenate(recons),
-    )
+    )  # fmt: skip
 
     used = {**asdict(settings), "score_pool": pool}
     train = meta["train"]

@@ -18,8 +18,8 @@ import torch
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
-from texad.evaluation.protocol import evaluate_on_grid, grid_size
-from texad.methods.common import image_seed, run_result, save_maps
+from texad.evaluation.protocol import grid_size
+from texad.methods.common import evaluate_and_save_maps, image_seed, run_result
 from texad.methods.score_tscales.anomaly_map import anomaly_maps, train_statistics
 from texad.methods.score_tscales.infer import (
     InferenceSettings,
@@ -325,16 +325,8 @@ def run_method_a(
             )
 
     maps, scores = anomaly_maps(test_raw, stats, inf.smoothing_sigma)
-    labels_all = np.concatenate(labels)
-    metrics, on_grid = evaluate_on_grid(
-        maps, scores, np.concatenate(masks), labels_all, fpr_limit=spec.fpr_limit
-    )
-    save_maps(
-        out_maps,
-        maps=on_grid.astype(np.float16),
-        scores=scores.astype(np.float32),
-        labels=labels_all,
-        paths=np.array([str(s.path) for s in test_data.samples]),
+    metrics = evaluate_and_save_maps(
+        out_maps, maps, scores, masks, labels, test_data.samples, fpr_limit=spec.fpr_limit
     )
 
     n_images = len(test_data)
