@@ -290,13 +290,12 @@ def train_settings_json(method):
     """Only the settings that shape `method`'s trained model, as JSON for its train job: a change to evaluation
     settings (an ablation grid, a score pool) then neither renames the model nor retrains it through Snakemake's
     params trigger."""
-    block = method_block(method)
     if method == "method_a":
         shaping = method_a_settings().shaping_block()
     elif method == "simplenet":
         from texad.methods.simplenet import SimpleNetSettings, shaping_settings
 
-        shaping = shaping_settings(SimpleNetSettings.from_config(block))
+        shaping = shaping_settings(SimpleNetSettings.from_config(method_block(method)))
     elif method == "draem":
         shaping = draem_settings().shaping_settings()
     else:
