@@ -101,7 +101,7 @@ def test_values_are_fractions_of_the_percent_in_the_file(df, raw):
 
 def test_not_found_values_are_nan(df):
     method_a = df[df["method"] == "method_a"]
-    assert len(method_a) == 30  # 5 textures + mean, x 5 metrics
+    assert len(method_a) == 36  # MVTec: 5 textures + mean, x 5 metrics; DTD-Synthetic: 3 classes x 2 AUROCs
     assert method_a["value"].isna().all()
     assert set(method_a["status"]) == {"not_found"}
     assert math.isnan(published_lookup(df, "teng2022", "mvtec_ad", "carpet", "method_a", "image_auroc"))
@@ -120,7 +120,7 @@ def test_lookup_of_an_absent_cell_is_nan(df):
 def test_source_and_note_columns(df):
     row = df[(df["source_id"] == "ddad_readme") & (df["class"] == "carpet")].iloc[0]
     assert row["source"].startswith("https://github.com/arimousa/DDAD, README")
-    seed = df[(df["source_id"] == "amirian2024") & (df["method"] == "draem")]
+    seed = df[(df["source_id"] == "amirian2024") & (df["method"] == "draem") & (df["status"] == "published")]
     assert seed["note"].str.contains("as quoted by the seed paper").all()
     draem_i = df[
         (df["source_id"] == "draem_paper") & (df["metric"] == "image_auroc") & (df["class"] == "carpet")
@@ -327,7 +327,11 @@ def spec_cells():
 def test_every_number_equals_the_spec(raw, spec_cells):
     for i, entry in enumerate(raw["entries"]):
         key = tuple(entry[k] for k in ("source_id", "dataset", "class", "method", "metric"))
-        assert key in spec_cells, f"entries[{i}] {key} has no cell in the spec's tables"
+        if key not in spec_cells:  # a cell a paper table asks for and no source gives: no number at all
+            assert entry["value"] is None and entry["status"] in ("not_found", "not_reported"), (
+                f"entries[{i}] {key} has no cell in the spec's tables"
+            )
+            continue
         assert entry["value"] == spec_cells[key], (
             f"entries[{i}] {key}: {entry['value']} in published.yaml, {spec_cells[key]} in the spec"
         )

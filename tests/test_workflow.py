@@ -8,6 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -57,6 +58,15 @@ def test_paper_config_plans_every_data_job():
     # points, the full chain, 3 other measures, and shared_ddpm on Method B's DDPM: no training of its own)
     assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * 15
     assert counts["ablation_table"] == 2  # Method A and Method B
+    # the report: a Figure-1 grid and ROC curves per class; four paper tables; every table as an HTML page
+    # (4 benchmark metrics, 4 paper tables, 2 ablations); ablation curves of both methods; one speed plot
+    assert counts["figure_grid"] == 8 and counts["roc_curves"] == 8 and counts["paper_table"] == 4
+    assert counts["table_html"] == 10 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
+    # whatever the grids: one model per (dataset, class, seed) and method
+    training = {k: v for k, v in counts.items() if k.startswith(("train_", "adapt_"))}
+    assert training == {"train_diffusion": 24, "train_score_model": 24, "train_simplenet": 24,
+                        "train_draem": 24, "adapt_features": 9}  # fmt: skip
+    assert sum(counts.values()) == 1075
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -222,8 +232,69 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         "--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path
     )
     assert report.returncode == 0, report.stderr[-3000:]
-    html = (tmp_path / "report.html").read_text(errors="ignore")
-    assert "contact_sheet.png" in html
+    check_report(tmp_path / "report.html", tmp_path, classes=("woven", "wood"))
+
+
+def report_items(classes) -> dict[str, dict]:
+    """Every entry the demo report must have: its path in the report's menus and the label of its row."""
+    items = {}
+    for cls in classes:
+        row = [f"synthetic / {cls}"]
+        items[f"results/data/synthetic/{cls}/contact_sheet.png"] = {"path": ["Data", "synthetic"], "row": row}
+        items[f"results/figures/synthetic/{cls}/figure1.png"] = {
+            "path": ["Figures", "Reconstructions (Figure 1)"], "row": row}  # fmt: skip
+        items[f"results/figures/synthetic/{cls}/roc.png"] = {"path": ["Figures", "ROC curves"], "row": row}
+    for method in ("method_a", "method_b"):
+        items[f"results/figures/ablation_{method}.png"] = {"path": ["Figures", "Ablations"], "row": [method]}
+    items["results/figures/speed_accuracy.png"] = {
+        "path": ["Figures", "Speed vs accuracy"], "row": ["all methods and ablation points"]}  # fmt: skip
+    groups = {"benchmark": ["image_auroc", "pixel_auroc", "aupro", "pixel_ap"],
+              "paper": ["paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended"],
+              "ablation": ["ablation_method_a", "ablation_method_b"]}  # fmt: skip
+    for group, tables in groups.items():
+        for table in tables:
+            items[f"results/report/tables/{group}/{table}.html"] = {"path": ["Tables", group], "row": [table]}
+    return items
+
+
+def check_report(report: Path, workdir: Path, classes) -> None:
+    """The report holds every table and figure with a caption, and a browser shows each of them."""
+    from report_browser import decode_data_url, embedded, find_chromium, open_items, screenshot
+
+    items = report_items(classes)
+    results = embedded(report, "results")
+    assert set(results) == set(items), set(results) ^ set(items)
+    assert all(entry["caption"].strip() for entry in results.values())
+    categories = embedded(report, "categories")
+    assert set(categories) == {"Data", "Tables", "Figures"}
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip(
+            "headless Chromium is not installed and cannot be (apt-get chromium-headless-shell as root)"
+        )
+    shown = open_items(binary, report, [{**v, "file": k} for k, v in items.items()], workdir)
+    assert [s["file"] for s in shown] == list(items)
+    for entry in shown:
+        assert "src" in entry and entry["src"], entry
+        mime, content = decode_data_url(entry["src"])
+        if entry["file"].endswith(".png"):
+            assert mime == "image/png" and content[:8] == b"\x89PNG\r\n\x1a\n", entry["file"]
+        else:
+            assert mime == "text/html" and b"<table>" in content, entry["file"]
+            # the HTML page shows the same table as the Markdown file it came from
+            name = Path(entry["file"]).stem
+            md = (workdir / "results" / "tables" / f"{name}.md").read_text()
+            row = [line for line in md.splitlines() if line.startswith("|")][2]  # the first data row
+            cells = [c.strip().replace("**", "") for c in row.strip("|").split("|")]
+            page = content.decode()
+            assert all(f">{c}<" in page.replace("<b>", "").replace("</b>", "") for c in cells), (name, cells)
+    # what a user sees first: the paper's table in the main panel (kept for a look under results/)
+    shot = screenshot(binary, report, items["results/report/tables/paper/paper_method_b_table1.html"],
+                      ROOT / "results" / "test-artifacts" / "report-paper-table.png", workdir)  # fmt: skip
+    from PIL import Image
+
+    image = np.asarray(Image.open(shot).convert("L"))
+    assert image.shape == (900, 1400) and image.std() > 10
 
 
 @pytest.mark.slow

@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 
 from texad import __version__
+from texad.predict.cli import add_parsers as add_predict_parsers
+from texad.report.figures_cli import add_parsers as add_figure_parsers
+from texad.results.paper_tables_cli import add_parsers as add_paper_table_parsers
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -144,6 +147,17 @@ def cmd_ablation_table(args) -> int:
         collect([Path(p) for p in args.results]), args.method, Path(args.out_dir)
     ):
         print(path)
+    return 0
+
+
+def cmd_table_html(args) -> int:
+    from texad.report.html_tables import write_html_table
+
+    if len(args.markdown) != len(args.out):
+        raise ValueError(f"table-html: {len(args.markdown)} --markdown files but {len(args.out)} --out files")
+    for md, out in zip(args.markdown, args.out, strict=True):
+        write_html_table(md, out)
+    print(f"wrote {len(args.out)} HTML table(s)")
     return 0
 
 
@@ -707,6 +721,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", nargs="+", required=True, help="result JSONs or folders of them")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_ablation_table)
+
+    p = sub.add_parser("table-html", help="Markdown tables -> HTML pages (for the Snakemake report)")
+    p.add_argument("--markdown", nargs="+", required=True, help="texad Markdown table files")
+    p.add_argument("--out", nargs="+", required=True, help="one HTML file per Markdown file, same order")
+    p.set_defaults(func=cmd_table_html)
+
+    add_figure_parsers(sub)
+    add_paper_table_parsers(sub)
+    add_predict_parsers(sub)
     return parser
 
 

@@ -470,4 +470,81 @@ def get_final_output():
     for method in ABLATED_METHODS:
         if ablation_results(method):
             targets.append(f"results/tables/ablation_{method}.csv")
+    targets += [f"results/report/tables/{g}/{t}.html" for g, t in report_tables()]
+    targets += report_figures()
     return targets
+
+
+# --- report: tables and figures -------------------------------------------------------------------------
+
+DIFFUSION_METHODS = ("method_a", "method_b")
+METRIC_TABLES = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
+# Paper tables and the methods each needs (planned when one of them is enabled).
+PAPER_TABLES = {
+    "paper_method_b_table1": ("method_b",),
+    "paper_method_a_main": ("method_a",),
+    "paper_method_a_tscales": ("method_a",),
+    "extended": IMPLEMENTED_METHODS,
+}
+PUBLISHED = os.path.join(workflow.basedir, "workflow", "report", "published.yaml")
+
+
+def enabled_methods():
+    return [
+        m for m in IMPLEMENTED_METHODS if config["methods"].get(m, {}).get("enabled")
+    ]
+
+
+def figure_seed():
+    """Figures of single runs (Figure-1 grids, ROC curves) show the first seed."""
+    return config["seeds"][0]
+
+
+def default_maps(wildcards, methods):
+    return [
+        f"results/maps/{wildcards.dataset}/{wildcards.cls}/{m}/default/seed{figure_seed()}.npz"
+        for m in methods
+        if m in enabled_methods()
+    ]
+
+
+def paper_tables():
+    return [
+        t for t, needs in PAPER_TABLES.items() if set(needs) & set(enabled_methods())
+    ]
+
+
+def paper_table_results(wildcards):
+    results = method_results()
+    if wildcards.table == "paper_method_a_tscales":
+        results = results + ablation_results("method_a")
+    return sorted(set(results))
+
+
+def report_tables():
+    """Every table shown in the report, as (group, name): results/report/tables/{group}/{name}.html."""
+    tables = []
+    if method_results():
+        tables += [("benchmark", m) for m in METRIC_TABLES]
+        tables += [("paper", t) for t in paper_tables()]
+    tables += [
+        ("ablation", f"ablation_{m}") for m in ABLATED_METHODS if ablation_results(m)
+    ]
+    return tables
+
+
+def report_figures():
+    figures = []
+    if not method_results():
+        return figures
+    diffusion = [m for m in DIFFUSION_METHODS if m in enabled_methods()]
+    if diffusion:
+        figures += class_outputs("results/figures/{dataset}/{cls}/figure1.png")
+    figures += class_outputs("results/figures/{dataset}/{cls}/roc.png")
+    figures += [
+        f"results/figures/ablation_{m}.png"
+        for m in ABLATED_METHODS
+        if ablation_results(m)
+    ]
+    figures.append("results/figures/speed_accuracy.png")
+    return figures

@@ -39,6 +39,11 @@ def image_seed(seed: int, class_name: str, index: int) -> int:
     return zlib.crc32(f"{seed}/{class_name}/{index}".encode()) & 0x7FFFFFFF
 
 
+def to_uint8_hwc(images01) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), as the maps files store reconstructions."""
+    return (images01.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
 def save_maps(path: Path, **arrays: np.ndarray) -> None:
     """Maps (float16), scores, labels and reconstructions, compressed, written atomically."""
     buffer = io.BytesIO()

@@ -18,7 +18,7 @@ from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import load_diffusion_model
 from texad.evaluation.protocol import grid_size
-from texad.methods.common import evaluate_and_save_maps, image_seed, run_result
+from texad.methods.common import evaluate_and_save_maps, image_seed, run_result, to_uint8_hwc
 from texad.methods.conditioned_blur.ablation import point_name
 from texad.methods.conditioned_blur.anomaly_map import (
     MapSettings,
@@ -94,7 +94,7 @@ def run_method_b(
             )
             masks.append(batch["mask"][:, 0].bool().numpy())
             labels.append(batch["label"].numpy())
-            recons.append(((x_rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+            recons.append(to_uint8_hwc((x_rec + 1) / 2))
     inference_s = time.perf_counter() - start
     maps, scores = anomaly_maps(torch.cat(d_pixel), torch.cat(d_feature), maps_cfg)
     metrics = evaluate_and_save_maps(

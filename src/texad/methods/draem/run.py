@@ -18,7 +18,7 @@ import torch
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import grid_size
-from texad.methods.common import evaluate_and_save_maps, run_result
+from texad.methods.common import evaluate_and_save_maps, run_result, to_uint8_hwc
 from texad.results.record import write_result
 
 from .infer import image_scores, predict
@@ -77,7 +77,7 @@ def run_draem(
         scores.append(image_scores(m, pool).float().cpu())
         masks.append(batch["mask"][:, 0].bool().numpy())
         labels.append(batch["label"].numpy())
-        recons.append((rec.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy())
+        recons.append(to_uint8_hwc(rec))
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     inference_s = time.perf_counter() - start

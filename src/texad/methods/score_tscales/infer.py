@@ -118,6 +118,10 @@ class ScoreModel:
     def to_data(self, x01: torch.Tensor) -> torch.Tensor:
         return x01 * self.pixel_scale + self.offset
 
+    def to_unit(self, x: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`to_data`: model space -> [0, 1] pixels."""
+        return (x - self.offset) / self.pixel_scale
+
     def level_time(self, sigma_pixel: float) -> float:
         """The SDE time whose VE-equivalent noise level is ``sigma_pixel`` (pixel units); a level outside the
         model's time range [0, 1] (e.g. above a VE model's sigma_max) is refused."""
@@ -213,14 +217,14 @@ def _chain(
 def _clean_score(
     model: ScoreModel, x0: torch.Tensor, level: float, gens: Sequence[torch.Generator]
 ) -> torch.Tensor:
-    """||x0_hat - x0||_c^2 in pixel units after one perturbation of the clean input to ``level``."""
+    """(||x0_hat - x0||_c^2 in pixel units, x0_hat) after one perturbation of the clean input to ``level``."""
     sde = model.sde
     t = model.level_time(level)
     tv = _tvec(t, x0)
     x = sde.perturb(x0, tv, _draw(x0, gens))
     s = model.score_fn(x, tv).to(x.dtype)
     x0_hat, _ = sde.reverse_step(x, s, tv, None)
-    return (torch.linalg.vector_norm(x0_hat - x0, dim=1) / model.pixel_scale) ** 2
+    return (torch.linalg.vector_norm(x0_hat - x0, dim=1) / model.pixel_scale) ** 2, x0_hat
 
 
 def raw_maps(
@@ -237,7 +241,9 @@ def raw_maps(
     ``sigma_end``: the level each chain ends at (pixel units; the config's ``sde.sigma_min``). ``full_chain``:
     the reference run, one chain from ``sigma_hi`` over the SDE's whole grid instead of the T scales.
     ``settings.predictor``: the reverse step (:meth:`texad.diffusion.sde.SDE.reverse_step`).
-    Returns ``(maps, info)`` with info = {"nfe_per_image", "levels" (pixel units, per chain), "seconds"}.
+    Returns ``(maps, info)`` with info = {"nfe_per_image", "levels" (pixel units, per chain), "seconds",
+    "reconstruction"}: the reconstruction is the first draw's clean estimate from the highest level (B, 3, H, W)
+    in [0, 1], for the Figure-1 grids (the input's Tweedie estimate for ``score_clean``, which runs no chain).
     """
     if x01.ndim != 4:
         raise ValueError(f"expected (B, C, H, W), got {tuple(x01.shape)}")
@@ -255,16 +261,20 @@ def raw_maps(
     gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
     start = time.perf_counter()
     nfe = 0
+    reconstruction = None
     with torch.no_grad():
         x0 = model.to_data(x01)
         total = torch.zeros(x0.shape[0], *x0.shape[2:], dtype=x0.dtype, device=x0.device)
         for _ in range(settings.draws):
             for levels in chains:
                 if settings.metric == "score_clean":
-                    total += _clean_score(model, x0, levels[0], gens)
+                    clean, x_hat = _clean_score(model, x0, levels[0], gens)
+                    total += clean
                     nfe += 1
+                    reconstruction = x_hat if reconstruction is None else reconstruction
                     continue
                 m, r, x_hat = _chain(model, x0, levels, gens, settings.predictor)
+                reconstruction = x_hat if reconstruction is None else reconstruction
                 nfe += len(levels)
                 if settings.metric == "score":
                     total += m
@@ -279,6 +289,7 @@ def raw_maps(
         "nfe_per_image": nfe,
         "levels": [[float(s) for s in c] for c in chains],
         "seconds": time.perf_counter() - start,
+        "reconstruction": model.to_unit(reconstruction).clamp(0, 1),
     }
     return maps, info
 

@@ -19,7 +19,7 @@ from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
 from texad.evaluation.protocol import grid_size
-from texad.methods.common import evaluate_and_save_maps, image_seed, run_result
+from texad.methods.common import evaluate_and_save_maps, image_seed, run_result, to_uint8_hwc
 from texad.methods.score_tscales.anomaly_map import anomaly_maps, train_statistics
 from texad.methods.score_tscales.infer import (
     InferenceSettings,
@@ -247,8 +247,10 @@ def _maps_of(
     full_chain: bool,
     collect: bool = False,
 ) -> tuple[torch.Tensor, dict, list[np.ndarray], list[np.ndarray]]:
+    """Raw maps of every image, the last batch's info, and (``collect``) per-batch masks, labels and the
+    reconstructions (uint8, N x H x W x 3) of the Figure-1 grids."""
     loader = torch.utils.data.DataLoader(dataset, batch_size=inf.batch_size, shuffle=False)
-    maps, masks, labels, info = [], [], [], {}
+    maps, masks, labels, recons, info = [], [], [], [], {}
     for batch in loader:
         x = batch["image"].to(device)
         seeds = [image_seed(seed, seed_key, int(i)) for i in batch["index"]]
@@ -257,6 +259,8 @@ def _maps_of(
         if collect:
             masks.append(batch["mask"][:, 0].bool().numpy())
             labels.append(batch["label"].numpy())
+            recons.append(to_uint8_hwc(info["reconstruction"]))
+    info["reconstructions"] = np.concatenate(recons) if recons else None
     return torch.cat(maps), info, masks, labels
 
 
@@ -326,8 +330,9 @@ def run_method_a(
 
     maps, scores = anomaly_maps(test_raw, stats, inf.smoothing_sigma)
     metrics = evaluate_and_save_maps(
-        out_maps, maps, scores, masks, labels, test_data.samples, fpr_limit=spec.fpr_limit
-    )
+        out_maps, maps, scores, masks, labels, test_data.samples, fpr_limit=spec.fpr_limit,
+        reconstructions=info["reconstructions"],
+    )  # fmt: skip
 
     n_images = len(test_data)
     run_settings = {

@@ -1,0 +1,360 @@
+"""``texad predict``: score a folder of new images with a trained model and pick a threshold on normal ones.
+
+Everything is computed before anything is written, so a bad input (missing or empty folder, an unreadable
+image) leaves ``--out`` as it was. Outputs, each written atomically (temp file in the same folder, then
+``os.replace``), ``scores.csv`` last so that its presence means a complete run:
+
+- ``maps/<stem>.npy``: the anomaly map, float16, at the model's input size (S x S; for SimpleNet with
+  ``center_crop`` it covers the cropped centre only);
+- ``maps/<stem>.png``: that map as a heatmap (jet; colour scale below);
+- ``overlays/<stem>.png``: the image at its own size with the map as a colour overlay and the region above the
+  pixel threshold outlined in magenta;
+- ``threshold.json``: thresholds, how they were chosen, the model (path, sha256, identity hash), the settings,
+  device and versions;
+- ``scores.csv``: ``image,score,threshold,anomalous`` (anomalous = score > threshold, 0/1).
+
+An output that exists already is refused (the message names it, and the model of an existing
+``scores.csv``) unless ``overwrite``; then our files of the same names are replaced and nothing else is
+touched, so maps of images no longer in ``--images`` stay behind (``scores.csv`` lists this run's images).
+``threshold.json`` also lists every normal image's score, to see which ones sit near the threshold.
+
+Thresholds (``fpr``): the image threshold is the normal score of 0-based rank ``ceil((1 - fpr) (n - 1))``
+among the n normal images' sorted scores (numpy's ``quantile(..., 1 - fpr, method="higher")``), so at most a
+fraction ``fpr`` of them lies above it; with fewer than 1/fpr normal images that is their maximum. The pixel threshold is the same
+quantile over every pixel of the normal images' maps. Heatmap colours run from the normal maps' median value
+(bottom of the scale) through the pixel threshold (middle) to twice that distance (top, clipped).
+
+Noise (the diffusion methods): image i of a folder draws its noise from
+``image_seed(seed, key, i)`` (:mod:`texad.methods.common`) with the run's seed (a model file: its training
+seed) and key ``<class>`` for ``--images`` (as the benchmark's test images), ``<class>/normal`` for
+``--normal`` and ``<class>/train`` for ``--train-images`` (as Method A's training statistics). Runs are
+bit-identical on the CPU and a score does not depend on the batch size (beyond float rounding), but an image's
+noise does depend on its position in the sorted folder, as a test image's does on its index.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from texad.atomic import atomic_write, atomic_write_text
+from texad.data.layout import IMAGE_SUFFIXES
+
+__all__ = ["list_images", "quantile_threshold", "predict_folder"]
+
+SCORES = "scores.csv"
+THRESHOLD = "threshold.json"
+_OUTLINE = (255, 0, 255)
+_ALPHA = 0.45
+
+
+# --------------------------------------------------------------------------------------------- inputs
+def list_images(folder: str | Path, what: str) -> list[Path]:
+    """The image files directly in ``folder`` (png, jpg, jpeg, bmp, tif, tiff), sorted; an error names the
+    folder when it is missing or holds none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{what} folder {folder} does not exist")
+    paths = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ValueError(
+            f"{what} folder {folder} holds no images ({', '.join(s[1:] for s in IMAGE_SUFFIXES)})"
+        )
+    return paths
+
+
+def _unique_stems(paths: Sequence[Path]) -> None:
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in seen:
+            raise ValueError(
+                f"images {seen[p.stem]} and {p} share the name {p.stem!r}: their outputs would collide"
+            )
+        seen[p.stem] = p
+
+
+def quantile_threshold(values: np.ndarray, fpr: float) -> float:
+    """The ``1 - fpr`` quantile of ``values`` taken at a data point at or above it (at most a fraction
+    ``fpr`` of the values is larger)."""
+    return float(np.quantile(np.asarray(values, dtype=np.float64).ravel(), 1.0 - fpr, method="higher"))
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _targets(out: Path, paths: Sequence[Path]) -> list[Path]:
+    files = [out / THRESHOLD, out / SCORES]
+    for p in paths:
+        files += [
+            out / "maps" / f"{p.stem}.npy",
+            out / "maps" / f"{p.stem}.png",
+            out / "overlays" / f"{p.stem}.png",
+        ]
+    return files
+
+
+def _refuse_existing(out: Path, paths: Sequence[Path]) -> None:
+    """Never overwrite a file we did not mean to: refuse while any output exists (unless --overwrite)."""
+    if (out / SCORES).exists():
+        owner = ""
+        try:
+            owner = json.loads((out / THRESHOLD).read_text(encoding="utf-8"))["model"]["path"]
+            owner = f" (model {owner})"
+        except Exception:  # no or foreign threshold.json: the scores' origin is unknown
+            pass
+        raise FileExistsError(
+            f"{out / SCORES} already exists{owner}; choose another --out or pass --overwrite to replace it"
+        )
+    taken = [p for p in _targets(out, paths) if p.exists()]
+    if taken:
+        more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
+        raise FileExistsError(f"{taken[0]}{more} already exist(s); choose another --out or pass --overwrite")
+
+
+# -------------------------------------------------------------------------------------------- outputs
+def _colour(maps: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """uint8 RGB (..., 3) of ``maps`` on the jet colour map over [lo, hi]."""
+    from matplotlib import colormaps
+
+    t = np.clip((maps.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0)
+    return (colormaps["jet"](t)[..., :3] * 255.0).round().astype(np.uint8)
+
+
+def _overlay(path: Path, amap: np.ndarray, view, pixel_thr: float, lo: float, hi: float) -> np.ndarray:
+    """The original image with the map (resized onto the part it covers) blended in, above-threshold region
+    outlined."""
+    from scipy import ndimage as ndi
+
+    from texad.data.mvtec import read_image
+    from texad.evaluation.grid import resize_maps
+
+    image = np.asarray(read_image(path).convert("RGB"), dtype=np.float64)
+    h, w = image.shape[:2]
+    top, left = int(round(view[0] * h)), int(round(view[1] * w))
+    vh, vw = max(1, int(round(view[2] * h))), max(1, int(round(view[3] * w)))
+    m = resize_maps(amap[None].astype(np.float32), (vh, vw))[0]
+    region = image[top : top + vh, left : left + vw]
+    region[:] = (1 - _ALPHA) * region + _ALPHA * _colour(m, lo, hi)
+    out = image.round().clip(0, 255).astype(np.uint8)
+    above = m > pixel_thr
+    width = max(1, round(min(h, w) / 256))
+    edge = above & ~ndi.binary_erosion(above, iterations=width, border_value=1)
+    out[top : top + vh, left : left + vw][edge] = _OUTLINE
+    return out
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda fh: fh.write(data), binary=True)
+
+
+def _scores_csv(paths: Sequence[Path], scores: np.ndarray, threshold: float, flags: np.ndarray) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["image", "score", "threshold", "anomalous"])
+    for p, s, a in zip(paths, scores, flags, strict=True):
+        writer.writerow([p.name, repr(float(s)), repr(threshold), int(a)])
+    return buffer.getvalue()
+
+
+def _warn(message: str) -> None:
+    print(f"texad: warning: {message}", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------ run
+def predict_folder(
+    model: str | Path,
+    images: str | Path,
+    out: str | Path,
+    *,
+    normal: str | Path | None = None,
+    train_images: str | Path | None = None,
+    fpr: float = 0.01,
+    settings: dict | None = None,
+    device: str = "auto",
+    batch_size: int | None = None,
+    weights_cache: str | Path | None = None,
+    overwrite: bool = False,
+    warn: Callable[[str], None] = _warn,
+) -> dict:
+    """Score every image of ``images`` with ``model`` (a result JSON or a model file), threshold at ``fpr``
+    on ``normal`` (else on ``train_images``, with a warning) and write the outputs into ``out``.
+
+    ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by Method A's
+    ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``). Returns the
+    ``threshold.json`` content.
+    """
+    import torch
+
+    import texad
+    from texad.cli import resolve_device
+    from texad.methods.common import image_seed
+    from texad.results.record import collect_versions, device_info, utc_now
+
+    from .predictors import load_images, load_predictor, resolve_model
+
+    if not (isinstance(fpr, int | float) and 0.0 < fpr < 1.0):
+        raise ValueError(f"--fpr must lie strictly between 0 and 1, got {fpr!r}")
+    out = Path(out)
+    query = list_images(images, "--images")
+    _unique_stems(query)
+    normal_paths = list_images(normal, "--normal") if normal is not None else None
+    train_paths = list_images(train_images, "--train-images") if train_images is not None else None
+    if not overwrite:
+        _refuse_existing(out, query)
+
+    if normal_paths is None and train_paths is None:
+        raise ValueError(
+            "the threshold needs known-good images the model did not train on: pass --normal DIR (texad results "
+            "and model files do not record their class folder; --train-images <class>/train/good gives an "
+            "optimistic threshold)"
+        )
+
+    dev = resolve_device(device)
+    ref = resolve_model(model)
+    pred = load_predictor(
+        ref, device=dev, batch_size=batch_size, overrides=settings, weights_cache=weights_cache
+    )
+    warnings: list[str] = []
+
+    def note(message: str) -> None:
+        warnings.append(message)
+        warn(message)
+
+    if pred.needs_train_images and train_paths is None:
+        raise ValueError(
+            f"{ref.method} normalises its maps with statistics of the training images, and the "
+            f"{'result' if ref.result is not None else 'model file'} does not record its class folder: pass "
+            f"--train-images (e.g. <{ref.dataset} root>/{ref.class_name}/train/good)"
+        )
+    if normal_paths is not None:
+        source = {"kind": "normal", "folder": str(Path(normal).resolve())}
+    else:
+        source = {"kind": "train", "folder": str(Path(train_images).resolve())}
+        note("no --normal: the threshold is chosen on the model's training images, which it fits better than new "
+             "normal images; expect more false alarms than fpr says. Pass --normal with held-out good images")  # fmt: skip
+    overlap = {p.resolve() for p in query} & {p.resolve() for p in (normal_paths or train_paths)}
+    if overlap:
+        note(f"{len(overlap)} image(s) of --images are also threshold images (e.g. {sorted(overlap)[0]})")
+
+    def seeds(key: str, n: int) -> list[int]:
+        return [image_seed(ref.seed, key, i) for i in range(n)]
+
+    def read(paths: Sequence[Path]) -> torch.Tensor:
+        return pred.prepare(load_images(paths, pred.load_size))
+
+    x_query = read(query)  # every file decoded before any model runs: a corrupt one stops us early
+    x_normal = read(normal_paths) if normal_paths is not None else None
+    x_train = read(train_paths) if train_paths is not None else None
+
+    with torch.no_grad():
+        if pred.needs_train_images:
+            pred.fit(x_train, seeds(f"{ref.class_name}/train", len(train_paths)))
+        if x_normal is not None:
+            n_maps, n_scores = pred.calibrate(x_normal, seeds(f"{ref.class_name}/normal", len(normal_paths)))
+        else:
+            n_maps, n_scores = pred.calibrate(x_train, seeds(f"{ref.class_name}/train", len(train_paths)))
+        q_maps, q_scores = pred.maps(x_query, seeds(ref.class_name, len(query)))
+    for name, values, paths in (
+        ("normal", n_scores, normal_paths or train_paths),
+        ("--images", q_scores, query),
+    ):
+        bad = [p.name for p, v in zip(paths, values, strict=True) if not math.isfinite(float(v))]
+        if bad:
+            raise ValueError(
+                f"{ref.method} gave non-finite scores for {len(bad)} {name} image(s), e.g. {bad[0]}"
+            )
+
+    n_normal = len(n_scores)
+    image_thr = quantile_threshold(n_scores, fpr)
+    pixel_thr = quantile_threshold(n_maps, fpr)
+    is_max = image_thr == float(np.max(n_scores))
+    if n_normal < 1.0 / fpr:
+        note(f"only {n_normal} normal images (fewer than 1/fpr = {1.0 / fpr:g}): the image threshold is their "
+             "maximum score, so the false-alarm rate is not controlled at fpr")  # fmt: skip
+    lo = min(float(np.median(n_maps)), pixel_thr)
+    hi = pixel_thr + max(pixel_thr - lo, 1e-6 * max(abs(pixel_thr), 1.0))
+    q_scores = np.asarray(q_scores, dtype=np.float64)
+    flags = q_scores > image_thr
+
+    record: dict[str, Any] = {
+        "method": ref.method,
+        "model": {
+            "path": str(ref.model_path.resolve()),
+            "sha256": _sha256(ref.model_path),
+            "model_hash": ref.model_hash,
+            "result": None if ref.result_path is None else str(ref.result_path.resolve()),
+            "dataset": ref.dataset,
+            "class": ref.class_name,
+            "seed": ref.seed,
+        },
+        "settings": pred.settings,
+        "settings_source": ref.settings_source,
+        "settings_overrides": dict(settings or {}),
+        "model_settings": pred.model_settings,
+        "fpr": fpr,
+        "image_threshold": image_thr,
+        "pixel_threshold": pixel_thr,
+        "threshold_rule": "numpy.quantile(normal values, 1 - fpr, method='higher'); anomalous = score > threshold",
+        "image_threshold_is_max": bool(is_max),
+        "n_normal": n_normal,
+        "normal_source": source,
+        "normal_scores": {
+            p.name: float(v) for p, v in zip(normal_paths or train_paths, n_scores, strict=True)
+        },
+        "images": str(Path(images).resolve()),
+        "n_images": len(query),
+        "n_anomalous": int(flags.sum()),
+        "map_size": list(q_maps.shape[-2:]),
+        "map_view": list(pred.view),
+        "maps": "maps/<stem>.npy (float16, model input size) and maps/<stem>.png; overlays/<stem>.png",
+        "colour_scale": [lo, hi],
+        "warnings": warnings,
+        "device": device_info(dev),
+        "versions": collect_versions(dev),
+        "texad": texad.__version__,
+        "created": utc_now(),
+        **pred.record(),
+    }
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+
+    f16_max = float(np.finfo(np.float16).max)
+    for i, p in enumerate(query):
+        amap = np.asarray(q_maps[i], dtype=np.float32)
+        _write_bytes(
+            out / "maps" / f"{p.stem}.npy", _npy(np.clip(amap, -f16_max, f16_max).astype(np.float16))
+        )
+        _write_bytes(out / "maps" / f"{p.stem}.png", _png(_colour(amap, lo, hi)))
+        _write_bytes(
+            out / "overlays" / f"{p.stem}.png", _png(_overlay(p, amap, pred.view, pixel_thr, lo, hi))
+        )
+    atomic_write_text(out / THRESHOLD, text)
+    atomic_write_text(out / SCORES, _scores_csv(query, q_scores, image_thr, flags))
+    return record

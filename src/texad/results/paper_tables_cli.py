@@ -1,0 +1,64 @@
+"""``texad paper-tables``: the papers' tables with reproduced numbers beside the published ones.
+
+:func:`add_parsers` adds the subcommand to texad's argument parser; the heavy imports (pandas, the table
+code) happen only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["add_parsers", "cmd_paper_tables"]
+
+_TABLES = ("paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended")
+_DEFAULT_PUBLISHED = "workflow/report/published.yaml"
+
+
+def cmd_paper_tables(args) -> int:
+    """Write ``<out-dir>/<table>.{csv,md,tex}`` for every requested table the results allow.
+
+    A table whose method has no results is skipped with a note; nothing to write at all is an error naming
+    the inputs (ConfigError, like every bad input: missing published file, malformed result JSON)."""
+    from texad.config.schema import ConfigError
+    from texad.results.aggregate import collect
+    from texad.results.paper_tables import build_paper_tables, write_paper_tables
+    from texad.results.published import load_published
+
+    pub = load_published(Path(args.published))  # first: a bad published file fails before any work
+    inputs = [Path(p) for p in args.results]
+    df = collect(inputs)
+    built, skipped = build_paper_tables(df, pub, args.tables)
+    for name, reason in skipped.items():
+        print(f"paper-tables: skipped {name}: {reason}")
+    if not built:
+        raise ConfigError(
+            f"no paper table can be built from the results in {', '.join(map(str, inputs))}: "
+            + "; ".join(f"{name}: {reason}" for name, reason in skipped.items())
+        )
+    for path in write_paper_tables(built, Path(args.out_dir)):
+        print(path)
+    return 0
+
+
+def add_parsers(sub) -> None:
+    """Add ``paper-tables`` to the subparsers ``sub`` (from ``ArgumentParser.add_subparsers``)."""
+    p = sub.add_parser(
+        "paper-tables",
+        help="the papers' tables: reproduced (mean ± std over seeds) beside published, with Δ (CSV, Markdown, LaTeX)",
+    )
+    p.add_argument("--results", nargs="+", required=True, help="result JSON files or folders holding them")
+    p.add_argument(
+        "--published",
+        default=_DEFAULT_PUBLISHED,
+        help=f"the published numbers (default: {_DEFAULT_PUBLISHED})",
+    )
+    p.add_argument("--out-dir", required=True, help="where <table>.csv / .md / .tex are written")
+    p.add_argument(
+        "--tables",
+        nargs="+",
+        choices=_TABLES,
+        metavar="TABLE",
+        default=list(_TABLES),
+        help=f"which tables (default: all): {', '.join(_TABLES)}",
+    )
+    p.set_defaults(func=cmd_paper_tables)
