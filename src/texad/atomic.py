@@ -41,6 +41,11 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], *, binary: bool 
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # e.g. a full disk: the OS error does not say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
