@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from texad import __version__
+from texad.accel import accel_from_args, add_accel_args
 from texad.predict.cli import add_parsers as add_predict_parsers
 from texad.report.figures_cli import add_parsers as add_figure_parsers
 from texad.results.paper_tables_cli import add_parsers as add_paper_table_parsers
@@ -415,6 +416,7 @@ def cmd_method_a(args) -> int:
     result = run_method_a(
         Path(args.model), Path(args.class_dir), spec, settings, variant=variant,
         speed_batches=tuple(args.speed_batches), out_result=Path(args.out), out_maps=Path(args.maps),
+        accel=accel_from_args(args),
     )  # fmt: skip
     _print_metrics("method_a", args, result)
     t = result["timings"]
@@ -476,6 +478,7 @@ def cmd_method_b(args) -> int:
         maps_cfg,
         out_result=Path(args.out),
         out_maps=Path(args.maps),
+        accel=accel_from_args(args),
     )
     _print_metrics("method_b", args, result)
     return 0
@@ -595,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-x0", action="store_true")
     p.add_argument("--first-call-at-ts", action="store_true")
     p.add_argument("--v", type=float, default=1.0, help="weight of the pixel term in the fused map")
+    add_accel_args(p)
     p.add_argument("--smoothing-sigma", type=float, default=4.0)
     p.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
     p.add_argument("--fusion-norm", choices=["test_set", "batch16"], default="test_set")
@@ -673,6 +677,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed-batches", type=int, nargs="*", default=[],
         help="also time the maps at these batch sizes (s/image after 5 warm-up images)",
     )  # fmt: skip
+    add_accel_args(p)
     p.set_defaults(func=cmd_method_a)
 
     p = sub.add_parser(

@@ -265,6 +265,7 @@ def method_b_args(wildcards):
         f"--backbone {inf['feature_backbone']} --weights-cache {config['backbone']['cache']}",
         f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
         f"--batch-size {inf['batch_size']} --device {config['device']}",
+        accel_args(),
     ]
     if inf["feature_size"] is not None:
         args.append(f"--feature-size {inf['feature_size']}")
@@ -402,8 +403,18 @@ def method_a_run_args(wildcards):
     point = variant_to_json(resolve_variant(settings, wildcards.variant))
     return (
         f"--settings {shlex.quote(json.dumps(block, sort_keys=True))} "
-        f"--point {shlex.quote(json.dumps(point, sort_keys=True))}"
+        f"--point {shlex.quote(json.dumps(point, sort_keys=True))} {accel_args()}"
     )
+
+
+def accel_args():
+    """The GPU fast path of the diffusion methods' inference (ignored on a CPU: the result records fp32)."""
+    args = f"--precision {config['precision']}"
+    if config["channels_last"]:
+        args += " --channels-last"
+    if config["compile"]:
+        args += " --compile"
+    return args
 
 
 def method_a_speed_batches(wildcards):

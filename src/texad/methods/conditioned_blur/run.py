@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from texad.accel import FP32, Accel
 from texad.backbones.features import load_backbone
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
@@ -57,9 +58,13 @@ def run_method_b(
     *,
     out_result: Path,
     out_maps: Path,
+    accel: Accel = FP32,
 ) -> dict:
+    """``accel``: the GPU fast path of the U-Net and feature extractor evaluations (fp32 eager on a CPU)."""
     device = torch.device(spec.device)
+    accel = accel.on(device)
     model, schedule, meta = load_diffusion_model(model_path, device=spec.device)
+    model = accel.prepare(model, device)
     schedule = schedule.to(device)
     size = int(meta["settings"]["image_size"])
     probe = MVTecDataset(class_dir, "test", image_size=size, mask_size="native")
@@ -119,7 +124,7 @@ def run_method_b(
             "images_per_s": n_images / inference_s if inference_s > 0 else None,
             "nfe_per_image": nfe,
         },
-        precision=meta["train"].get("precision", "fp32"),
+        precision=accel.precision,
         config_hash=settings_hash(settings),
         backbone=extractor.describe(),
         model_hash=meta["model_hash"],
@@ -127,6 +132,8 @@ def run_method_b(
             "settings": settings,
             "image_size": size,
             "n_params": meta.get("n_params"),
+            "accel": accel.as_dict(),
+            "train_precision": meta["train"].get("precision", "fp32"),
             # the run's guidance point, so the ablation table counts a default run under its point too
             "ablation_point": point_name(recon.w, recon.s, recon.blur_sigma, recon.t_start),
         },

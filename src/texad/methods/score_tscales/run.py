@@ -8,6 +8,7 @@ The settings dataclasses mirror ``methods.method_a`` of ``workflow/schemas/confi
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from texad.accel import FP32, Accel
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
@@ -221,17 +223,20 @@ class RunSpec:
 
 
 def load_score_model_any(
-    model_path: Path, kind: str, device: str, n_steps: int
+    model_path: Path, kind: str, device: str, n_steps: int, prepare: Callable | None = None
 ) -> tuple[ScoreModel, dict, int]:
-    """(score model, model meta, image size) for ``kind`` "own" (a score-model file) or "shared_ddpm" (a DDPM)."""
+    """(score model, model meta, image size) for ``kind`` "own" (a score-model file) or "shared_ddpm" (a DDPM).
+
+    ``prepare``: applied to the network before it is wrapped into a score function (the GPU fast path)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model must be one of {MODEL_KINDS}, got {kind!r}")
+    prepare = prepare or (lambda net: net)
     if kind == "own":
         net, sde, meta = load_score_model(model_path, device=device, n_steps=n_steps)
-        model = score_model_from_net(net, sde)
+        model = score_model_from_net(prepare(net), sde)
     else:
         net, schedule, meta = load_diffusion_model(model_path, device=device)
-        model = score_model_from_ddpm(net, schedule)
+        model = score_model_from_ddpm(prepare(net), schedule)
     return model, meta, int(meta["settings"]["image_size"])
 
 
@@ -274,8 +279,11 @@ def run_method_a(
     speed_batches: tuple[int, ...] = (),
     out_result: Path,
     out_maps: Path,
+    accel: Accel = FP32,
 ) -> dict:
     """Run one Method A variant on one class and write its result.
+
+    ``accel``: the GPU fast path of the network evaluations (fp32 eager on a CPU).
 
     ``variant``: what to run (default: :func:`resolve_variant` of ``spec.variant``): its inference settings, its
     mode ("t_scales", or the "full_chain" reference) and its model kind: the class's own score model ("own") or
@@ -288,7 +296,10 @@ def run_method_a(
         raise ValueError(f"mode must be one of {MODES}, got {v.mode!r}")
     inf, mode = v.inference, v.mode
     device = torch.device(spec.device)
-    model, meta, size = load_score_model_any(model_path, v.model, spec.device, settings.sde.n_steps)
+    accel = accel.on(device)
+    model, meta, size = load_score_model_any(
+        model_path, v.model, spec.device, settings.sde.n_steps, prepare=lambda net: accel.prepare(net, device)
+    )
     full = mode == "full_chain"
     sigma_end = settings.sde.sigma_min
 
@@ -362,6 +373,7 @@ def run_method_a(
             "images_per_s": n_images / test_s if test_s > 0 else None,
             "nfe_per_image": info["nfe_per_image"],
         },
+        precision=accel.precision,
         config_hash=settings_hash(run_settings),
         backbone=None,
         model_hash=meta["model_hash"],
@@ -369,6 +381,7 @@ def run_method_a(
             "settings": run_settings,
             "image_size": size,
             "n_params": meta.get("n_params"),
+            "accel": accel.as_dict(),
             "sde_model": model.sde.describe(),
             "levels_pixel": info["levels"],
             "timing": {
