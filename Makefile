@@ -28,7 +28,12 @@ test: install
 	$(BIN)/python -m pytest
 
 bench: install
-	$(BIN)/python benchmarks/bench_metrics.py --out benchmarks/metrics.json
+	$(BIN)/python benchmarks/bench_metrics.py --out benchmarks/.metrics.json.tmp > /dev/null
+	mv -f benchmarks/.metrics.json.tmp benchmarks/metrics.json
+	$(BIN)/python benchmarks/bench_pipeline.py --out-dir benchmarks
+	$(BIN)/python benchmarks/bench_snakemake.py --out benchmarks/snakemake.json --reps 3
+	$(BIN)/python benchmarks/bench_summary.py --dir benchmarks --out benchmarks/summary.md
+	@cat benchmarks/summary.md
 
 lint: install
 	ruff check src tests benchmarks
