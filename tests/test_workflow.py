@@ -95,6 +95,13 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "train_draem": 3,
         "draem": 3,
         "aggregate": 1,
+        # the report: tables (4 benchmark, 4 paper, 2 ablation) as HTML, and the figures
+        "paper_table": 4,
+        "table_html": 10,
+        "figure_grid": 3,
+        "roc_curves": 3,
+        "ablation_curves": 2,
+        "speed_accuracy": 1,
         "all": 1,
     }
 

@@ -348,7 +348,7 @@ def cmd_simplenet(args) -> int:
     spec, settings = _simplenet_run(args)
     result = evaluate_model(
         Path(args.class_dir), spec, settings, model_path=Path(args.model), out_result=Path(args.out),
-        out_maps=Path(args.maps),
+        out_maps=Path(args.maps), accel=accel_from_args(args),
     )  # fmt: skip
     _print_metrics("simplenet", args, result)
     return 0
@@ -385,8 +385,9 @@ def cmd_draem(args) -> int:
         score_pool=_settings_json(args.settings, "draem").get("score_pool"),
     )  # fmt: skip
     result = run_draem(
-        Path(args.model), Path(args.class_dir), spec, out_result=Path(args.out), out_maps=Path(args.maps)
-    )
+        Path(args.model), Path(args.class_dir), spec, out_result=Path(args.out), out_maps=Path(args.maps),
+        accel=accel_from_args(args),
+    )  # fmt: skip
     _print_metrics("draem", args, result)
     return 0
 
@@ -629,6 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--fpr-limit", type=float, default=0.3)
         p.add_argument("--batch-size", type=int, default=16, help="inference batch")
         if evaluation:
+            add_accel_args(p)
             p.add_argument("--model", required=True, help="the trained model file")
             p.add_argument("--out", required=True, help="result JSON")
             p.add_argument("--maps", required=True, help="anomaly maps and scores (.npz)")
@@ -677,7 +679,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--speed-batches", type=int, nargs="*", default=[],
         help="also time the maps at these batch sizes (s/image after 5 warm-up images)",
     )  # fmt: skip
-    add_accel_args(p)
     p.set_defaults(func=cmd_method_a)
 
     p = sub.add_parser(

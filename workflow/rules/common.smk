@@ -403,7 +403,7 @@ def method_a_run_args(wildcards):
     point = variant_to_json(resolve_variant(settings, wildcards.variant))
     return (
         f"--settings {shlex.quote(json.dumps(block, sort_keys=True))} "
-        f"--point {shlex.quote(json.dumps(point, sort_keys=True))} {accel_args()}"
+        f"--point {shlex.quote(json.dumps(point, sort_keys=True))}"
     )
 
 
@@ -433,6 +433,11 @@ def run_args(wildcards):
         f"--run-name {config['run_name']} --resolution {ev['resolution']} --fpr-limit {ev['fpr_limit']} "
         f"--weights-cache {config['backbone']['cache']} --device {config['device']}"
     )
+
+
+def eval_args(wildcards):
+    """run_args of an evaluation job: also the GPU fast path of its network evaluations."""
+    return f"{run_args(wildcards)} {accel_args()}"
 
 
 def method_results():

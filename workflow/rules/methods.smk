@@ -27,7 +27,7 @@ rule method_a:
         settings=method_a_run_args,
         batch_size=lambda wc: config["methods"]["method_a"]["inference"]["batch_size"],
         speed=method_a_speed_batches,
-        args=run_args,
+        args=eval_args,
     shell:
         "{params.texad} method-a --model {input.model} --class-dir {params.class_dir} --variant {wildcards.variant} "
         "{params.settings} {params.args} --batch-size {params.batch_size} {params.speed} "
@@ -120,7 +120,7 @@ rule simplenet:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         settings=lambda wc: settings_json("simplenet"),
-        args=run_args,
+        args=eval_args,
     shell:
         "{params.texad} simplenet --model {input.model} --class-dir {params.class_dir} "
         "--settings {params.settings} {params.args} --out {output.result} --maps {output.maps} > {log} 2>&1"
@@ -148,7 +148,7 @@ rule draem:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         settings=lambda wc: settings_json("draem"),
-        args=run_args,
+        args=eval_args,
     shell:
         "{params.texad} draem --model {input.model} --class-dir {params.class_dir} "
         "--settings {params.settings} {params.args} --out {output.result} --maps {output.maps} > {log} 2>&1"

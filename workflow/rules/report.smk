@@ -44,6 +44,8 @@ rule table_html:
         ),
     log:
         "results/logs/table_html/{group}/{table}.log",
+    benchmark:
+        "results/benchmarks/table_html/{group}/{table}.tsv"
     wildcard_constraints:
         group="benchmark|paper|ablation",
     localrule: True
@@ -138,6 +140,8 @@ rule ablation_curves:
         pdf="results/figures/ablation_{method}.pdf",
     log:
         "results/logs/ablation_curves/{method}.log",
+    benchmark:
+        "results/benchmarks/ablation_curves/{method}.tsv"
     wildcard_constraints:
         method="method_a|method_b",
     localrule: True
@@ -174,6 +178,8 @@ rule speed_accuracy:
         pdf="results/figures/speed_accuracy.pdf",
     log:
         "results/logs/speed_accuracy.log",
+    benchmark:
+        "results/benchmarks/speed_accuracy.tsv"
     localrule: True
     conda:
         "../../envs/texad-cpu.yaml"

@@ -60,7 +60,7 @@ def run_method_b(
     out_maps: Path,
     accel: Accel = FP32,
 ) -> dict:
-    """``accel``: the GPU fast path of the U-Net and feature extractor evaluations (fp32 eager on a CPU)."""
+    """``accel``: the GPU fast path of the U-Net evaluations (fp32 eager on a CPU)."""
     device = torch.device(spec.device)
     accel = accel.on(device)
     model, schedule, meta = load_diffusion_model(model_path, device=spec.device)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from texad.accel import FP32, Accel
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import grid_size
@@ -50,11 +51,15 @@ def run_draem(
     *,
     out_result: str | Path,
     out_maps: str | Path,
+    accel: Accel = FP32,
 ) -> dict:
     """Evaluate the model at ``model_path`` on ``class_dir``'s test split; writes the result JSON and the
-    maps ``.npz`` (maps on the grid, scores, labels, paths, reconstructions) and returns the result."""
+    maps ``.npz`` (maps on the grid, scores, labels, paths, reconstructions) and returns the result.
+    ``accel``: the GPU fast path of both networks (fp32 on a CPU)."""
     device = torch.device(spec.device)
+    accel = accel.on(device)
     recon, disc, meta = load_draem_model(model_path, device)
+    recon, disc = accel.prepare(recon, device), accel.prepare(disc, device)
     settings = meta["settings"]
     if (meta["dataset"], meta["class"]) != (spec.dataset, spec.class_name):
         raise ValueError(
@@ -107,6 +112,7 @@ def run_draem(
             "images_per_s": len(data) / inference_s if inference_s > 0 else None,
             "nfe_per_image": None,
         },
+        precision=accel.precision,
         config_hash=settings_hash({"settings": used, "model_hash": meta["model_hash"]}),
         backbone=None,
         model_hash=meta["model_hash"],

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from texad.accel import FP32, Accel
 from texad.evaluation.grid import gaussian_smooth
 
 from .model import SimpleNet
@@ -35,9 +36,17 @@ def anomaly_maps(patch_scores: torch.Tensor, size: int, sigma: float) -> np.ndar
 
 @torch.no_grad()
 def predict(
-    model: SimpleNet, images: torch.Tensor, *, sigma: float, batch_size: int, device: str | torch.device
+    model: SimpleNet,
+    images: torch.Tensor,
+    *,
+    sigma: float,
+    batch_size: int,
+    device: str | torch.device,
+    accel: Accel = FP32,
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Maps (N, S, S) at the input size, image scores (N,) and the seconds it took (incl. smoothing).
+
+    ``accel``: autocast of the backbone, adaptor and discriminator on CUDA (scores and maps stay float32).
 
     Puts the model in eval mode (the discriminator's BatchNorm uses its running statistics) and leaves it
     there; a training loop calling this must switch back to train mode itself.
@@ -48,7 +57,8 @@ def predict(
     maps, scores = [], []
     start = time.perf_counter()
     for i in range(0, images.shape[0], batch_size):
-        patch = model.patch_scores(images[i : i + batch_size].to(dev))
+        with accel.on(dev).autocast(dev):
+            patch = model.patch_scores(images[i : i + batch_size].to(dev)).float()
         scores.append(image_scores(patch).float().cpu().numpy())
         maps.append(anomaly_maps(patch, size, sigma))
     seconds = time.perf_counter() - start

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from texad.accel import FP32, Accel
 from texad.config.identity import settings_hash
 from texad.evaluation.protocol import evaluate_on_grid
 from texad.methods.common import run_result, save_maps
@@ -71,10 +72,10 @@ def run_model_hash(spec: RunSpec, settings: SimpleNetSettings) -> str:
 
 
 def _score(
-    model: SimpleNet, test: TestSet, spec: RunSpec, sigma: float
+    model: SimpleNet, test: TestSet, spec: RunSpec, sigma: float, accel: Accel = FP32
 ) -> tuple[dict, np.ndarray, np.ndarray, float]:
     maps, scores, seconds = predict(
-        model, test.images, sigma=sigma, batch_size=spec.batch_size, device=spec.device
+        model, test.images, sigma=sigma, batch_size=spec.batch_size, device=spec.device, accel=accel
     )
     metrics, on_grid = evaluate_on_grid(maps, scores, test.masks, test.labels, fpr_limit=spec.fpr_limit)
     return metrics, on_grid, scores, seconds
@@ -129,9 +130,12 @@ def evaluate_model(
     model_path: Path,
     out_result: Path,
     out_maps: Path,
+    accel: Accel = FP32,
 ) -> dict:
     """Score the test set with the model in ``model_path`` (it must match ``spec`` + ``settings``), evaluate
-    on the grid, write the result JSON and the maps npz; returns the result dict."""
+    on the grid, write the result JSON and the maps npz; returns the result dict. ``accel``: the GPU fast
+    path of the network evaluations (fp32 on a CPU)."""
+    accel = accel.on(spec.device)
     model, _, meta = load_simplenet(model_path, weights_cache=spec.weights_cache, device=spec.device)
     expected = run_model_hash(spec, settings)
     if meta["model_hash"] != expected:
@@ -139,7 +143,7 @@ def evaluate_model(
             f"{model_path} holds SimpleNet model {meta['model_hash']}, but this run's settings give {expected}"
         )
     test = load_test_set(Path(class_dir), settings, spec.resolution)
-    metrics, on_grid, scores, inference_s = _score(model, test, spec, settings.smoothing_sigma)
+    metrics, on_grid, scores, inference_s = _score(model, test, spec, settings.smoothing_sigma, accel)
     save_maps(
         out_maps,
         maps=on_grid.astype(np.float16),
@@ -161,6 +165,7 @@ def evaluate_model(
             "images_per_s": n_images / inference_s if inference_s > 0 else None,
             "nfe_per_image": None,
         },
+        precision=accel.precision,
         config_hash=settings_hash(
             {"method": METHOD, "settings": settings.as_dict(), "backbone_weights": spec.backbone_weights}
         ),
