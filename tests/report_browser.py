@@ -73,9 +73,11 @@ def find_chromium(install: bool = True) -> str | None:
             return path
     if install and shutil.which("apt-get") and os.geteuid() == 0:
         env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(
-            ["apt-get", "install", "-y", "-q", APT_PACKAGE], env=env, capture_output=True, timeout=900
-        )
+        install = ["apt-get", "install", "-y", "-q", APT_PACKAGE]
+        if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+            # a fresh machine may have no package lists yet
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, timeout=900)
+            subprocess.run(install, env=env, capture_output=True, timeout=900)
         return shutil.which(APT_PACKAGE)
     return None
 
