@@ -42,13 +42,7 @@ F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The machine is shared: one intra-op thread, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _const_score_model(sde, c: torch.Tensor, pixel_scale: float = 1.0, offset: float = 0.0) -> ScoreModel:
