@@ -408,7 +408,7 @@ def method_a_run_args(wildcards):
 
 
 def accel_args():
-    """The GPU fast path of the diffusion methods' inference (ignored on a CPU: the result records fp32)."""
+    """The GPU fast path of an evaluation job's network evaluations (ignored on a CPU: results record fp32)."""
     args = f"--precision {config['precision']}"
     if config["channels_last"]:
         args += " --channels-last"
@@ -442,9 +442,7 @@ def eval_args(wildcards):
 
 def method_results():
     """The result JSON of every enabled, implemented method on every enabled class and seed."""
-    methods = [
-        m for m in IMPLEMENTED_METHODS if config["methods"].get(m, {}).get("enabled")
-    ]
+    methods = enabled_methods()
     return [
         f"results/runs/{d}/{c}/{m}/default/seed{s}.json"
         for d in enabled_class_datasets()
@@ -506,6 +504,7 @@ PUBLISHED = os.path.join(workflow.basedir, "workflow", "report", "published.yaml
 
 
 def enabled_methods():
+    """The implemented methods the config enables."""
     return [
         m for m in IMPLEMENTED_METHODS if config["methods"].get(m, {}).get("enabled")
     ]
