@@ -21,7 +21,7 @@ from texad.methods.conditioned_blur import (
     pixel_distance,
     reconstruct,
 )
-from texad.methods.conditioned_blur.anomaly_map import aggregate_3x3
+from texad.methods.conditioned_blur.anomaly_map import aggregate_3x3, fusion_scale
 from texad.methods.conditioned_blur.infer import blur_guidance_input, time_grid
 
 F64 = torch.float64
@@ -433,3 +433,13 @@ def test_anomaly_maps_smooth_and_score_by_max():
     assert MapSettings().smoothing_sigma == 4.0 and MapSettings().layers == ("layer2", "layer3")
     with pytest.raises(ValueError):
         MapSettings(fusion_norm="batch")
+
+
+def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():
+    g = torch.Generator().manual_seed(3)
+    dp, df = torch.rand(20, 4, 4, generator=g), torch.rand(20, 4, 4, generator=g) * 3
+    scale = fusion_scale(dp[:5], df[:5], 1.0)
+    assert torch.equal(scale, df[:5].max() / dp[:5].max())
+    for norm in ("test_set", "batch16"):
+        torch.testing.assert_close(fuse(dp, df, 2.0, norm, scale), df + 2.0 * scale * dp)
+    assert fusion_scale(torch.zeros(2, 3, 3), df[:2], 1.0) is None and fusion_scale(dp, df, 0.0) is None

@@ -482,26 +482,16 @@ class MethodBPredictor(Predictor):
                 )
         return torch.cat(d_pixel), torch.cat(d_feature)
 
-    def _fixed(self, d_pixel: torch.Tensor, d_feature: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """``fuse``'s A = D_f + v * scale * D_p at the calibrated scale, then smoothing and max as
-        :func:`anomaly_maps`."""
-        from texad.evaluation.grid import gaussian_smooth
-
-        fused = d_feature + self.map_cfg.v * self._scale_t * d_pixel.to(d_feature.dtype)
-        maps = gaussian_smooth(fused, self.map_cfg.smoothing_sigma)
-        return maps, maps.reshape(maps.shape[0], -1).max(axis=1)
-
     def calibrate(self, images, seeds):
-        from texad.methods.conditioned_blur.anomaly_map import anomaly_maps
+        from texad.methods.conditioned_blur.anomaly_map import anomaly_maps, fusion_scale
 
         d_pixel, d_feature = self._distances(images, seeds)
         if self.settings["fusion_scale"] == "folder":
             return anomaly_maps(d_pixel, d_feature, self.map_cfg)
-        p_max = d_pixel.max()
-        zero = float(p_max) == 0.0 or self.map_cfg.v == 0
-        self._scale_t = torch.zeros(()) if zero else d_feature.max() / p_max
+        scale = fusion_scale(d_pixel, d_feature, self.map_cfg.v)
+        self._scale_t = torch.zeros(()) if scale is None else scale
         self.scale = float(self._scale_t)
-        return self._fixed(d_pixel, d_feature)
+        return anomaly_maps(d_pixel, d_feature, self.map_cfg, scale=self._scale_t)
 
     def maps(self, images, seeds):
         from texad.methods.conditioned_blur.anomaly_map import anomaly_maps
@@ -511,7 +501,7 @@ class MethodBPredictor(Predictor):
             return anomaly_maps(d_pixel, d_feature, self.map_cfg)
         if self.scale is None:
             raise RuntimeError("Method B fuses at the normal images' scale: call calibrate() first")
-        return self._fixed(d_pixel, d_feature)
+        return anomaly_maps(d_pixel, d_feature, self.map_cfg, scale=self._scale_t)
 
     def record(self):
         return {"fusion_scale_value": self.scale, "backbone": self.backbone}

@@ -29,6 +29,7 @@ __all__ = [
     "pixel_distance",
     "aggregate_3x3",
     "feature_distance",
+    "fusion_scale",
     "fuse",
     "anomaly_maps",
 ]
@@ -129,11 +130,24 @@ def _as_tensor(a: Any) -> torch.Tensor:
     return t
 
 
-def fuse(d_pixel: Any, d_feature: Any, v: float, norm: str) -> torch.Tensor:
+def fusion_scale(d_pixel: torch.Tensor, d_feature: torch.Tensor, v: float) -> torch.Tensor | None:
+    """max D_f / max D_p of a set of maps (a 0-d tensor), or None when the pixel term vanishes (v = 0 or
+    D_p zero everywhere)."""
+    pmax = d_pixel.max()
+    if float(pmax) == 0.0 or v == 0:
+        return None
+    return d_feature.max() / pmax
+
+
+def fuse(
+    d_pixel: Any, d_feature: Any, v: float, norm: str, scale: torch.Tensor | None = None
+) -> torch.Tensor:
     """A = D_f + v * (max D_f / max D_p) * D_p for maps (N, H, W) (tensors or arrays); returns a tensor.
 
     ``norm="test_set"``: maxima over all N maps; ``"batch16"``: over consecutive chunks of 16 (the last
-    chunk may be shorter). A chunk whose D_p is zero everywhere contributes no pixel term.
+    chunk may be shorter). A chunk whose D_p is zero everywhere contributes no pixel term. ``scale``: a fixed
+    max D_f / max D_p for all maps instead (``texad predict``: the normal images' scale, so that a score does
+    not depend on the other images scored with it).
     """
     if norm not in FUSION_NORMS:
         raise ValueError(f"norm must be one of {FUSION_NORMS}, got {norm!r}")
@@ -141,23 +155,23 @@ def fuse(d_pixel: Any, d_feature: Any, v: float, norm: str) -> torch.Tensor:
     if dp.shape != df.shape or dp.ndim < 1:
         raise ValueError(f"d_pixel {tuple(dp.shape)} and d_feature {tuple(df.shape)} must have equal shapes")
     dp = dp.to(df.dtype)
+    if scale is not None:
+        return df + v * scale * dp
     chunk = dp.shape[0] if norm == "test_set" else _DDAD_BATCH
     out = []
     for i in range(0, dp.shape[0], max(chunk, 1)):
         p, f = dp[i : i + chunk], df[i : i + chunk]
-        pmax = p.max()
-        if float(pmax) == 0.0 or v == 0:
-            out.append(f.clone())
-        else:
-            out.append(f + v * (f.max() / pmax) * p)
+        s = fusion_scale(p, f, v)
+        out.append(f.clone() if s is None else f + v * s * p)
     return torch.cat(out, dim=0) if out else df.clone()
 
 
 def anomaly_maps(
-    d_pixel_all: Any, d_feature_all: Any, settings: MapSettings
+    d_pixel_all: Any, d_feature_all: Any, settings: MapSettings, scale: torch.Tensor | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused, smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map."""
-    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm)
+    """Fused, smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map; ``scale``:
+    see :func:`fuse`."""
+    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm, scale)
     maps = gaussian_smooth(fused, settings.smoothing_sigma)
     scores = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.shape[0] else np.zeros(0, np.float32)
     return maps, scores
