@@ -5,7 +5,8 @@ import argparse
 import pytest
 import torch
 
-from texad.accel import FP32, Accel, AcceleratedModule, accel_from_args, add_accel_args
+from texad.accel import FP32, Accel, accel_from_args, add_accel_args
+from texad.accel_module import AcceleratedModule
 from texad.diffusion.unet import build_unet
 
 

@@ -86,7 +86,7 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "check_class": 3,
         "contact_sheet": 3,
         "train_score_model": 3,
-        "method_a": 3 * 9,  # default + K1, K2, n1, full_chain, 3 other measures, shared_ddpm
+        "method_a": 3 * 7,  # default + K1, K2, full_chain, 3 other measures
         "ablation_table": 2,
         "train_diffusion": 3,
         "method_b": 3 * 4,  # default + (w 0, s 0.5), (w 4, s 0), (w 0, s 0)

@@ -12,14 +12,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: commands without a network start without it
+    import torch
+    from torch import nn
 
-__all__ = ["PRECISIONS", "FP32", "Accel", "AcceleratedModule", "add_accel_args", "accel_from_args"]
+__all__ = ["PRECISIONS", "FP32", "Accel", "add_accel_args", "accel_from_args"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Accel:
 
     def on(self, device: torch.device | str) -> Accel:
         """What runs on ``device``: everything on CUDA; plain fp32 eager on a CPU."""
+        import torch
+
         if torch.device(device).type == "cuda":
             return self
         return FP32
@@ -46,7 +49,9 @@ class Accel:
         return self != FP32
 
     def autocast(self, device: torch.device | str):
-        dtype = _DTYPES.get(self.precision)
+        import torch
+
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.precision)
         if dtype is None or torch.device(device).type != "cuda":
             return contextlib.nullcontext()
         return torch.autocast("cuda", dtype=dtype)
@@ -56,6 +61,8 @@ class Accel:
         accel = self.on(device)
         if not accel.active:
             return module
+        from texad.accel_module import AcceleratedModule
+
         return AcceleratedModule(module, accel, device)
 
     def as_dict(self) -> dict:
@@ -63,39 +70,6 @@ class Accel:
 
 
 FP32 = Accel()  # plain eager fp32: the CPU path, and the default
-
-
-def _to_float32(value):
-    if torch.is_tensor(value):
-        return value.float() if value.is_floating_point() else value
-    if isinstance(value, tuple | list):
-        return type(value)(_to_float32(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_float32(v) for k, v in value.items()}
-    return value
-
-
-class AcceleratedModule(nn.Module):
-    """``inner`` evaluated with the fast path; inputs and outputs keep the caller's float32 contract."""
-
-    def __init__(self, inner: nn.Module, accel: Accel, device: torch.device | str) -> None:
-        super().__init__()
-        self.accel = accel
-        self.device = torch.device(device)
-        if accel.channels_last:
-            inner = inner.to(memory_format=torch.channels_last)
-        self.inner = inner
-        self._call = torch.compile(inner) if accel.compile else inner
-
-    def forward(self, *args, **kwargs):
-        if self.accel.channels_last:
-            args = tuple(
-                a.contiguous(memory_format=torch.channels_last) if torch.is_tensor(a) and a.ndim == 4 else a
-                for a in args
-            )
-        with self.accel.autocast(self.device):
-            out = self._call(*args, **kwargs)
-        return _to_float32(out)
 
 
 def add_accel_args(parser: argparse.ArgumentParser) -> None:

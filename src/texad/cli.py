@@ -743,8 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from texad.config import ConfigError
     from texad.data.download import DownloadError
-    from texad.data.layout import LayoutError
-    from texad.data.mvtec import DatasetError
+    from texad.data.layout import DatasetError, LayoutError
     from texad.data.stage import LicenceNotAccepted
 
     expected_errors = (ConfigError, FileNotFoundError, FileExistsError, ValueError, DownloadError, LayoutError,

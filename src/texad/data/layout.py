@@ -19,6 +19,13 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 
 
+class DatasetError(RuntimeError):
+    """An image or mask that cannot be used; the message names the file and what to do.
+
+    Defined here, apart from the torch Dataset in :mod:`texad.data.mvtec`, so that the CLI can name it
+    without importing torch."""
+
+
 class LayoutError(RuntimeError):
     """A dataset folder that does not have the expected layout; the message names the files."""
 

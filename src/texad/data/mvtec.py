@@ -14,12 +14,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision.transforms.v2 import functional as TF
 
-from texad.data.layout import Sample, list_samples
+from texad.data.layout import DatasetError, Sample, list_samples
 from texad.evaluation.grid import resize_masks
-
-
-class DatasetError(RuntimeError):
-    """An image or mask that cannot be used; the message names the file and what to do."""
 
 
 def read_image(path: Path) -> Image.Image:
