@@ -80,6 +80,43 @@ def test_bad_config_names_the_key(cfg, expected):
         assert fragment in str(err.value)
 
 
+def test_t_max_must_exceed_every_start_level():
+    """methods.method_b.train.t_max: each start step of inference, the ablation and Method A on the shared DDPM
+    is checked at start-up, and the message names the key."""
+    b = {"enabled": True, "train": {"t_max": 300}, "inference": {"t_start": 250},
+         "ablation": {"t_start": [150, 250, 350]}}  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        validate_config(with_change("methods.method_b", b))
+    text = str(err.value)
+    assert "methods.method_b.ablation.t_start[2]: starts at DDPM level 350" in text
+    assert "methods.method_b.train.t_max = 300" in text and "t_start[1]" not in text
+    validate_config(with_change("methods.method_b", {**b, "ablation": {"t_start": [150, 250]}}))
+    with pytest.raises(ConfigError, match=r"t_max: 2000 exceeds methods.method_b.diffusion.timesteps = 1000"):
+        validate_config(with_change("methods.method_b", {**b, "train": {"t_max": 2000}}))
+    # Method A on Method B's DDPM: sigma_hi 0.8 is DDPM level 351 of the default schedule
+    cfg = with_change("methods.method_b", {**b, "ablation": {"t_start": [250]}})
+    cfg["methods"]["method_a"] = {
+        "enabled": True,
+        "inference": {"sigma_hi": 0.8},
+        "ablation": {"shared_ddpm": True},
+    }
+    with pytest.raises(ConfigError, match=r"methods.method_a.inference.sigma_hi: starts at DDPM level 351.1"):
+        validate_config(cfg)
+    cfg["methods"]["method_a"]["inference"]["sigma_hi"] = 0.4  # level 217
+    validate_config(cfg)
+
+
+def test_ddpm_level_of_sigma_matches_the_discrete_vp_view():
+    from texad.config.checks import ddpm_level_of_sigma
+    from texad.diffusion.schedules import NoiseSchedule
+    from texad.diffusion.sde import DiscreteVP
+
+    vp = DiscreteVP(NoiseSchedule.linear(1000, 1e-4, 0.02))
+    for sigma in (0.01, 0.2, 0.4, 0.8, 3.0):
+        ref = float(vp.time_of_sigma(2 * sigma)) * 999
+        assert ddpm_level_of_sigma(sigma, 1000, 1e-4, 0.02) == pytest.approx(ref, abs=1e-6)
+
+
 def test_every_error_is_reported_at_once():
     cfg = with_change("device", "gpu")
     cfg["seeds"] = [-1]

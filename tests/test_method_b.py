@@ -22,7 +22,7 @@ from texad.methods.conditioned_blur import (
     reconstruct,
 )
 from texad.methods.conditioned_blur.anomaly_map import aggregate_3x3, fusion_scale
-from texad.methods.conditioned_blur.infer import blur_guidance_input, time_grid
+from texad.methods.conditioned_blur.infer import blur_guidance_input, draw_seed, time_grid
 
 F64 = torch.float64
 
@@ -212,6 +212,40 @@ def test_results_do_not_depend_on_batch_composition(sch):
     assert (other - full[:1]).abs().max() > 1e-6
     again, _ = reconstruct(model, sch, x, settings, seeds=[10, 20, 30])
     assert torch.equal(again, full)
+
+
+@pytest.mark.parametrize("s", [0.0, 0.5])
+def test_draws_average_independent_single_draw_reconstructions(sch, s):
+    """draws = K is the mean of K single-draw runs, draw k of an image seeded with draw_seed(seed, k); draw 0 is
+    the single-draw run itself, and the cost is K times its network evaluations."""
+    model = TinyEps()
+    x = _images(2)
+    seeds = [4, 8]
+    one, info1 = reconstruct(model, sch, x, ReconstructionSettings(s=s), seeds=seeds)
+    three, info3 = reconstruct(model, sch, x, ReconstructionSettings(s=s, draws=3), seeds=seeds)
+    assert info3["nfe_per_image"] == 3 * info1["nfe_per_image"]
+    assert draw_seed(4, 0) == 4 and len({draw_seed(4, k) for k in range(3)}) == 3
+    for i, seed in enumerate(seeds):
+        runs = [
+            reconstruct(model, sch, x[i : i + 1], ReconstructionSettings(s=s), seeds=[draw_seed(seed, k)])[0]
+            for k in range(3)
+        ]
+        torch.testing.assert_close(runs[0], one[i : i + 1], atol=0, rtol=0)
+        torch.testing.assert_close(three[i : i + 1], sum(runs) / 3, atol=1e-12, rtol=1e-12)
+    # the draws differ (eta = 1 and the partial noise), so the mean is not any one of them
+    assert (three - one).abs().max() > 1e-6
+    with pytest.raises(ValueError, match="draws"):
+        ReconstructionSettings(draws=0)
+
+
+def test_draws_leave_an_oracle_reconstruction_exact(sch):
+    x0 = _images(2)
+
+    def oracle(x_t, t):
+        return sch.predict_eps(x_t, t, x0)
+
+    rec, _ = reconstruct(oracle, sch, x0, ReconstructionSettings(w=4.0, s=0.0, draws=4), seeds=[0, 1])
+    torch.testing.assert_close(rec, x0, atol=1e-8, rtol=0)
 
 
 def test_float32_input_keeps_dtype_and_needs_one_seed_per_image(sch):
@@ -433,6 +467,38 @@ def test_anomaly_maps_smooth_and_score_by_max():
     assert MapSettings().smoothing_sigma == 4.0 and MapSettings().layers == ("layer2", "layer3")
     with pytest.raises(ValueError):
         MapSettings(fusion_norm="batch")
+
+
+def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
+    """normalise=train_stats: (A - mu) / (sd + 1e-6) per pixel, with mu, sd of the training maps fused at the
+    test maps' scale, then smoothed; the image score is the max of the result."""
+    g = torch.Generator().manual_seed(3)
+    dp, df = torch.rand(5, 8, 8, generator=g), torch.rand(5, 8, 8, generator=g)
+    tp, tf = torch.rand(4, 8, 8, generator=g), torch.rand(4, 8, 8, generator=g)
+    cfg = MapSettings(v=1.5, smoothing_sigma=1.0, normalise="train_stats")
+    maps, scores = anomaly_maps(dp, df, cfg, train=(tp, tf))
+    scale = df.max() / dp.max()
+    a_test = (df + 1.5 * scale * dp).double().numpy()
+    a_train = (tf + 1.5 * scale * tp).double().numpy()
+    z = (a_test - a_train.mean(0)) / (a_train.std(0) + 1e-6)
+    np.testing.assert_allclose(maps, gaussian_smooth(z, 1.0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scores, maps.reshape(5, -1).max(1))
+    # a position effect that every map shares (a brighter border row) cancels exactly at a fixed fusion scale
+    border = torch.zeros(8, 8)
+    border[0] = 5.0
+    plain, _ = anomaly_maps(dp, df, cfg, scale=scale, train=(tp, tf))
+    shifted, _ = anomaly_maps(dp + border, df, cfg, scale=scale, train=(tp + border, tf))
+    np.testing.assert_allclose(shifted, plain, rtol=1e-4, atol=1e-4)
+    unnormalised, _ = anomaly_maps(dp + border, df, MapSettings(v=1.5, smoothing_sigma=1.0), scale=scale)
+    assert (unnormalised[:, 0] > unnormalised[:, 4:].max()).all()  # without it, the border row dominates
+    with pytest.raises(ValueError, match="train="):
+        anomaly_maps(dp, df, cfg)
+    with pytest.raises(ValueError, match="fusion_norm"):
+        MapSettings(normalise="train_stats", fusion_norm="batch16")
+    with pytest.raises(ValueError, match="normalise"):
+        MapSettings(normalise="z")
+    with pytest.raises(ValueError, match="normalise_images"):
+        MapSettings(normalise="train_stats", normalise_images=1)
 
 
 def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():

@@ -115,6 +115,25 @@ def method_b_run(data) -> Path:
 
 
 @pytest.fixture(scope="module")
+def method_b_normalised_run(data, method_b_run) -> Path:
+    """Method B with the train_stats normalisation (on 4 training images) and 2 draws, on the same DDPM."""
+    from texad.methods.conditioned_blur.anomaly_map import MapSettings
+    from texad.methods.conditioned_blur.infer import ReconstructionSettings
+    from texad.methods.conditioned_blur.run import RunSpec, run_method_b
+
+    model = next((data.results / "models" / DATASET / CLASS / f"seed{SEED}").glob("ddpm-*.pt"))
+    spec = RunSpec(run_name="t", dataset=DATASET, class_name=CLASS, variant="normalised", seed=SEED,
+                   backbone="efficientnet_lite0", backbone_weights="efficientnet_lite0", weights_cache=None,
+                   resolution=32, batch_size=8)  # fmt: skip
+    recon = ReconstructionSettings(t_start=100, skip=50, blur_kernel=15, draws=2)
+    maps_cfg = MapSettings(smoothing_sigma=2.0, feature_size=64, normalise="train_stats", normalise_images=4)
+    out = data.results / "runs" / DATASET / CLASS / "method_b" / "normalised" / f"seed{SEED}.json"
+    run_method_b(model, data.class_dir, spec, recon, maps_cfg, out_result=out,
+                 out_maps=data.maps_path("method_b_normalised"))  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
 def method_a_run(data) -> Path:
     from texad.diffusion.training import train_diffusion
     from texad.methods.score_tscales.run import MethodASettings, RunSpec, run_method_a
@@ -242,6 +261,22 @@ def test_method_b_default_fixes_the_fusion_scale_on_the_normal_images(data, meth
     shutil.copy(data.flat / names[0], single / names[0])  # the first image keeps its index, hence its noise
     predict_folder(method_b_run, single, tmp_path / "single", normal=data.normal, fpr=0.5, device="cpu")
     assert _scores(tmp_path / "single")[1][0] == pytest.approx(scores[0], rel=1e-5)
+
+
+def test_method_b_train_stats_normalisation_reproduces_the_benchmark(data, method_b_normalised_run, tmp_path):
+    """The run's first 4 training images give the statistics, with the benchmark's per-image training seeds."""
+    result = json.loads(method_b_normalised_run.read_text())
+    assert result["evaluation"]["switches"]["normalise"] == "train_stats"
+    assert result["timings"]["nfe_per_image"] == 2 * 2 * 2  # 2 draws x 2 steps x (1 + blur guidance)
+    with pytest.raises(ValueError, match="--train-images"):
+        predict_folder(method_b_normalised_run, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
+    train = data.class_dir / "train" / "good"
+    predict_folder(method_b_normalised_run, data.flat, tmp_path / "n", normal=data.normal, train_images=train,
+                   fpr=0.25, device="cpu", settings={"fusion_scale": "folder"})  # fmt: skip
+    _check_outputs(data, tmp_path / "n", 0.25, map_side=32)
+    np.testing.assert_allclose(
+        _scores(tmp_path / "n")[1], _benchmark_scores(data, "method_b_normalised"), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_method_a_result_reproduces_the_benchmark(data, method_a_run, tmp_path):

@@ -238,11 +238,14 @@ def test_model_hash_tracks_shaping_settings():
         grad_clip=0.0,
         dataset="mvtec",
         class_name="grid",
+        t_max=300,
     )
     for name, value in changes.items():
         assert dataclasses.replace(s, **{name: value}).model_hash() != h, name
-    # every field is in the identity
-    assert set(s.identity()) == {f.name for f in dataclasses.fields(s)} | {"format"}
+    # every field is in the identity; t_max only when set (full-range models kept their names)
+    fields = {f.name for f in dataclasses.fields(s)}
+    assert set(s.identity()) == fields - {"t_max"} | {"format"}
+    assert set(dataclasses.replace(s, t_max=300).identity()) == fields | {"format"}
 
 
 def test_model_hash_ignores_run_options(class_dir, tmp_path):
@@ -253,6 +256,39 @@ def test_model_hash_ignores_run_options(class_dir, tmp_path):
     b = torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["model_hash"] == b["model_hash"] == s.model_hash()
     _assert_state_equal(a["state_dict"], b["state_dict"])
+
+
+def test_t_max_restricts_the_training_levels_and_guards_their_use(class_dir, tmp_path, monkeypatch):
+    """train.t_max: every training step draws t < t_max; the model file records it, and a later use of the model
+    above that level is refused (while full-range models accept any level)."""
+    from texad.diffusion import losses
+    from texad.diffusion.training import require_trained_level
+
+    g = torch.Generator().manual_seed(0)
+    t = losses.sample_timesteps(NoiseSchedule.linear(), 20000, "cpu", g, t_max=300)
+    assert int(t.min()) == 0 and int(t.max()) == 299
+    with pytest.raises(ValueError, match="t_max"):
+        losses.sample_timesteps(NoiseSchedule.linear(), 4, "cpu", g, t_max=1001)
+    with pytest.raises(ValueError, match="t_max"):
+        _settings(t_max=0)
+
+    seen: list[torch.Tensor] = []
+    real = losses.sample_timesteps
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append(out)
+        return out
+
+    monkeypatch.setattr(losses, "sample_timesteps", spy)
+    _train(class_dir, tmp_path, "m", _settings(epochs=3, t_max=40))
+    assert seen and int(torch.cat(seen).max()) < 40
+    _, _, meta = load_diffusion_model(tmp_path / "m.pt")
+    assert meta["settings"]["t_max"] == 40
+    require_trained_level(meta, 39, "a test")
+    with pytest.raises(ValueError, match=r"t = 40.*t < 40 only.*t_max"):
+        require_trained_level(meta, 40, "a test")
+    require_trained_level({"settings": {"t_max": None}, "model_hash": "x"}, 999, "a test")
 
 
 def test_ema_decay_warms_up_to_the_configured_value():

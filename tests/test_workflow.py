@@ -89,7 +89,8 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "method_a": 3 * 7,  # default + K1, K2, full_chain, 3 other measures
         "ablation_table": 2,
         "train_diffusion": 3,
-        "method_b": 3 * 4,  # default + (w 0, s 0.5), (w 4, s 0), (w 0, s 0)
+        # default + (w 0, s 0.5), (w 11, s 0), (w 0, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0)
+        "method_b": 4 + 4 + 2,
         "train_simplenet": 3,
         "simplenet": 3,
         "train_draem": 3,

@@ -215,6 +215,7 @@ def _diffusion_train_settings(args):
         ema=args.ema,
         grad_clip=args.grad_clip,
         seed=args.seed,
+        t_max=args.t_max,
     )
 
 
@@ -249,7 +250,7 @@ def cmd_adapt_features(args) -> int:
     import torch
 
     from texad.backbones.features import load_backbone
-    from texad.diffusion.training import load_diffusion_model, load_train_images
+    from texad.diffusion.training import load_diffusion_model, load_train_images, require_trained_level
     from texad.methods.conditioned_blur.domain_adaptation import (
         ADAPTATION_LAYERS,
         AdaptationSettings,
@@ -259,6 +260,7 @@ def cmd_adapt_features(args) -> int:
     device = resolve_device(args.device)
     torch.set_num_threads(max(1, args.threads))
     model, schedule, meta = load_diffusion_model(Path(args.model), device=device)
+    require_trained_level(meta, args.t_start, f"the feature adaptation of {Path(args.class_dir).name}")
     schedule = schedule.to(device)
     images = load_train_images(Path(args.class_dir), int(meta["settings"]["image_size"])).to(device)
     extractor = load_backbone(
@@ -448,6 +450,7 @@ def cmd_method_b(args) -> int:
         blur_kernel=args.blur_kernel,
         clip_x0=args.clip_x0,
         first_call_at_ts=args.first_call_at_ts,
+        draws=args.draws,
     )
     maps_cfg = MapSettings(
         v=args.v,
@@ -455,6 +458,8 @@ def cmd_method_b(args) -> int:
         layers=tuple(args.layers),
         fusion_norm=args.fusion_norm,
         feature_size=args.feature_size,
+        normalise=args.normalise,
+        normalise_images=args.normalise_images,
     )
     spec = RunSpec(
         run_name=args.run_name,
@@ -564,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beta-start", type=float, default=1e-4)
     p.add_argument("--beta-end", type=float, default=0.02)
     p.add_argument("--epochs", type=int, help="--kind ddpm: training epochs")
+    p.add_argument("--t-max", type=int, help="--kind ddpm: train on t < T_MAX only (default: every level)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--weight-decay", type=float, default=0.05)
@@ -598,12 +604,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-kernel", type=int, default=31)
     p.add_argument("--clip-x0", action="store_true")
     p.add_argument("--first-call-at-ts", action="store_true")
+    p.add_argument("--draws", type=int, default=1, help="reconstructions averaged per image (1 = DDAD)")
     p.add_argument("--v", type=float, default=1.0, help="weight of the pixel term in the fused map")
     add_accel_args(p)
     p.add_argument("--smoothing-sigma", type=float, default=4.0)
     p.add_argument("--layers", nargs="+", default=["layer2", "layer3"])
     p.add_argument("--fusion-norm", choices=["test_set", "batch16"], default="test_set")
     p.add_argument("--feature-size", type=int, help="resize both images to this side before the extractor")
+    p.add_argument(
+        "--normalise",
+        choices=["none", "train_stats"],
+        default="none",
+        help="standardise the maps per pixel by those of the training images (default: none, DDAD)",
+    )
+    p.add_argument("--normalise-images", type=int, help="training images of the statistics (default: all)")
     p.add_argument("--backbone", default="wide_resnet101_2")
     p.add_argument("--weights-cache", help="torchvision weight cache (TORCH_HOME), staged by stage_weights")
     p.add_argument("--adapted-features", help="fine-tuned extractor weights (texad adapt-features)")

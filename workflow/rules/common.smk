@@ -149,6 +149,7 @@ def ddpm_settings(dataset, cls, seed):
         "ema": b["train"]["ema"],
         "grad_clip": b["train"]["grad_clip"],
         "seed": int(seed),
+        **({"t_max": b["train"]["t_max"]} if b["train"]["t_max"] is not None else {}),
     }
 
 
@@ -260,7 +261,7 @@ def method_b_args(wildcards):
         f"--run-name {config['run_name']} --variant {wildcards.variant}",
         f"--t-start {point.t_start} --skip {point.skip} --eta {inf['eta']}",
         f"--w {point.w} --s {point.s}",
-        f"--blur-sigma {point.blur_sigma} --blur-kernel {inf['blur_kernel']}",
+        f"--blur-sigma {point.blur_sigma} --blur-kernel {inf['blur_kernel']} --draws {inf['draws']}",
         f"--v {inf['v']} --smoothing-sigma {inf['smoothing_sigma']} --fusion-norm {inf['fusion_norm']}",
         f"--backbone {inf['feature_backbone']} --weights-cache {config['backbone']['cache']}",
         f"--resolution {config['evaluation']['resolution']} --fpr-limit {config['evaluation']['fpr_limit']}",
@@ -269,6 +270,9 @@ def method_b_args(wildcards):
     ]
     if inf["feature_size"] is not None:
         args.append(f"--feature-size {inf['feature_size']}")
+    args.append(f"--normalise {inf['normalise']}")
+    if inf["normalise_images"] is not None:
+        args.append(f"--normalise-images {inf['normalise_images']}")
     for path in adapted_features(wildcards):
         args.append(f"--adapted-features {path}")
     if inf["clip_x0"]:

@@ -15,6 +15,8 @@ from typing import Any
 import jsonschema
 import yaml
 
+from texad.config.checks import cross_key_problems
+
 
 class ConfigError(ValueError):
     """A config (or result) that does not match its schema; the message lists every problem."""
@@ -154,6 +156,9 @@ def validate_config(config: dict, *, source: str | Path | None = None) -> dict:
     validate(config, "config", what=what)
     full = fill_defaults(config, schema)
     validate(full, "config", what=what)  # defaults themselves must be valid
+    problems = cross_key_problems(full)
+    if problems:
+        raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems))
     return full
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
-from torchvision.transforms.v2 import functional as TF
 
 from texad.data.layout import DatasetError, Sample, list_samples
 from texad.evaluation.grid import resize_masks
@@ -28,6 +28,18 @@ def read_image(path: Path) -> Image.Image:
         raise DatasetError(
             f"cannot read image {path}: {exc}. Re-download the dataset or remove the file."
         ) from exc
+
+
+def to_float_tensor(image: Image.Image) -> torch.Tensor:
+    """An RGB PIL image as a float32 (3, H, W) tensor in [0, 1] (torchvision's ``pil_to_tensor`` + ``to_dtype``
+    with ``scale=True``; plain torch, so evaluation jobs do not pay torchvision's import time)."""
+    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+
+
+def resize_bilinear(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize with antialiasing of a (C, H, W) float tensor: what torchvision's ``resize`` does on float
+    tensors (``F.interpolate``, ``align_corners=False``, ``antialias=True``)."""
+    return F.interpolate(tensor[None], size=list(size), mode="bilinear", align_corners=False, antialias=True)[0]
 
 
 def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -82,12 +94,9 @@ class MVTecDataset(torch.utils.data.Dataset):
         sample = self.samples[index]
         image = read_image(sample.path).convert("RGB")
         image_hw = (image.height, image.width)
-        tensor = TF.to_dtype(TF.pil_to_tensor(image), torch.float32, scale=True)
+        tensor = to_float_tensor(image)
         if tuple(tensor.shape[-2:]) != self.image_size:
-            tensor = TF.resize(
-                tensor, list(self.image_size), interpolation=TF.InterpolationMode.BILINEAR, antialias=True
-            )
-            tensor = tensor.clamp_(0.0, 1.0)
+            tensor = resize_bilinear(tensor, self.image_size).clamp_(0.0, 1.0)
         return {
             "image": tensor,
             "mask": self._mask(sample, image_hw),

@@ -20,12 +20,15 @@ def sample_timesteps(
     batch_size: int,
     device: torch.device | str,
     generator: torch.Generator | None = None,
+    t_max: int | None = None,
 ) -> torch.Tensor:
-    """t ~ U{0, ..., T-1}, shape (batch_size,), long, on ``device`` (drawn on the generator's device)."""
+    """t ~ U{0, ..., t_max-1} (``t_max`` None: T), shape (batch_size,), long, on ``device`` (drawn on the
+    generator's device)."""
+    high = schedule.num_timesteps if t_max is None else int(t_max)
+    if not 1 <= high <= schedule.num_timesteps:
+        raise ValueError(f"t_max must lie in [1, {schedule.num_timesteps}], got {t_max!r}")
     gen_device = generator.device if generator is not None else device
-    t = torch.randint(
-        0, schedule.num_timesteps, (batch_size,), generator=generator, device=gen_device, dtype=torch.long
-    )
+    t = torch.randint(0, high, (batch_size,), generator=generator, device=gen_device, dtype=torch.long)
     return t.to(device)
 
 
@@ -37,11 +40,12 @@ def epsilon_loss(
     reduction: Literal["sum_mean", "mean"] = "sum_mean",
     t: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    t_max: int | None = None,
 ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Noise-prediction loss for a batch of clean images ``x0`` (B, C, H, W).
 
-    Draws, in this order and from ``generator``: t ~ U{0..T-1} per item, then noise ~ N(0, I) like x0
-    (either can be passed instead). x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise; loss on (noise - model(x_t, t))^2:
+    Draws, in this order and from ``generator``: t ~ U{0..T-1} per item (U{0..t_max-1} when ``t_max`` is
+    given), then noise ~ N(0, I) like x0 (either can be passed instead). x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) noise; loss on (noise - model(x_t, t))^2:
 
     - ``"sum_mean"`` (DDAD): summed over all non-batch dimensions, averaged over the batch;
     - ``"mean"``: averaged over every element (= sum_mean / (C*H*W)).
@@ -53,7 +57,7 @@ def epsilon_loss(
     if x0.ndim < 2:
         raise ValueError("x0 must have a batch dimension and at least one more")
     if t is None:
-        t = sample_timesteps(schedule, x0.shape[0], x0.device, generator)
+        t = sample_timesteps(schedule, x0.shape[0], x0.device, generator, t_max)
     else:
         t = t.to(device=x0.device, dtype=torch.long)
     if noise is None:

@@ -6,6 +6,8 @@
   when it is smaller than a batch).
 - Objective: :func:`~texad.diffusion.losses.epsilon_loss` with ``reduction="sum_mean"`` (summed over
   C, H, W, averaged over the batch); timesteps and noise come from a seeded generator on the device.
+  ``t_max`` (None: all T levels, DDAD) trains on t < t_max only: partial-noise inference never visits the
+  levels above its start step, so a short CPU run spends all its steps where they are used.
 - Optimiser: ``Adam`` with coupled L2 weight decay (DDAD) or ``AdamW``; gradients clipped by global norm
   (``grad_clip > 0``); an EMA of the weights (``ema > 0``; ``ema == 0`` keeps the raw weights, as DDAD).
 - Mixed precision only on CUDA (``bf16`` autocast, or ``fp16`` autocast with a GradScaler); on CPU the run
@@ -60,6 +62,7 @@ __all__ = [
     "train_diffusion",
     "load_diffusion_model",
     "load_score_model",
+    "require_trained_level",
     "load_train_images",
 ]
 
@@ -110,8 +113,13 @@ class DiffusionTrainSettings:
     ema: float = 0.999
     grad_clip: float = 1.0
     seed: int = 0
+    t_max: int | None = None  # train on t < t_max only (None: every level, DDAD)
 
     def __post_init__(self) -> None:
+        if self.t_max is not None and not 1 <= int(self.t_max) <= int(self.timesteps):
+            raise ValueError(
+                f"t_max must lie in [1, timesteps={self.timesteps}] or be None, got {self.t_max!r}"
+            )
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
         for name in ("image_size", "timesteps", "epochs", "batch_size"):
@@ -127,8 +135,12 @@ class DiffusionTrainSettings:
             )
 
     def identity(self) -> dict:
-        """The settings hashed into :meth:`model_hash`: every field plus the format version."""
-        return {"format": FORMAT, **asdict(self)}
+        """The settings hashed into :meth:`model_hash`: every field plus the format version (``t_max`` only when
+        set, so the hashes of full-range models did not change when it was added)."""
+        fields = asdict(self)
+        if fields["t_max"] is None:
+            del fields["t_max"]
+        return {"format": FORMAT, **fields}
 
     def model_hash(self) -> str:
         return settings_hash(self.identity())
@@ -289,7 +301,9 @@ class _DDPMRecipe:
         pass
 
     def loss(self, model: torch.nn.Module, x0: torch.Tensor, noise_gen: torch.Generator) -> torch.Tensor:
-        loss, _ = epsilon_loss(model, self.schedule, x0, generator=noise_gen, reduction="sum_mean")
+        loss, _ = epsilon_loss(
+            model, self.schedule, x0, generator=noise_gen, reduction="sum_mean", t_max=self.s.t_max
+        )
         return loss
 
     def file_fields(self) -> dict:
@@ -586,6 +600,17 @@ def load_diffusion_model(
     )
     meta = {k: v for k, v in data.items() if k != "state_dict"}
     return model, schedule, meta
+
+
+def require_trained_level(meta: dict, t: float, what: str) -> None:
+    """Refuse to start ``what`` at DDPM level ``t`` when the model (``meta`` of :func:`load_diffusion_model`)
+    was trained on t < ``t_max`` only and ``t`` is not below it: the network never saw that noise level."""
+    t_max = meta["settings"].get("t_max")
+    if t_max is not None and t >= t_max:
+        raise ValueError(
+            f"{what} starts at DDPM level t = {t:g}, but model {meta['model_hash']} was trained on t < {t_max} "
+            "only (methods.method_b.train.t_max): lower the start step or retrain with a larger t_max"
+        )
 
 
 def load_score_model(

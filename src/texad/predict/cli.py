@@ -54,8 +54,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--normal", help="known-good images the model did not train on: they set the threshold")
     p.add_argument(
         "--train-images",
-        help="the model's training images (<class>/train/good): Method A's normalisation, and the threshold "
-        "when --normal is not given (optimistic)",
+        help="the model's training images (<class>/train/good): the train_stats normalisation (Method A, and "
+        "Method B when set), and the threshold when --normal is not given (optimistic)",
     )
     p.add_argument("--fpr", type=float, default=0.01, help="false-alarm rate allowed on the normal images")
     p.add_argument("--settings", help="inference-setting overrides as JSON, e.g. '{\"smoothing_sigma\": 2}'")

@@ -392,7 +392,7 @@ class MethodBPredictor(Predictor):
 
     def __init__(self, ref, device, batch_size, overrides, weights_cache):
         from texad.backbones.features import BACKBONES, load_backbone
-        from texad.diffusion.training import load_diffusion_model
+        from texad.diffusion.training import load_diffusion_model, require_trained_level
         from texad.methods.conditioned_blur.anomaly_map import MapSettings
         from texad.methods.conditioned_blur.domain_adaptation import load_adapted_state
         from texad.methods.conditioned_blur.infer import ReconstructionSettings
@@ -429,6 +429,7 @@ class MethodBPredictor(Predictor):
         )
 
         self.model, schedule, meta = load_diffusion_model(ref.model_path, device=self.device)
+        require_trained_level(meta, self.recon.t_start, "Method B's reconstruction")
         if ref.result is not None:
             _check_hash(ref, meta["model_hash"])
         self.schedule = schedule.to(self.device)
@@ -461,6 +462,8 @@ class MethodBPredictor(Predictor):
         self.backbone = extractor.describe()
         self.scale: float | None = None
         self._scale_t: torch.Tensor | None = None
+        self.needs_train_images = self.map_cfg.normalise == "train_stats"
+        self._train: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def _distances(self, images, seeds) -> tuple[torch.Tensor, torch.Tensor]:
         from texad.methods.conditioned_blur.anomaly_map import feature_distance, pixel_distance
@@ -482,26 +485,38 @@ class MethodBPredictor(Predictor):
                 )
         return torch.cat(d_pixel), torch.cat(d_feature)
 
+    def fit(self, train_images, seeds):
+        if self.needs_train_images:
+            n = self.map_cfg.normalise_images
+            if n is not None:  # the first n training images, as the benchmark run took them
+                train_images, seeds = train_images[:n], list(seeds)[:n]
+            self._train = self._distances(train_images, seeds)
+
+    def _anomaly_maps(self, d_pixel, d_feature, scale):
+        from texad.methods.conditioned_blur.anomaly_map import anomaly_maps
+
+        if self.needs_train_images and self._train is None:
+            raise RuntimeError("Method B normalises with training statistics: call fit() first")
+        return anomaly_maps(d_pixel, d_feature, self.map_cfg, scale=scale, train=self._train)
+
     def calibrate(self, images, seeds):
-        from texad.methods.conditioned_blur.anomaly_map import anomaly_maps, fusion_scale
+        from texad.methods.conditioned_blur.anomaly_map import fusion_scale
 
         d_pixel, d_feature = self._distances(images, seeds)
         if self.settings["fusion_scale"] == "folder":
-            return anomaly_maps(d_pixel, d_feature, self.map_cfg)
+            return self._anomaly_maps(d_pixel, d_feature, None)
         scale = fusion_scale(d_pixel, d_feature, self.map_cfg.v)
         self._scale_t = torch.zeros(()) if scale is None else scale
         self.scale = float(self._scale_t)
-        return anomaly_maps(d_pixel, d_feature, self.map_cfg, scale=self._scale_t)
+        return self._anomaly_maps(d_pixel, d_feature, self._scale_t)
 
     def maps(self, images, seeds):
-        from texad.methods.conditioned_blur.anomaly_map import anomaly_maps
-
         d_pixel, d_feature = self._distances(images, seeds)
         if self.settings["fusion_scale"] == "folder":
-            return anomaly_maps(d_pixel, d_feature, self.map_cfg)
+            return self._anomaly_maps(d_pixel, d_feature, None)
         if self.scale is None:
             raise RuntimeError("Method B fuses at the normal images' scale: call calibrate() first")
-        return anomaly_maps(d_pixel, d_feature, self.map_cfg, scale=self._scale_t)
+        return self._anomaly_maps(d_pixel, d_feature, self._scale_t)
 
     def record(self):
         return {"fusion_scale_value": self.scale, "backbone": self.backbone}

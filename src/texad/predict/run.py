@@ -27,7 +27,7 @@ quantile over every pixel of the normal images' maps. Heatmap colours run from t
 Noise (the diffusion methods): image i of a folder draws its noise from
 ``image_seed(seed, key, i)`` (:mod:`texad.methods.common`) with the run's seed (a model file: its training
 seed) and key ``<class>`` for ``--images`` (as the benchmark's test images), ``<class>/normal`` for
-``--normal`` and ``<class>/train`` for ``--train-images`` (as Method A's training statistics). Runs are
+``--normal`` and ``<class>/train`` for ``--train-images`` (as the benchmark's training statistics). Runs are
 bit-identical on the CPU and a score does not depend on the batch size (beyond float rounding), but an image's
 noise does depend on its position in the sorted folder, as a test image's does on its index.
 """
@@ -207,7 +207,7 @@ def predict_folder(
     """Score every image of ``images`` with ``model`` (a result JSON or a model file), threshold at ``fpr``
     on ``normal`` (else on ``train_images``, with a warning) and write the outputs into ``out``.
 
-    ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by Method A's
+    ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by the
     ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``). Returns the
     ``threshold.json`` content.
     """

@@ -17,6 +17,7 @@ results and building tables stays light.
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import os
@@ -77,10 +78,8 @@ def collect_versions(device: Any = None) -> dict:
 
     import texad
 
-    try:
-        import torchvision
-
-        tv_version: str | None = str(torchvision.__version__)
+    try:  # read from the installed metadata: importing torchvision costs a job seconds
+        tv_version: str | None = importlib.metadata.version("torchvision")
     except Exception:  # pragma: no cover - a broken torchvision install must not lose a result
         tv_version = None
 

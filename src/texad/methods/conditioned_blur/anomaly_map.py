@@ -7,6 +7,11 @@
   layer maps are summed.
 - A = D_f + v * (max D_f / max D_p) * D_p, the maxima taken over the whole test set ("test_set") or over
   consecutive chunks of 16 maps ("batch16", DDAD's test batches).
+- ``normalise="train_stats"`` (CHOSEN, not in DDAD; default "none"): the fused maps are standardised per pixel
+  by the fused maps of normal *training* images (:mod:`texad.evaluation.train_stats`, Method A's step), fused at
+  the test maps' scale so that both are the same function of D_p and D_f. It removes the score that normal
+  texture gets anyway, and the reconstruction's weaker borders, where a small model's maps otherwise peak on
+  normal images.
 - The fused maps are smoothed with a Gaussian (``texad.evaluation.grid.gaussian_smooth``); the image score
   is the maximum of the smoothed map.
 """
@@ -22,9 +27,11 @@ import torch
 import torch.nn.functional as F
 
 from texad.evaluation.grid import gaussian_smooth
+from texad.evaluation.train_stats import normalise_maps, train_statistics
 
 __all__ = [
     "FUSION_NORMS",
+    "NORMALISE",
     "MapSettings",
     "pixel_distance",
     "aggregate_3x3",
@@ -35,6 +42,7 @@ __all__ = [
 ]
 
 FUSION_NORMS = ("test_set", "batch16")
+NORMALISE = ("none", "train_stats")
 _DDAD_BATCH = 16
 
 Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -46,17 +54,29 @@ class MapSettings:
     ``layers``: extractor layers of D_f; ``fusion_norm``: "test_set" (CHOSEN default) or "batch16" (DDAD);
     ``feature_size``: side the input and reconstruction are resized to (bilinear) before the extractor, None
     = the diffusion image size (DDAD: 256 = 256). A small model (the 64-px CPU demo) leaves the extractor's
-    layer2/3 grids at 8x8/4x4; feeding it upsampled images keeps ImageNet-scale receptive fields."""
+    layer2/3 grids at 8x8/4x4; feeding it upsampled images keeps ImageNet-scale receptive fields.
+    ``normalise``: "none" (DDAD) or "train_stats" (module docstring); ``normalise_images``: how many training
+    images (the first, in file order) give the statistics, None = all."""
 
     v: float = 1.0
     smoothing_sigma: float = 4.0
     layers: tuple[str, ...] = ("layer2", "layer3")
     fusion_norm: str = "test_set"
     feature_size: int | None = None
+    normalise: str = "none"
+    normalise_images: int | None = None
 
     def __post_init__(self) -> None:
         if self.fusion_norm not in FUSION_NORMS:
             raise ValueError(f"fusion_norm must be one of {FUSION_NORMS}, got {self.fusion_norm!r}")
+        if self.normalise not in NORMALISE:
+            raise ValueError(f"normalise must be one of {NORMALISE}, got {self.normalise!r}")
+        if self.normalise == "train_stats" and self.fusion_norm != "test_set":
+            raise ValueError(
+                "normalise: train_stats needs fusion_norm: test_set (one fusion scale for all maps)"
+            )
+        if self.normalise_images is not None and self.normalise_images < 2:
+            raise ValueError(f"normalise_images must be >= 2 or None, got {self.normalise_images}")
         if self.v < 0:
             raise ValueError(f"v must be >= 0, got {self.v}")
         if self.smoothing_sigma < 0:
@@ -167,11 +187,26 @@ def fuse(
 
 
 def anomaly_maps(
-    d_pixel_all: Any, d_feature_all: Any, settings: MapSettings, scale: torch.Tensor | None = None
+    d_pixel_all: Any,
+    d_feature_all: Any,
+    settings: MapSettings,
+    scale: torch.Tensor | None = None,
+    train: tuple[Any, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused, smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map; ``scale``:
-    see :func:`fuse`."""
+    """Fused, (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map;
+    ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
+    ``normalise="train_stats"`` needs."""
     fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm, scale)
+    if settings.normalise == "train_stats":
+        if train is None:
+            raise ValueError("normalise: train_stats needs the training images' distances (train=)")
+        if scale is None:
+            scale = fusion_scale(_as_tensor(d_pixel_all), _as_tensor(d_feature_all), settings.v)
+        tr_pixel, tr_feature = _as_tensor(train[0]), _as_tensor(train[1])
+        fused_train = (
+            tr_feature if scale is None else fuse(tr_pixel, tr_feature, settings.v, "test_set", scale)
+        )
+        fused = normalise_maps(fused, train_statistics(fused_train))
     maps = gaussian_smooth(fused, settings.smoothing_sigma)
     scores = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.shape[0] else np.zeros(0, np.float32)
     return maps, scores

@@ -17,7 +17,7 @@ from texad.accel import FP32, Accel
 from texad.backbones.features import load_backbone
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
-from texad.diffusion.training import load_diffusion_model
+from texad.diffusion.training import load_diffusion_model, require_trained_level
 from texad.evaluation.protocol import grid_size
 from texad.methods.common import evaluate_and_save_maps, image_seed, run_result, to_uint8_hwc
 from texad.methods.conditioned_blur.ablation import point_name
@@ -64,6 +64,7 @@ def run_method_b(
     device = torch.device(spec.device)
     accel = accel.on(device)
     model, schedule, meta = load_diffusion_model(model_path, device=spec.device)
+    require_trained_level(meta, recon.t_start, f"Method B on {spec.class_name}")
     model = accel.prepare(model, device)
     schedule = schedule.to(device)
     size = int(meta["settings"]["image_size"])
@@ -71,7 +72,6 @@ def run_method_b(
     native_hw = tuple(probe[0]["mask"].shape[-2:])
     grid = grid_size(spec.resolution, native_hw)
     data = MVTecDataset(class_dir, "test", image_size=size, mask_size=grid)
-    loader = torch.utils.data.DataLoader(data, batch_size=spec.batch_size, shuffle=False)
     extractor = load_backbone(
         spec.backbone, weights=spec.backbone_weights, cache_dir=spec.weights_cache, layers=maps_cfg.layers
     )
@@ -82,26 +82,47 @@ def run_method_b(
     def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(x_t, t)
 
-    d_pixel, d_feature, masks, labels, recons = [], [], [], [], []
-    nfe = 0
+    def distances(dataset, seed_key: str, keep: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(D_p, D_f, NFE per image) of every image of ``dataset``; ``keep``: also collect the masks, labels and
+        reconstructions of the maps file."""
+        loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, shuffle=False)
+        d_pixel, d_feature, nfe = [], [], 0
+        with torch.no_grad():
+            for batch in loader:
+                x = batch["image"].to(device) * 2.0 - 1.0
+                seeds = [image_seed(spec.seed, seed_key, int(i)) for i in batch["index"]]
+                x_rec, info = reconstruct(eps_model, schedule, x, recon, seeds=seeds)
+                nfe = info["nfe_per_image"]
+                d_pixel.append(pixel_distance(x, x_rec).float().cpu())
+                d_feature.append(
+                    feature_distance(
+                        extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size
+                    )
+                    .float()
+                    .cpu()
+                )
+                if keep:
+                    masks.append(batch["mask"][:, 0].bool().numpy())
+                    labels.append(batch["label"].numpy())
+                    recons.append(to_uint8_hwc((x_rec + 1) / 2))
+        return torch.cat(d_pixel), torch.cat(d_feature), nfe
+
+    masks, labels, recons = [], [], []
     start = time.perf_counter()
-    with torch.no_grad():
-        for batch in loader:
-            x = batch["image"].to(device) * 2.0 - 1.0
-            seeds = [image_seed(spec.seed, spec.class_name, int(i)) for i in batch["index"]]
-            x_rec, info = reconstruct(eps_model, schedule, x, recon, seeds=seeds)
-            nfe = info["nfe_per_image"]
-            d_pixel.append(pixel_distance(x, x_rec).float().cpu())
-            d_feature.append(
-                feature_distance(extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size)
-                .float()
-                .cpu()
+    d_pixel, d_feature, nfe = distances(data, spec.class_name, keep=True)
+    test_s = time.perf_counter() - start
+    train_distances = None
+    if maps_cfg.normalise == "train_stats":
+        train_data = MVTecDataset(class_dir, "train", image_size=size)
+        n_train = len(train_data) if maps_cfg.normalise_images is None else maps_cfg.normalise_images
+        if n_train > len(train_data) or n_train < 2:
+            raise ValueError(
+                f"normalise_images {n_train}: {class_dir}/train has {len(train_data)} images (need 2 or more)"
             )
-            masks.append(batch["mask"][:, 0].bool().numpy())
-            labels.append(batch["label"].numpy())
-            recons.append(to_uint8_hwc((x_rec + 1) / 2))
+        subset = torch.utils.data.Subset(train_data, range(n_train))
+        train_distances = distances(subset, f"{spec.class_name}/train", keep=False)[:2]
     inference_s = time.perf_counter() - start
-    maps, scores = anomaly_maps(torch.cat(d_pixel), torch.cat(d_feature), maps_cfg)
+    maps, scores = anomaly_maps(d_pixel, d_feature, maps_cfg, train=train_distances)
     metrics = evaluate_and_save_maps(
         out_maps, maps, scores, masks, labels, data.samples, fpr_limit=spec.fpr_limit,
         reconstructions=np.concatenate(recons),
@@ -117,11 +138,16 @@ def run_method_b(
         "method_b",
         metrics=metrics,
         grid=grid,
-        switches={"fusion_norm": maps_cfg.fusion_norm, "clip_x0": recon.clip_x0},
+        switches={
+            "fusion_norm": maps_cfg.fusion_norm,
+            "clip_x0": recon.clip_x0,
+            "normalise": maps_cfg.normalise,
+            "draws": recon.draws,
+        },
         timings={
             "train_s": meta["train"].get("seconds"),
             "inference_s": inference_s,
-            "images_per_s": n_images / inference_s if inference_s > 0 else None,
+            "images_per_s": n_images / test_s if test_s > 0 else None,
             "nfe_per_image": nfe,
         },
         precision=accel.precision,
@@ -136,6 +162,7 @@ def run_method_b(
             "train_precision": meta["train"].get("precision", "fp32"),
             # the run's guidance point, so the ablation table counts a default run under its point too
             "ablation_point": point_name(recon.w, recon.s, recon.blur_sigma, recon.t_start),
+            "timing": {"test_s": test_s, "train_stats_s": inference_s - test_s},
         },
     )
     write_result(out_result, result)

@@ -19,7 +19,12 @@ import torch
 from texad.accel import FP32, Accel
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
-from texad.diffusion.training import ScoreTrainSettings, load_diffusion_model, load_score_model
+from texad.diffusion.training import (
+    ScoreTrainSettings,
+    load_diffusion_model,
+    load_score_model,
+    require_trained_level,
+)
 from texad.evaluation.protocol import grid_size
 from texad.methods.common import evaluate_and_save_maps, image_seed, run_result, to_uint8_hwc
 from texad.methods.score_tscales.anomaly_map import anomaly_maps, train_statistics
@@ -300,6 +305,9 @@ def run_method_a(
     model, meta, size = load_score_model_any(
         model_path, v.model, spec.device, settings.sde.n_steps, prepare=lambda net: accel.prepare(net, device)
     )
+    if v.model == "shared_ddpm":  # the highest level visited, as a DDPM index
+        top = model.level_time(inf.sigma_hi) * (model.sde.N - 1)
+        require_trained_level(meta, top, f"Method A on the shared DDPM (sigma_hi {inf.sigma_hi:g})")
     full = mode == "full_chain"
     sigma_end = settings.sde.sigma_min
 

@@ -1,0 +1,77 @@
+"""Checks across keys that the JSON schema cannot express (run by ``validate_config`` after the defaults are
+filled in). Each problem names the key, what is wrong and what to change. Pure Python: no torch import.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["cross_key_problems", "ddpm_level_of_sigma"]
+
+
+def ddpm_level_of_sigma(sigma_pixel: float, timesteps: int, beta_start: float, beta_end: float) -> float:
+    """The (fractional) DDPM index whose VE-equivalent noise level is ``sigma_pixel`` in [0, 1] pixel units
+    (data in [-1, 1]: sigma = 2 sigma_pixel, -log alpha_bar = log(1 + sigma^2)); linear betas, interpolated in
+    log alpha_bar as :meth:`texad.diffusion.sde.DiscreteVP.time_of_sigma` does. Above the schedule: ``timesteps``."""
+    target = math.log1p((2.0 * sigma_pixel) ** 2)
+    neg_log_ab, prev = 0.0, 0.0
+    for i in range(timesteps):
+        beta = beta_start + (beta_end - beta_start) * i / max(timesteps - 1, 1)
+        prev, neg_log_ab = neg_log_ab, neg_log_ab - math.log1p(-beta)
+        if neg_log_ab >= target:
+            if i == 0:
+                return 0.0
+            return i - 1 + (target - prev) / (neg_log_ab - prev)
+    return float(timesteps)
+
+
+def _trained_level_problems(config: dict) -> list[str]:
+    """methods.method_b.train.t_max must exceed every DDPM level a job starts at."""
+    methods = config.get("methods", {})
+    b = methods.get("method_b")
+    t_max = b["train"]["t_max"] if b else None
+    if t_max is None:
+        return []
+    key = "methods.method_b.train.t_max"
+    diff = b["diffusion"]
+    if t_max > diff["timesteps"]:
+        return [f"{key}: {t_max} exceeds methods.method_b.diffusion.timesteps = {diff['timesteps']}"]
+    starts: list[tuple[str, float]] = []
+    if b["enabled"]:
+        starts.append(("methods.method_b.inference.t_start", b["inference"]["t_start"]))
+        starts += [
+            (f"methods.method_b.ablation.t_start[{i}]", t) for i, t in enumerate(b["ablation"]["t_start"])
+        ]
+    a = methods.get("method_a", {})
+    if a.get("enabled") and (a.get("model") == "shared_ddpm" or a.get("ablation", {}).get("shared_ddpm")):
+        sigmas = [("methods.method_a.inference.sigma_hi", a["inference"]["sigma_hi"])]
+        if a.get("model") == "shared_ddpm":
+            sigmas += [
+                (f"methods.method_a.ablation.sigma_hi[{i}]", s)
+                for i, s in enumerate(a["ablation"]["sigma_hi"])
+            ]
+        for name, sigma in sigmas:
+            level = ddpm_level_of_sigma(sigma, diff["timesteps"], diff["beta_start"], diff["beta_end"])
+            starts.append((name, level))
+    return [
+        f"{name}: starts at DDPM level {t:.4g}, but {key} = {t_max} trains the DDPM on t < {t_max} only; "
+        f"raise {key} above {math.floor(t)} or set it to null"
+        for name, t in starts
+        if t >= t_max
+    ]
+
+
+def _normalise_problems(config: dict) -> list[str]:
+    """Method B's train_stats normalisation fuses every map at one scale: the test set's."""
+    inf = config.get("methods", {}).get("method_b", {}).get("inference")
+    if inf and inf["normalise"] == "train_stats" and inf["fusion_norm"] != "test_set":
+        return [
+            f"methods.method_b.inference.fusion_norm: {inf['fusion_norm']!r} cannot be combined with normalise: "
+            "train_stats; use fusion_norm: test_set or normalise: none"
+        ]
+    return []
+
+
+def cross_key_problems(config: dict) -> list[str]:
+    """Every cross-key problem of a config whose defaults are filled in (empty: none)."""
+    return _trained_level_problems(config) + _normalise_problems(config)
