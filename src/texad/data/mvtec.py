@@ -33,13 +33,17 @@ def read_image(path: Path) -> Image.Image:
 def to_float_tensor(image: Image.Image) -> torch.Tensor:
     """An RGB PIL image as a float32 (3, H, W) tensor in [0, 1] (torchvision's ``pil_to_tensor`` + ``to_dtype``
     with ``scale=True``; plain torch, so evaluation jobs do not pay torchvision's import time)."""
-    return torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+    return (
+        torch.from_numpy(np.array(image, dtype=np.uint8)).permute(2, 0, 1).to(torch.float32).mul_(1.0 / 255)
+    )
 
 
 def resize_bilinear(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Bilinear resize with antialiasing of a (C, H, W) float tensor: what torchvision's ``resize`` does on float
     tensors (``F.interpolate``, ``align_corners=False``, ``antialias=True``)."""
-    return F.interpolate(tensor[None], size=list(size), mode="bilinear", align_corners=False, antialias=True)[0]
+    return F.interpolate(tensor[None], size=list(size), mode="bilinear", align_corners=False, antialias=True)[
+        0
+    ]
 
 
 def _as_size(size: int | tuple[int, int]) -> tuple[int, int]:
