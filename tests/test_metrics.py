@@ -465,3 +465,9 @@ def test_image_ap_of_a_perfect_ranking_is_exactly_one():
     labels = np.r_[np.zeros(2), np.ones(9)]
     scores = np.r_[np.arange(2) * 0.1, 10 + np.arange(9) * 0.37]
     assert image_ap(scores, labels) == 1.0
+    # evaluate() reports the same capped value (a demo run once failed the result schema with 1 + 1 ulp)
+    maps = np.zeros((11, 4, 4))
+    masks = np.zeros((11, 4, 4), bool)
+    masks[2:, 0, 0] = True
+    maps[2:, 0, 0] = 1.0
+    assert M.evaluate(scores, maps, masks, labels=labels)["image_ap"] == 1.0

@@ -382,7 +382,7 @@ def evaluate(
     f1, thr = ranking.f1_max()
     return {
         "image_auroc": float(roc_auc_score(lab, s)),
-        "image_ap": float(average_precision_score(lab, s)),
+        "image_ap": image_ap(s, lab),
         "pixel_auroc": ranking.auroc(),
         "pixel_ap": ranking.ap(),
         "aupro": aupro_value,
