@@ -55,8 +55,8 @@ class MapSettings:
     ``feature_size``: side the input and reconstruction are resized to (bilinear) before the extractor, None
     = the diffusion image size (DDAD: 256 = 256). A small model (the 64-px CPU demo) leaves the extractor's
     layer2/3 grids at 8x8/4x4; feeding it upsampled images keeps ImageNet-scale receptive fields.
-    ``normalise``: "none" (DDAD) or "train_stats" (module docstring); ``normalise_images``: how many training
-    images (the first, in file order) give the statistics, None = all."""
+    ``normalise``: "none" (DDAD) or "train_stats" (module docstring); ``normalise_images``: the statistics come
+    from the first that many training images in file order (all of them when the class has fewer; None = all)."""
 
     v: float = 1.0
     smoothing_sigma: float = 4.0

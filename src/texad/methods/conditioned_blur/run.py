@@ -82,50 +82,46 @@ def run_method_b(
     def eps_model(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         return model(x_t, t)
 
-    def distances(dataset, seed_key: str, keep: bool) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """(D_p, D_f, NFE per image) of every image of ``dataset``; ``keep``: also collect the masks, labels and
-        reconstructions of the maps file."""
+    def distances(dataset, seed_key: str) -> dict:
+        """D_p, D_f, the NFE per image, and the masks, labels and reconstructions of every image of ``dataset``
+        (its noise seeded per image from ``seed_key``)."""
         loader = torch.utils.data.DataLoader(dataset, batch_size=spec.batch_size, shuffle=False)
-        d_pixel, d_feature, nfe = [], [], 0
+        out: dict = {"d_pixel": [], "d_feature": [], "masks": [], "labels": [], "recons": [], "nfe": 0}
         with torch.no_grad():
             for batch in loader:
                 x = batch["image"].to(device) * 2.0 - 1.0
                 seeds = [image_seed(spec.seed, seed_key, int(i)) for i in batch["index"]]
                 x_rec, info = reconstruct(eps_model, schedule, x, recon, seeds=seeds)
-                nfe = info["nfe_per_image"]
-                d_pixel.append(pixel_distance(x, x_rec).float().cpu())
-                d_feature.append(
-                    feature_distance(
-                        extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size
-                    )
-                    .float()
-                    .cpu()
+                out["nfe"] = info["nfe_per_image"]
+                out["d_pixel"].append(pixel_distance(x, x_rec).float().cpu())
+                d_f = feature_distance(
+                    extractor, x, x_rec, maps_cfg.layers, (size, size), maps_cfg.feature_size
                 )
-                if keep:
-                    masks.append(batch["mask"][:, 0].bool().numpy())
-                    labels.append(batch["label"].numpy())
-                    recons.append(to_uint8_hwc((x_rec + 1) / 2))
-        return torch.cat(d_pixel), torch.cat(d_feature), nfe
+                out["d_feature"].append(d_f.float().cpu())
+                out["masks"].append(batch["mask"][:, 0].bool().numpy())
+                out["labels"].append(batch["label"].numpy())
+                out["recons"].append(to_uint8_hwc((x_rec + 1) / 2))
+        out["d_pixel"], out["d_feature"] = torch.cat(out["d_pixel"]), torch.cat(out["d_feature"])
+        return out
 
-    masks, labels, recons = [], [], []
     start = time.perf_counter()
-    d_pixel, d_feature, nfe = distances(data, spec.class_name, keep=True)
+    test = distances(data, spec.class_name)
     test_s = time.perf_counter() - start
     train_distances = None
     if maps_cfg.normalise == "train_stats":
         train_data = MVTecDataset(class_dir, "train", image_size=size)
-        n_train = len(train_data) if maps_cfg.normalise_images is None else maps_cfg.normalise_images
-        if n_train > len(train_data) or n_train < 2:
+        n_train = min(len(train_data), maps_cfg.normalise_images or len(train_data))
+        if n_train < 2:
             raise ValueError(
-                f"normalise_images {n_train}: {class_dir}/train has {len(train_data)} images (need 2 or more)"
+                f"normalise: train_stats needs 2 or more training images; {class_dir}/train has {len(train_data)}"
             )
-        subset = torch.utils.data.Subset(train_data, range(n_train))
-        train_distances = distances(subset, f"{spec.class_name}/train", keep=False)[:2]
+        train = distances(torch.utils.data.Subset(train_data, range(n_train)), f"{spec.class_name}/train")
+        train_distances = (train["d_pixel"], train["d_feature"])
     inference_s = time.perf_counter() - start
-    maps, scores = anomaly_maps(d_pixel, d_feature, maps_cfg, train=train_distances)
+    maps, scores = anomaly_maps(test["d_pixel"], test["d_feature"], maps_cfg, train=train_distances)
     metrics = evaluate_and_save_maps(
-        out_maps, maps, scores, masks, labels, data.samples, fpr_limit=spec.fpr_limit,
-        reconstructions=np.concatenate(recons),
+        out_maps, maps, scores, test["masks"], test["labels"], data.samples, fpr_limit=spec.fpr_limit,
+        reconstructions=np.concatenate(test["recons"]),
     )  # fmt: skip
     n_images = len(data)
     settings = {
@@ -148,7 +144,7 @@ def run_method_b(
             "train_s": meta["train"].get("seconds"),
             "inference_s": inference_s,
             "images_per_s": n_images / test_s if test_s > 0 else None,
-            "nfe_per_image": nfe,
+            "nfe_per_image": test["nfe"],
         },
         precision=accel.precision,
         config_hash=settings_hash(settings),
@@ -163,6 +159,7 @@ def run_method_b(
             # the run's guidance point, so the ablation table counts a default run under its point too
             "ablation_point": point_name(recon.w, recon.s, recon.blur_sigma, recon.t_start),
             "timing": {"test_s": test_s, "train_stats_s": inference_s - test_s},
+            "train_stats_images": len(train_distances[0]) if train_distances is not None else 0,
         },
     )
     write_result(out_result, result)
