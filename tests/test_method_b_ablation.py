@@ -32,6 +32,13 @@ def test_points_of_a_class_one_factor_at_a_time_and_the_joint_grid():
     assert {p.name: p for p in ablation_points(BLOCK, "grid")}["w4_s0.5_blur3_t150"].skip == 15
 
 
+def test_an_empty_joint_list_leaves_the_joint_grid_out():
+    block = {**BLOCK, "ablation": {**BLOCK["ablation"], "joint_w": [], "blur_sigma": [3], "t_start": [250]}}
+    assert [p.name for p in ablation_points(block, "grid")] == [
+        "w0_s0.5_blur3_t250", "w2_s0.5_blur3_t250", "w4_s0_blur3_t250",
+    ]  # fmt: skip
+
+
 def test_per_class_default_w_changes_which_points_a_class_runs():
     carpet = {p.name for p in ablation_points(BLOCK, "carpet")}  # carpet: w = 0
     assert default_point(BLOCK, "carpet") == GuidancePoint(0.0, 0.5, 3.0, 250, 25)

@@ -86,11 +86,11 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "check_class": 3,
         "contact_sheet": 3,
         "train_score_model": 3,
-        "method_a": 3 * 7,  # default + K1, K2, full_chain, 3 other measures
+        "method_a": 3 * 4,  # default + K1, K2, full_chain
         "ablation_table": 2,
         "train_diffusion": 3,
-        # default + (w 0, s 0.5), (w 11, s 0), (w 0, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0)
-        "method_b": 4 + 4 + 2,
+        # default + (w 0, s 0.5), (w 11, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0)
+        "method_b": 3 + 3 + 2,
         "train_simplenet": 3,
         "simplenet": 3,
         "train_draem": 3,
