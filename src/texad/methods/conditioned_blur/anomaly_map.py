@@ -196,17 +196,17 @@ def anomaly_maps(
     """Fused, (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map;
     ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
     ``normalise="train_stats"`` needs."""
-    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm, scale)
+    stats = None
     if settings.normalise == "train_stats":
         if train is None:
             raise ValueError("normalise: train_stats needs the training images' distances (train=)")
-        if scale is None:
+        if scale is None:  # the test set's scale, fixed so that the training maps are fused with it too
             scale = fusion_scale(_as_tensor(d_pixel_all), _as_tensor(d_feature_all), settings.v)
-        tr_pixel, tr_feature = _as_tensor(train[0]), _as_tensor(train[1])
-        fused_train = (
-            tr_feature if scale is None else fuse(tr_pixel, tr_feature, settings.v, "test_set", scale)
-        )
-        fused = normalise_maps(fused, train_statistics(fused_train))
+            scale = torch.zeros(()) if scale is None else scale  # no pixel term: the maps are D_f
+        stats = train_statistics(fuse(train[0], train[1], settings.v, "test_set", scale))
+    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm, scale)
+    if stats is not None:
+        fused = normalise_maps(fused, stats)
     maps = gaussian_smooth(fused, settings.smoothing_sigma)
     scores = maps.reshape(maps.shape[0], -1).max(axis=1) if maps.shape[0] else np.zeros(0, np.float32)
     return maps, scores
