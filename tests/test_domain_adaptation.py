@@ -126,3 +126,36 @@ def test_identity_does_not_depend_on_int_or_float_spelling():
     assert a.identity_hash("m", "resnet18", "none") != AdaptationSettings(epochs=3).identity_hash(
         "m", "resnet18", "none"
     )
+
+
+@pytest.mark.parametrize("feature_size", [None, 48])
+def test_extractor_sees_the_maps_comparison_size(setup, tmp_path, feature_size):
+    """With feature_size set, the adaptation resizes every image it gives the extractor (the trainable copy
+    and the frozen original) to that side, as the anomaly maps do; without it, the model's 32 px."""
+    extractor, schedule, images, settings, eps_model = setup
+    sides = []
+    original_copy = extractor.trainable_copy
+
+    def spied_copy():  # hooks on both after copying, so that neither carries the other's
+        copy = original_copy()
+        for module in (copy, extractor):
+            module.register_forward_pre_hook(lambda module, args: sides.append(tuple(args[0].shape[-2:])))
+        return copy
+
+    extractor.trainable_copy = spied_copy
+    s = AdaptationSettings(epochs=1, batch_size=4, t_start=50, skip=25, lr=1e-3, feature_size=feature_size)
+    adapt_features(eps_model, schedule, extractor, images, s, model_hash="abc123abc123",
+                   out_path=tmp_path / "a.pt", ckpt_dir=tmp_path / "ck", progress=False)  # fmt: skip
+    side = feature_size or 32
+    # 2 steps x (adapted: reconstruction + target, frozen: target + reconstruction)
+    assert sides == [(side, side)] * 8
+
+
+def test_feature_size_shapes_the_identity_and_none_keeps_the_earlier_one():
+    base = AdaptationSettings(epochs=2)
+    assert "feature_size" not in base.identity("m", "resnet18", "none")["settings"]
+    assert base.identity_hash("m", "resnet18", "none") != AdaptationSettings(
+        epochs=2, feature_size=128
+    ).identity_hash("m", "resnet18", "none")
+    with pytest.raises(ValueError, match="feature_size"):
+        AdaptationSettings(epochs=1, feature_size=8)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -192,6 +193,11 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert result["extra"]["train_stats_images"] == 3
         assert result["backbone"]["name"] == "efficientnet_lite0" and result["model_hash"]
         assert ("adapted" in result["backbone"]) == (cls == "wood")
+        if cls == "wood":  # adapted at the side at which the maps compare images
+            models = tmp_path / "results" / "models" / "synthetic" / cls / "seed0"
+            (features,) = models.glob("features-*.pt")
+            adapted = torch.load(features, weights_only=True)["identity"]["settings"]
+            assert adapted["feature_size"] == cfg["methods"]["method_b"]["inference"]["feature_size"] == 128
         simplenet = json.loads(
             (
                 tmp_path / "results" / "runs" / "synthetic" / cls / "simplenet" / "default" / "seed0.json"

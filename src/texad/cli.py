@@ -271,7 +271,7 @@ def cmd_adapt_features(args) -> int:
     ).to(device)
     settings = AdaptationSettings(
         epochs=args.epochs, w=args.w, lam=args.lam, lr=args.lr, batch_size=args.batch_size,
-        t_start=args.t_start, skip=args.skip, eta=args.eta, seed=args.seed,
+        t_start=args.t_start, skip=args.skip, eta=args.eta, seed=args.seed, feature_size=args.feature_size,
     )  # fmt: skip
     got = settings.identity_hash(meta["model_hash"], args.backbone, _pretrained_weights(args.backbone))
     if args.expect_hash and got != args.expect_hash:
@@ -714,6 +714,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip", type=int, default=25)
     p.add_argument("--eta", type=float, default=1.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--feature-size",
+        type=int,
+        help="side the extractor sees (Method B's feature_size; default: model size)",
+    )
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_adapt_features)

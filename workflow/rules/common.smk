@@ -210,6 +210,7 @@ def adaptation_settings(cls, seed):
         skip=inf["skip"],
         eta=inf["eta"],
         seed=int(seed),
+        feature_size=inf["feature_size"],
     )
 
 
@@ -237,6 +238,7 @@ def adaptation_args(wildcards):
         f"--epochs {s.epochs} --w {s.w} --lam {s.lam} --lr {s.lr} --batch-size {s.batch_size} "
         f"--t-start {s.t_start} --skip {s.skip} --eta {s.eta} --seed {s.seed} "
         f"--weights-cache {config['backbone']['cache']} --device {config['device']}"
+        + (f" --feature-size {s.feature_size}" if s.feature_size is not None else "")
     )
 
 

@@ -36,6 +36,7 @@ __all__ = [
     "pixel_distance",
     "aggregate_3x3",
     "feature_distance",
+    "resize_for_extractor",
     "fusion_scale",
     "fuse",
     "anomaly_maps",
@@ -110,6 +111,14 @@ def aggregate_3x3(f: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
 
 
+def resize_for_extractor(x: torch.Tensor, size: int | None) -> torch.Tensor:
+    """``x`` resized bilinearly to ``size`` x ``size`` (unchanged when ``size`` is None or already met): the
+    side at which the feature extractor compares images, the same in the anomaly maps and the adaptation."""
+    if size is None or tuple(x.shape[-2:]) == (size, size):
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
 def feature_distance(
     extractor: Extractor,
     x: torch.Tensor,
@@ -122,9 +131,7 @@ def feature_distance(
     with (H', W') = ``out_size``. ``x`` and ``x_rec`` are in [-1, 1]; the extractor gets them in [0, 1],
     both resized bilinearly to ``input_size`` x ``input_size`` first when it is given."""
     _check_pair(x, x_rec)
-    if input_size is not None and tuple(x.shape[-2:]) != (input_size, input_size):
-        x = F.interpolate(x, size=(input_size, input_size), mode="bilinear", align_corners=False)
-        x_rec = F.interpolate(x_rec, size=(input_size, input_size), mode="bilinear", align_corners=False)
+    x, x_rec = resize_for_extractor(x, input_size), resize_for_extractor(x_rec, input_size)
     if isinstance(layers, str) or not layers:
         raise ValueError(f"layers must be a non-empty sequence of layer names, got {layers!r}")
     out_size = (int(out_size[0]), int(out_size[1]))

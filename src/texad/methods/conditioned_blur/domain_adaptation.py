@@ -9,7 +9,9 @@ conditioned reconstruction match those of its target, without drifting far from 
                             + lambda (1 - cos(F_l(y), F0_l(y)))
                             + lambda (1 - cos(F_l(x_rec), F0_l(x_rec)))
 
-with cosines over each sample's flattened feature map, averaged over the batch; AdamW. DDAD runs F in
+with cosines over each sample's flattened feature map, averaged over the batch; AdamW. With ``feature_size``
+set, the images are resized to it before the extractor, as the anomaly maps resize them (``MapSettings``), so
+that the extractor is adapted at the scale at which it compares test images. DDAD runs F in
 ``train()`` mode (BatchNorm uses and updates batch statistics) and uses it in ``eval()`` at test time;
 texad does the same. The adapted weights (parameters and BatchNorm buffers) are written atomically with
 their identity; a checkpoint after every epoch lets a killed job resume.
@@ -31,6 +33,7 @@ from texad.backbones.features import FeatureExtractor
 from texad.checkpoints import TrainingStopped, cpu_state, save_torch
 from texad.config.identity import coerce_numbers, settings_hash
 from texad.diffusion.schedules import NoiseSchedule
+from texad.methods.conditioned_blur.anomaly_map import resize_for_extractor
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
 
 __all__ = [
@@ -52,7 +55,8 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 class AdaptationSettings:
     """``epochs``: passes over the training images; ``w``: conditioning weight of the reconstructions
     (DDAD ``w_DA`` = 3); ``lam``: weight of the two stay-close-to-ImageNet terms (DDAD ``DLlambda``);
-    ``t_start``/``skip``/``eta``: the reconstruction loop (DDAD ``*_DA`` settings)."""
+    ``t_start``/``skip``/``eta``: the reconstruction loop (DDAD ``*_DA`` settings); ``feature_size``: the
+    side the extractor sees (the Method B maps' ``feature_size``; None: the model's image size)."""
 
     epochs: int
     w: float = 3.0
@@ -63,6 +67,7 @@ class AdaptationSettings:
     skip: int = 25
     eta: float = 1.0
     seed: int = 0
+    feature_size: int | None = None
 
     def __post_init__(self) -> None:
         coerce_numbers(self)
@@ -72,6 +77,8 @@ class AdaptationSettings:
             raise ValueError(f"batch_size must be >= 2 (half targets, half inputs), got {self.batch_size}")
         if self.lam < 0 or self.w < 0 or not self.lr > 0:
             raise ValueError(f"need w >= 0, lam >= 0 and lr > 0, got {self.w}, {self.lam}, {self.lr}")
+        if self.feature_size is not None and self.feature_size < 16:
+            raise ValueError(f"feature_size must be >= 16 or None, got {self.feature_size}")
 
     def reconstruction(self) -> ReconstructionSettings:
         return ReconstructionSettings(t_start=self.t_start, skip=self.skip, eta=self.eta, w=self.w, s=0.0)
@@ -80,7 +87,10 @@ class AdaptationSettings:
         """What shapes the adapted weights: these settings, the diffusion model and the starting backbone
         (its name and pretrained weights; the weight files themselves are checksum-verified when loaded)."""
         start = {"name": backbone, "weights": weights}
-        return {"format": FORMAT, "settings": asdict(self), "model_hash": model_hash, "backbone": start}
+        settings = asdict(self)
+        if settings["feature_size"] is None:  # the identity of files adapted before the setting existed
+            del settings["feature_size"]
+        return {"format": FORMAT, "settings": settings, "model_hash": model_hash, "backbone": start}
 
     def identity_hash(self, model_hash: str, backbone: str, weights: str) -> str:
         return settings_hash(self.identity(model_hash, backbone, weights))
@@ -154,7 +164,9 @@ def adapt_features(
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=s.lr)
     shuffle = torch.Generator().manual_seed(s.seed)
     recon = s.reconstruction()
-    to01 = lambda t: (t + 1.0) / 2.0  # noqa: E731 - the extractors take [0, 1]
+
+    def to01(t: torch.Tensor) -> torch.Tensor:  # the extractors take [0, 1], at the maps' comparison size
+        return (resize_for_extractor(t, s.feature_size) + 1.0) / 2.0
 
     start_epoch, losses, seconds = 0, [], 0.0
     ckpt_path = ckpt_dir / _CHECKPOINT
