@@ -36,6 +36,7 @@ __all__ = [
     "pixel_distance",
     "aggregate_3x3",
     "feature_distance",
+    "check_feature_size",
     "resize_for_extractor",
     "fusion_scale",
     "fuse",
@@ -84,8 +85,7 @@ class MapSettings:
             raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
         if isinstance(self.layers, str) or not self.layers:
             raise ValueError(f"layers must be a non-empty tuple of layer names, got {self.layers!r}")
-        if self.feature_size is not None and self.feature_size < 16:
-            raise ValueError(f"feature_size must be >= 16 or None, got {self.feature_size}")
+        check_feature_size(self.feature_size)
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -109,6 +109,12 @@ def pixel_distance(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
 def aggregate_3x3(f: torch.Tensor) -> torch.Tensor:
     """3x3, stride-1 neighbourhood mean with zero padding (border sums are divided by 9)."""
     return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
+
+
+def check_feature_size(size: int | None) -> None:
+    """The extractor's input side must leave its layer3 grid (stride 16) at least one cell."""
+    if size is not None and size < 16:
+        raise ValueError(f"feature_size must be >= 16 or None, got {size}")
 
 
 def resize_for_extractor(x: torch.Tensor, size: int | None) -> torch.Tensor:

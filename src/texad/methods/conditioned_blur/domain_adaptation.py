@@ -33,7 +33,7 @@ from texad.backbones.features import FeatureExtractor
 from texad.checkpoints import TrainingStopped, cpu_state, save_torch
 from texad.config.identity import coerce_numbers, settings_hash
 from texad.diffusion.schedules import NoiseSchedule
-from texad.methods.conditioned_blur.anomaly_map import resize_for_extractor
+from texad.methods.conditioned_blur.anomaly_map import check_feature_size, resize_for_extractor
 from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
 
 __all__ = [
@@ -77,8 +77,7 @@ class AdaptationSettings:
             raise ValueError(f"batch_size must be >= 2 (half targets, half inputs), got {self.batch_size}")
         if self.lam < 0 or self.w < 0 or not self.lr > 0:
             raise ValueError(f"need w >= 0, lam >= 0 and lr > 0, got {self.w}, {self.lam}, {self.lr}")
-        if self.feature_size is not None and self.feature_size < 16:
-            raise ValueError(f"feature_size must be >= 16 or None, got {self.feature_size}")
+        check_feature_size(self.feature_size)
 
     def reconstruction(self) -> ReconstructionSettings:
         return ReconstructionSettings(t_start=self.t_start, skip=self.skip, eta=self.eta, w=self.w, s=0.0)
