@@ -164,7 +164,7 @@ def adapt_features(
     shuffle = torch.Generator().manual_seed(s.seed)
     recon = s.reconstruction()
 
-    def to01(t: torch.Tensor) -> torch.Tensor:  # the extractors take [0, 1], at the maps' comparison size
+    def extractor_input(t: torch.Tensor) -> torch.Tensor:  # [0, 1], at the maps' comparison size
         return (resize_for_extractor(t, s.feature_size) + 1.0) / 2.0
 
     start_epoch, losses, seconds = 0, [], 0.0
@@ -200,9 +200,10 @@ def adapt_features(
                 seeds=_noise_seeds(s.seed, epoch, step, half),
                 target=target,
             )
-            f_rec, f_target = adapted(to01(x_rec)), adapted(to01(target))
+            rec_in, target_in = extractor_input(x_rec), extractor_input(target)
+            f_rec, f_target = adapted(rec_in), adapted(target_in)
             with torch.no_grad():
-                f0_target, f0_rec = frozen(to01(target)), frozen(to01(x_rec))
+                f0_target, f0_rec = frozen(target_in), frozen(rec_in)
             loss = adaptation_loss(f_rec, f_target, f0_target, f0_rec, s.lam)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
