@@ -2,13 +2,14 @@
 
     python benchmarks/bench_pipeline.py [--out-dir benchmarks] [--reps 3] [--threads N] [--no-cuda]
 
-Trains tiny models of every method (seconds each) on a small generated synthetic class, then repeats, with the
+Trains tiny models of every method (seconds each, each method module's ``train``; the settings are config
+blocks, ``texad.methods.make_settings``) on a small generated synthetic class, then repeats, with the
 order of the measured things alternating between repetitions (forward, then reversed), so that load drifts on
 a shared machine hit both sides of every ratio alike:
 
-- Method A (``run_method_a``) with variant ``default`` (T scales) and ``full_chain`` (the full-length reverse
-  SDE over the ``--sde-steps`` grid from sigma_hi), Method B (``run_method_b``), SimpleNet (``evaluate_model``)
-  and DRAEM (``run_draem``), each on the same test images;
+- each method's run as ``texad run`` does it (its ``Detector`` through ``texad.methods.run.run_class``), on
+  the same test images: Method A with variant ``default`` (T scales) and ``full_chain`` (the full-length
+  reverse SDE over the ``--sde-steps`` grid from sigma_hi), Method B, SimpleNet and DRAEM;
 - the parts of the diffusion pipelines: one batched forward pass of each network at the pipeline's batch
   sizes, the test-set loader alone, the sampler with a zero-cost network (Method A's chains, Method B's
   reconstruction) and Method B's feature extractor (``feature_distance``).
@@ -22,6 +23,8 @@ Then peak memory: each method's run once more in a fresh process (RSS sampled ev
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -105,10 +108,6 @@ class BenchSettings:
         return cls(**kw)
 
 
-def _quiet(*_a, **_k) -> None:
-    pass
-
-
 def _log(msg: str, t0: float = time.perf_counter()) -> None:
     print(f"[bench_pipeline {time.perf_counter() - t0:7.1f}s] {msg}", file=sys.stderr, flush=True)
 
@@ -119,89 +118,138 @@ def _sync(device: str) -> None:
 
 
 # ------------------------------------------------------------------------------------ method settings
-def method_a_settings(s: BenchSettings):
-    from texad.methods.score_tscales.run import MethodASettings
+# The inference batch of every method is ``BenchSettings.batch_size``. SimpleNet and DRAEM read their
+# inference batch from their training batch (``batch_size``, part of the model identity); the bench trains
+# them at batch 4 and sets the detectors' ``batch_size`` to the bench's (the scores do not depend on it).
+_TRAIN_BATCH = 4
+_FEATURES = "efficientnet_lite0"
 
-    return MethodASettings.from_config(
+
+def method_a_settings(s: BenchSettings):
+    """Tiny NCSN++ (nf 16), VE SDE sigma 0.01..1; T scales (4 scales 0.05-0.4, 5 steps each) and, as the
+    ablation's only point, the full-length reverse SDE over the ``sde_steps`` grid (``full_chain``)."""
+    from texad.methods import make_settings
+
+    return make_settings(
+        "method_a",
         {
             "sde": {"type": "ve", "sigma_min": 0.01, "sigma_max": 1.0, "n_steps": s.sde_steps},
             "network": {"preset": "tiny", "nf": 16},
             "train": {"batch_size": 8, "iterations": s.score_iterations, "lr": 2e-3,
                       "warmup": min(20, s.score_iterations // 5)},
-            "inference": {"metric": "score_residual", "predictor": "ancestral", "n_scales": 4, "sigma_lo": 0.05,
-                          "sigma_hi": 0.4, "steps_per_scale": 5, "draws": s.draws, "normalise": "train_stats",
-                          "smoothing_sigma": 2, "batch_size": s.batch_size},
-        }
+            "inference": {"metric": "score_residual", "mode": "t_scales", "predictor": "ancestral",
+                          "n_scales": 4, "sigma_lo": 0.05, "sigma_hi": 0.4, "steps_per_scale": 5,
+                          "draws": s.draws, "normalise": "train_stats", "smoothing_sigma": 2,
+                          "batch_size": s.batch_size},
+            "ablation": {"n_scales": [], "steps_per_scale": [], "sigma_hi": [], "full_chain": True,
+                         "metric": [], "shared_ddpm": False, "speed_batches": []},
+        },
+        class_name=CLASS,
+        image_size=s.image_size,
     )  # fmt: skip
 
 
-def ddpm_settings(s: BenchSettings):
-    from texad.diffusion.training import DiffusionTrainSettings
+def method_b_settings(s: BenchSettings):
+    """Tiny DDPM U-Net; the paper's inference (DDAD grid 225..0, w 4, blur guidance s 0.5: 20 NFE) with
+    EfficientNet-Lite0 features at ``feature_size``; the blur kernel must fit reflect padding."""
+    from texad.methods import make_settings
 
-    return DiffusionTrainSettings(dataset=DATASET, class_name=CLASS, preset="tiny", image_size=s.image_size,
-                                  epochs=s.ddpm_epochs, batch_size=4, lr=1e-3, seed=s.seed)  # fmt: skip
-
-
-def recon_settings(s: BenchSettings):
-    from texad.methods.conditioned_blur.infer import ReconstructionSettings
-
-    # the paper's inference (DDAD grid 225..0, blur guidance); the blur kernel must fit reflect padding
-    return ReconstructionSettings(w=4.0, s=0.5, blur_kernel=min(31, 2 * (s.image_size // 2) - 1))
-
-
-def map_settings(s: BenchSettings):
-    from texad.methods.conditioned_blur.anomaly_map import MapSettings
-
-    return MapSettings(smoothing_sigma=2.0, feature_size=s.feature_size)
+    return make_settings(
+        "method_b",
+        {
+            "diffusion": {"preset": "tiny"},
+            "train": {"epochs": {"default": s.ddpm_epochs}, "batch_size": _TRAIN_BATCH, "lr": 1e-3},
+            "inference": {"w": {"default": 4.0}, "s": 0.5,
+                          "blur_kernel": min(31, 2 * (s.image_size // 2) - 1), "smoothing_sigma": 2.0,
+                          "feature_backbone": _FEATURES, "feature_size": s.feature_size,
+                          "batch_size": s.batch_size},
+            "feature_adaptation": {"epochs": {"default": 0}},
+            "ablation": {"w": [], "s": [], "joint_w": [], "joint_s": [], "blur_sigma": [], "t_start": []},
+        },
+        class_name=CLASS,
+        image_size=s.image_size,
+    )  # fmt: skip
 
 
 def simplenet_settings(s: BenchSettings):
-    from texad.methods.simplenet import SimpleNetSettings
+    from texad.methods import make_settings
 
-    return SimpleNetSettings(
-        backbone="efficientnet_lite0", pretrain_embed_dim=64, target_embed_dim=64, dsc_hidden=64,
-        meta_epochs=s.simplenet_meta_epochs, gan_epochs=s.simplenet_gan_epochs, batch_size=4,
-        image_size=s.image_size, resize=s.image_size, noise_std=1.0, adaptor_lr=1e-3, dsc_lr=2e-3,
-        smoothing_sigma=2.0,
+    return make_settings(
+        "simplenet",
+        {"backbone": _FEATURES, "pretrain_embed_dim": 64, "target_embed_dim": 64, "dsc_hidden": 64,
+         "meta_epochs": s.simplenet_meta_epochs, "gan_epochs": s.simplenet_gan_epochs,
+         "batch_size": _TRAIN_BATCH, "image_size": s.image_size, "resize": s.image_size, "noise_std": 1.0,
+         "adaptor_lr": 1e-3, "dsc_lr": 2e-3, "smoothing_sigma": 2.0},
+        class_name=CLASS,
     )  # fmt: skip
 
 
 def draem_settings(s: BenchSettings):
-    from texad.methods.draem import DraemSettings
+    from texad.methods import make_settings
 
-    return DraemSettings(epochs=s.draem_epochs, batch_size=4, lr=1e-3, image_size=s.image_size,
-                         recon_base_width=2, disc_base_width=2, anomaly_source="synthetic", score_pool=5)  # fmt: skip
+    return make_settings(
+        "draem",
+        {"epochs": s.draem_epochs, "batch_size": _TRAIN_BATCH, "lr": 1e-3, "image_size": s.image_size,
+         "recon_base_width": 2, "disc_base_width": 2, "anomaly_source": "synthetic", "score_pool": 5},
+        class_name=CLASS,
+    )  # fmt: skip
+
+
+SETTINGS: dict[str, Callable] = {
+    "method_a": method_a_settings,
+    "method_b": method_b_settings,
+    "simplenet": simplenet_settings,
+    "draem": draem_settings,
+}
 
 
 def method_settings(s: BenchSettings) -> dict:
-    """Every method's settings as plain data (recorded in each JSON)."""
-    a = method_a_settings(s)
-    return {
-        "method_a": {"sde": asdict(a.sde), "network": asdict(a.network), "train": asdict(a.train),
-                     "inference": a.inference.as_dict()},
-        "method_b": {"ddpm": asdict(ddpm_settings(s)), "reconstruction": recon_settings(s).as_dict(),
-                     "map": map_settings(s).as_dict(), "backbone": "efficientnet_lite0"},
-        "simplenet": simplenet_settings(s).as_dict(),
-        "draem": asdict(draem_settings(s)),
-    }  # fmt: skip
+    """Every method's config block (``methods.<name>``, schema defaults filled in; recorded in each JSON)."""
+    return {name: make(s).to_config()["methods"][name] for name, make in SETTINGS.items()}
 
 
-def simplenet_spec(s: BenchSettings, device: str):
-    from texad.methods.simplenet import RunSpec
+def runtime(s: BenchSettings, device: str):
+    """The runs' :class:`~texad.methods.base.Runtime`: ``device``, fp32, evaluation grid ``image_size``."""
+    from texad.backbones.weights import default_cache_dir
+    from texad.config import validate_config
+    from texad.methods.base import Runtime
 
-    return RunSpec(run_name="bench", dataset=DATASET, class_name=CLASS, seed=s.seed,
-                   backbone_weights="efficientnet_lite0", resolution=s.image_size, batch_size=s.batch_size,
-                   device=device)  # fmt: skip
+    config = {"run_name": "bench", "device": device, "precision": "fp32",
+              "evaluation": {"resolution": s.image_size},
+              "backbone": {"cache": str(default_cache_dir())}}  # fmt: skip
+    return Runtime.from_config(validate_config(config, partial=True))
+
+
+def run_key(s: BenchSettings, variant: str = "default"):
+    from texad.methods.base import RunKey
+
+    return RunKey(DATASET, CLASS, s.seed, variant)
+
+
+def _variant(s: BenchSettings, method: str, variant: str):
+    """``method``'s settings with ``variant`` applied (as ``texad run --variant`` builds them)."""
+    from texad.methods import get
+    from texad.methods.base import variant_settings
+
+    return variant_settings(get(method).variants(SETTINGS[method](s)), variant, method)
 
 
 # --------------------------------------------------------------------------------------------- setup
+_KIND = {"method_a": "score", "method_b": "ddpm", "simplenet": "simplenet", "draem": "draem"}
+_TRAINED = {
+    "method_a": lambda s: f"score model ({s.score_iterations} iterations)",
+    "method_b": lambda s: f"DDPM ({s.ddpm_epochs} epochs)",
+    "simplenet": lambda s: f"model ({s.simplenet_meta_epochs} meta epochs)",
+    "draem": lambda s: f"model ({s.draem_epochs} epochs)",
+}
+
+
 def prepare(work: Path, s: BenchSettings, *, train_device: str = "cpu", log=_log) -> dict:
     """Generate the synthetic class (and DRAEM's anomaly-source class) and train the four tiny models under
-    ``work``; returns the paths and training seconds (plain data, picklable)."""
+    ``work`` (each method module's ``train``); returns the paths and training seconds (plain data,
+    picklable)."""
     from texad.data.synth import generate_class
-    from texad.diffusion.training import train_diffusion
-    from texad.methods.draem import source_paths, train_draem
-    from texad.methods.simplenet import run_model_hash, train_model
+    from texad.methods import get
 
     work = Path(work)
     data = work / "data"
@@ -210,49 +258,27 @@ def prepare(work: Path, s: BenchSettings, *, train_device: str = "cpu", log=_log
     generate_class(data, SOURCE_CLASS, image_size=s.class_image_size, n_train=max(2, min(4, s.n_train)),
                    n_test_good=1, n_test_per_defect=1, seed=s.seed, defects=s.defects[:1])  # fmt: skip
     class_dir = data / CLASS
-    models = work / "models"
+    models_dir = work / "models"
+    rt, run = runtime(s, train_device), run_key(s)
+    # DRAEM's anomaly sources: the synthetic classes under data/ other than the trained one (carpet)
+    inputs = {"draem": {"anomaly_root": data}}
     train_s: dict[str, float] = {}
-
-    t = time.perf_counter()
-    ts = method_a_settings(s).train_settings(DATASET, CLASS, s.image_size, s.seed)
-    score = models / f"score-{ts.model_hash()}.pt"
-    train_diffusion(class_dir, score, work / "ck_score", ts, device=train_device, progress=False, log=_quiet)
-    train_s["method_a"] = time.perf_counter() - t
-    log(f"trained method_a score model ({s.score_iterations} iterations) in {train_s['method_a']:.1f}s")
-
-    t = time.perf_counter()
-    dd = ddpm_settings(s)
-    ddpm = models / f"ddpm-{dd.model_hash()}.pt"
-    train_diffusion(class_dir, ddpm, work / "ck_ddpm", dd, device=train_device, progress=False, log=_quiet)
-    train_s["method_b"] = time.perf_counter() - t
-    log(f"trained method_b DDPM ({s.ddpm_epochs} epochs) in {train_s['method_b']:.1f}s")
-
-    t = time.perf_counter()
-    sn_settings, sn_spec = simplenet_settings(s), simplenet_spec(s, train_device)
-    simplenet = models / f"simplenet-{run_model_hash(sn_spec, sn_settings)}.pt"
-    train_model(class_dir, sn_spec, sn_settings, model_path=simplenet, ckpt_dir=work / "ck_simplenet",
-                progress=False, log=_quiet)  # fmt: skip
-    train_s["simplenet"] = time.perf_counter() - t
-    log(f"trained simplenet ({s.simplenet_meta_epochs} meta epochs) in {train_s['simplenet']:.1f}s")
-
-    t = time.perf_counter()
-    dr = draem_settings(s)
-    draem = models / f"draem-{dr.model_hash(DATASET, CLASS, s.seed)}.pt"
-    paths = source_paths("synthetic", class_name=CLASS, dataset_root=data)
-    train_draem(class_dir, paths, dr, out=draem, ckpt_dir=work / "ck_draem", seed=s.seed, device=train_device,
-                dataset=DATASET, progress=False, log=_quiet)  # fmt: skip
-    train_s["draem"] = time.perf_counter() - t
-    log(f"trained draem ({s.draem_epochs} epochs) in {train_s['draem']:.1f}s")
+    models: dict[str, str] = {}
+    for method, kind in _KIND.items():
+        module, settings = get(method), SETTINGS[method](s)
+        out = models_dir / module.model_file(kind, settings, run)
+        t = time.perf_counter()
+        with contextlib.redirect_stdout(io.StringIO()):  # the trainers' progress lines
+            module.train(kind, settings, run, rt, class_dir=class_dir, out=out,
+                         ckpt_dir=work / f"ck_{method}", **inputs.get(method, {}))  # fmt: skip
+        train_s[method] = time.perf_counter() - t
+        models[method] = str(out)
+        log(f"trained {method} {_TRAINED[method](s)} in {train_s[method]:.1f}s")
 
     return {
         "work": str(work),
         "class_dir": str(class_dir),
-        "models": {
-            "method_a": str(score),
-            "method_b": str(ddpm),
-            "simplenet": str(simplenet),
-            "draem": str(draem),
-        },  # fmt: skip
+        "models": models,
         "train_s": train_s,
         "train_device": train_device,
         "n_train": s.n_train,
@@ -280,76 +306,32 @@ def _row(result: dict, method: str, variant: str, pipeline_s: float, n: int, wal
     }
 
 
-def run_method_a_once(setup: dict, s: BenchSettings, variant: str, device: str, out: Path) -> dict:
-    """``run_method_a``; per-image seconds = the test pass (``extra.timing.test_s``: loading + chains) / images
-    (the train-statistics pass over the training images is recorded apart, in ``inference_s``)."""
-    from texad.methods.score_tscales.run import RunSpec, run_method_a
+def run_method_once(setup: dict, s: BenchSettings, method: str, variant: str, device: str, out: Path) -> dict:
+    """One run of ``method``'s ``variant``: its detector through :func:`texad.methods.run.run_class`, as
+    ``texad run`` does. Per-image seconds = the test pass (``extra.timing.test_s``: loading the test images
+    and scoring them, for Method B the set's fusion too) / images; the fit on the training images (Method A's
+    train statistics) is recorded apart (``train_stats_s``; ``inference_s`` holds both). ``wall_s``: the whole
+    call (model load, fit, test pass, evaluation, writing)."""
+    from texad.methods import get
+    from texad.methods.run import run_class
 
-    spec = RunSpec("bench", DATASET, CLASS, variant, s.seed, resolution=s.image_size, device=device)
+    settings, run, rt = _variant(s, method, variant), run_key(s, variant), runtime(s, device)
     t = time.perf_counter()
-    result = run_method_a(Path(setup["models"]["method_a"]), Path(setup["class_dir"]), spec,
-                          method_a_settings(s), out_result=out / f"a_{variant}.json",
-                          out_maps=out / f"a_{variant}.npz")  # fmt: skip
+    detector = get(method).Detector(settings, rt, run, {"model": Path(setup["models"][method])})
+    detector.batch_size = s.batch_size  # the bench's inference batch (see _TRAIN_BATCH)
+    tag = f"{method}_{variant}"
+    result = run_class(detector, Path(setup["class_dir"]), run, rt, out_result=out / f"{tag}.json",
+                       out_maps=out / f"{tag}.npz")  # fmt: skip
     wall = time.perf_counter() - t
     timing = result["extra"]["timing"]
-    n = result["metrics"]["n_images"]
-    row = _row(result, "method_a", variant, timing["test_s"], n, wall)
+    row = _row(result, method, variant, timing["test_s"], result["metrics"]["n_images"], wall)
     row["train_stats_s"] = timing["train_stats_s"]
     return row
-
-
-def run_method_b_once(setup: dict, s: BenchSettings, device: str, out: Path) -> dict:
-    """``run_method_b``; per-image seconds = the test pass (``extra.timing.test_s``: loading, reconstruction,
-    distances) / images (a train-statistics pass, when normalising, is recorded apart, in ``inference_s``)."""
-    from texad.methods.conditioned_blur.run import RunSpec, run_method_b
-
-    spec = RunSpec(run_name="bench", dataset=DATASET, class_name=CLASS, variant="default", seed=s.seed,
-                   backbone="efficientnet_lite0", backbone_weights="efficientnet_lite0", weights_cache=None,
-                   resolution=s.image_size, batch_size=s.batch_size, device=device)  # fmt: skip
-    t = time.perf_counter()
-    result = run_method_b(Path(setup["models"]["method_b"]), Path(setup["class_dir"]), spec, recon_settings(s),
-                          map_settings(s), out_result=out / "b.json", out_maps=out / "b.npz")  # fmt: skip
-    wall = time.perf_counter() - t
-    timing = result["extra"]["timing"]
-    n = result["metrics"]["n_images"]
-    row = _row(result, "method_b", "default", timing["test_s"], n, wall)
-    row["train_stats_s"] = timing["train_stats_s"]
-    return row
-
-
-def run_simplenet_once(setup: dict, s: BenchSettings, device: str, out: Path) -> dict:
-    """``evaluate_model``; per-image seconds = its ``inference_s`` (network + map smoothing on the preloaded
-    test set)."""
-    from texad.methods.simplenet import evaluate_model
-
-    t = time.perf_counter()
-    result = evaluate_model(Path(setup["class_dir"]), simplenet_spec(s, device), simplenet_settings(s),
-                            model_path=Path(setup["models"]["simplenet"]), out_result=out / "sn.json",
-                            out_maps=out / "sn.npz")  # fmt: skip
-    wall = time.perf_counter() - t
-    n = result["metrics"]["n_images"]
-    return _row(result, "simplenet", "default", result["timings"]["inference_s"], n, wall)
-
-
-def run_draem_once(setup: dict, s: BenchSettings, device: str, out: Path) -> dict:
-    """``run_draem``; per-image seconds = its ``inference_s`` (loading + both networks + image scores)."""
-    from texad.methods.draem import RunSpec, run_draem
-
-    spec = RunSpec("bench", DATASET, CLASS, s.seed, resolution=s.image_size, batch_size=s.batch_size,
-                   device=device)  # fmt: skip
-    t = time.perf_counter()
-    result = run_draem(Path(setup["models"]["draem"]), Path(setup["class_dir"]), spec,
-                       out_result=out / "dr.json", out_maps=out / "dr.npz")  # fmt: skip
-    wall = time.perf_counter() - t
-    n = result["metrics"]["n_images"]
-    return _row(result, "draem", "default", result["timings"]["inference_s"], n, wall)
 
 
 METHOD_RUNS: dict[str, Callable] = {
-    "method_a": lambda setup, s, device, out: run_method_a_once(setup, s, "default", device, out),
-    "method_b": run_method_b_once,
-    "simplenet": run_simplenet_once,
-    "draem": run_draem_once,
+    name: (lambda setup, s, device, out, _name=name: run_method_once(setup, s, _name, "default", device, out))
+    for name in ("method_a", "method_b", "simplenet", "draem")
 }
 
 
@@ -367,25 +349,35 @@ class Parts:
 
     def __init__(self, setup: dict, s: BenchSettings, device: str):
         from texad.backbones.features import load_backbone
+        from texad.backbones.weights import BACKBONES
         from texad.data.mvtec import MVTecDataset
-        from texad.diffusion.training import load_diffusion_model, load_score_model
+        from texad.diffusion.training import load_diffusion_model
         from texad.evaluation.protocol import grid_size
-        from texad.methods.common import image_seed
-        from texad.methods.score_tscales.infer import score_model_from_net
+        from texad.methods.method_a.detector import load_score_model_any
+        from texad.methods.method_b.settings import MAP_LAYERS
 
         self.s, self.device = s, device
         self.class_dir = Path(setup["class_dir"])
         a = method_a_settings(s)
-        self.a_settings = a
-        self.score_net, sde, _ = load_score_model(Path(setup["models"]["method_a"]), device=device,
-                                                  n_steps=a.sde.n_steps)  # fmt: skip
-        self.score_model = score_model_from_net(self.score_net, sde)
+        self.a_sde = a.sde
+        # the inference of each Method A run (default: T scales; full_chain: the full-length reverse SDE)
+        self.a_inference = {v: _variant(s, "method_a", v).inference for v in ("default", "full_chain")}
+        nets: list[torch.nn.Module] = []  # the bare score network, as the score function wraps it
+
+        def keep(net: torch.nn.Module) -> torch.nn.Module:
+            nets.append(net)
+            return net
+
+        path = Path(setup["models"]["method_a"])
+        self.score_model, _ = load_score_model_any(path, "own", device, a.sde.n_steps, prepare=keep)
+        self.score_net = nets[0]
         self.ddpm, schedule, _ = load_diffusion_model(Path(setup["models"]["method_b"]), device=device)
         self.schedule = schedule.to(torch.device(device))
-        ms = map_settings(s)
-        self.maps_cfg = ms
-        self.extractor = load_backbone("efficientnet_lite0", weights="efficientnet_lite0", cache_dir=None,
-                                       layers=ms.layers).to(device)  # fmt: skip
+        self.b_inference = method_b_settings(s).inference
+        self.map_layers = MAP_LAYERS
+        backbone = self.b_inference.feature_backbone
+        self.extractor = load_backbone(backbone, weights=BACKBONES[backbone], cache_dir=None,
+                                       layers=MAP_LAYERS).to(device)  # fmt: skip
         probe = MVTecDataset(self.class_dir, "test", image_size=s.image_size, mask_size="native")
         self.grid = grid_size(s.image_size, tuple(probe[0]["mask"].shape[-2:]))
         self.dataset = MVTecDataset(self.class_dir, "test", image_size=s.image_size, mask_size=self.grid)
@@ -394,7 +386,12 @@ class Parts:
         self.batches = [(b["image"].to(device), [int(i) for i in b["index"]]) for b in loader]
         self.batch_sizes = [x.shape[0] for x, _ in self.batches]
         self.n_images = sum(self.batch_sizes)
-        self.image_seed = image_seed
+
+    def seeds(self, indices: list[int]) -> list[int]:
+        """The runs' noise seeds of these test images (:func:`texad.methods.base.image_seed`)."""
+        from texad.methods.base import image_seed
+
+        return [image_seed(self.s.seed, CLASS, i) for i in indices]
 
     # ---- one batched forward pass of each network
     def _forward_seconds(self, fn: Callable[[int], Callable[[], object]]) -> dict[str, float]:
@@ -447,43 +444,44 @@ class Parts:
         _sync(self.device)
         return time.perf_counter() - t
 
-    def null_sampler_a(self, full_chain: bool) -> float:
-        """Method A's chains over the test batches with a network that costs nothing (returns zeros) behind the
-        real score-function wrapper (noise labels, dtype casts): noise draws, SDE steps, norms, bookkeeping."""
-        from texad.methods.score_tscales.infer import raw_maps, score_model_from_net
+    def null_sampler_a(self, variant: str) -> float:
+        """Method A's chains of ``variant`` (``default`` or ``full_chain``) over the test batches with a
+        network that costs nothing (returns zeros) behind the real score-function wrapper (noise labels, dtype
+        casts): noise draws, SDE steps, norms, bookkeeping."""
+        from texad.methods.method_a.infer import raw_maps, score_model_from_net
 
         model = score_model_from_net(_ZeroNet(), self.score_model.sde)
-        inf = self.a_settings.inference
+        inf = self.a_inference[variant]
         t = time.perf_counter()
         for x, idx in self.batches:
-            seeds = [self.image_seed(self.s.seed, CLASS, i) for i in idx]
-            raw_maps(
-                model, x, inf, seeds=seeds, sigma_end=self.a_settings.sde.sigma_min, full_chain=full_chain
-            )
+            raw_maps(model, x, inf, seeds=self.seeds(idx), sigma_end=self.a_sde.sigma_min)
         _sync(self.device)
         return time.perf_counter() - t
 
     def null_sampler_b(self) -> float:
         """Method B's reconstruction loop over the test batches with a zero-cost network."""
-        from texad.methods.conditioned_blur.infer import reconstruct
+        from texad.methods.method_b.infer import reconstruct
 
-        recon = recon_settings(self.s)
+        inf = self.b_inference
         t = time.perf_counter()
         for x, idx in self.batches:
-            seeds = [self.image_seed(self.s.seed, CLASS, i) for i in idx]
-            reconstruct(lambda x_t, tt: torch.zeros_like(x_t), self.schedule, x * 2 - 1, recon, seeds=seeds)
+            reconstruct(
+                lambda x_t, tt: torch.zeros_like(x_t), self.schedule, x * 2 - 1, inf, seeds=self.seeds(idx)
+            )
         _sync(self.device)
         return time.perf_counter() - t
 
     def features_b(self) -> float:
         """Method B's feature distance (EfficientNet-Lite0 on the input and its reconstruction) per batch."""
-        from texad.methods.conditioned_blur.anomaly_map import feature_distance
+        from texad.methods.method_b.anomaly_map import feature_distance
 
-        size, ms = self.s.image_size, self.maps_cfg
+        size, feature_size = self.s.image_size, self.b_inference.feature_size
         t = time.perf_counter()
         for x, _ in self.batches:
             xm = x * 2 - 1
-            feature_distance(self.extractor, xm, xm.flip(-1), ms.layers, (size, size), ms.feature_size).cpu()
+            feature_distance(
+                self.extractor, xm, xm.flip(-1), self.map_layers, (size, size), feature_size
+            ).cpu()
         _sync(self.device)
         return time.perf_counter() - t
 
@@ -501,20 +499,22 @@ def measure(setup: dict, s: BenchSettings, device: str, *, log=_log) -> dict:
         return fn(d)
 
     tasks: dict[str, Callable[[], object]] = {
-        "method_a_default": lambda: run("a", lambda d: run_method_a_once(setup, s, "default", device, d)),
+        "method_a_default": lambda: run(
+            "a", lambda d: run_method_once(setup, s, "method_a", "default", device, d)
+        ),
         "method_a_full_chain": lambda: run(
-            "af", lambda d: run_method_a_once(setup, s, "full_chain", device, d)
+            "af", lambda d: run_method_once(setup, s, "method_a", "full_chain", device, d)
         ),
         "forward_a": parts.forward_a,
-        "null_sampler_a_default": lambda: parts.null_sampler_a(False),
-        "null_sampler_a_full_chain": lambda: parts.null_sampler_a(True),
+        "null_sampler_a_default": lambda: parts.null_sampler_a("default"),
+        "null_sampler_a_full_chain": lambda: parts.null_sampler_a("full_chain"),
         "loader": parts.loader_seconds,
-        "method_b": lambda: run("b", lambda d: run_method_b_once(setup, s, device, d)),
+        "method_b": lambda: run("b", lambda d: METHOD_RUNS["method_b"](setup, s, device, d)),
         "forward_b": parts.forward_b,
         "null_sampler_b": parts.null_sampler_b,
         "features_b": parts.features_b,
-        "simplenet": lambda: run("sn", lambda d: run_simplenet_once(setup, s, device, d)),
-        "draem": lambda: run("dr", lambda d: run_draem_once(setup, s, device, d)),
+        "simplenet": lambda: run("sn", lambda d: METHOD_RUNS["simplenet"](setup, s, device, d)),
+        "draem": lambda: run("dr", lambda d: METHOD_RUNS["draem"](setup, s, device, d)),
     }  # the order of one repetition: each pipeline next to its parts
     warm = (
         [k for k in tasks if k not in ("method_a_full_chain", "null_sampler_a_full_chain")]
@@ -692,9 +692,9 @@ def throughput_record(s: BenchSettings, setup: dict, measured: dict[str, dict], 
         "method_a_full_chain": "as method_a, full-length reverse SDE",
         "method_b": "n test images / extra.timing.test_s (loading + reconstruction + pixel and feature "
         "distances; a train-statistics pass is apart, see inference_s)",
-        "simplenet": "n / inference_s (backbone, adaptor, discriminator, map upsampling and smoothing on the "
-        "preloaded test set)",
-        "draem": "n / inference_s (loading + both networks + image scores)",
+        "simplenet": "n test images / extra.timing.test_s (loading + backbone, adaptor, discriminator, map "
+        "upsampling and smoothing)",
+        "draem": "n test images / extra.timing.test_s (loading + both networks + image scores)",
     }
     rec["devices"] = {}
     keys = {"method_a": "method_a_default", "method_a_full_chain": "method_a_full_chain", "method_b": "method_b",
@@ -719,10 +719,11 @@ def throughput_record(s: BenchSettings, setup: dict, measured: dict[str, dict], 
 # ------------------------------------------------------------------------------------------- memory
 def _memory_child(job: dict) -> dict:
     """Run one method once in this (fresh) process and report its peak memory over the imports' baseline."""
-    import texad.methods.conditioned_blur.run  # noqa: F401  - imports before the baseline
-    import texad.methods.draem  # noqa: F401
-    import texad.methods.score_tscales.run  # noqa: F401
-    import texad.methods.simplenet  # noqa: F401
+    import texad.methods.draem.detector  # noqa: F401  - imports before the baseline
+    import texad.methods.method_a.detector  # noqa: F401
+    import texad.methods.method_b.detector  # noqa: F401
+    import texad.methods.run  # noqa: F401
+    import texad.methods.simplenet.detector  # noqa: F401
 
     torch.set_num_threads(job["threads"])
     s = BenchSettings.from_dict(job["settings"])

@@ -89,9 +89,19 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
+def _method_b_line(b: dict) -> tuple[object, object]:
+    """(DDPM epochs, feature size) of ``method_settings.method_b``: its config block (per-class epochs as
+    ``{default: n}``), or the older record's ``ddpm``/``map`` parts."""
+    if "ddpm" in b:
+        return b["ddpm"]["epochs"], b["map"]["feature_size"]
+    epochs = b["train"]["epochs"]
+    return (epochs.get("default") if isinstance(epochs, dict) else epochs), b["inference"]["feature_size"]
+
+
 def _settings_line(rec: dict) -> str:
     s, ms = rec["settings"], rec["method_settings"]
     a = ms["method_a"]
+    b_epochs, b_features = _method_b_line(ms["method_b"])
     return (
         f"Setup: synthetic class `wood` rendered at {s['class_image_size']} px, {s['n_train']} train / "
         f"{s['n_test']} test images; models at {s['image_size']} px; up to {s['reps']} repetitions (at least "
@@ -99,8 +109,8 @@ def _settings_line(rec: dict) -> str:
         "guard), in alternating order. "
         f"Method A: tiny NCSN++ (nf {a['network']['nf']}), {a['train']['iterations']} training iterations, VE SDE "
         f"sigma {a['sde']['sigma_min']}-{a['sde']['sigma_max']}, grid n_steps {a['sde']['n_steps']}. "
-        f"Method B: tiny DDPM U-Net, {ms['method_b']['ddpm']['epochs']} epochs, EfficientNet-Lite0 features at "
-        f"{ms['method_b']['map']['feature_size']} px. SimpleNet: EfficientNet-Lite0, "
+        f"Method B: tiny DDPM U-Net, {b_epochs} epochs, EfficientNet-Lite0 features at "
+        f"{b_features} px. SimpleNet: EfficientNet-Lite0, "
         f"{ms['simplenet']['meta_epochs']} meta epochs. DRAEM: base widths {ms['draem']['recon_base_width']}/"
         f"{ms['draem']['disc_base_width']}, {ms['draem']['epochs']} epochs. Training seconds: "
         + ", ".join(f"{k} {v:.1f}" for k, v in rec["setup"]["train_s"].items())

@@ -1,13 +1,13 @@
 """The GPU fast path switch (precision, channels_last, compile): exact no-op on a CPU, same numbers in NHWC."""
 
-import argparse
-
 import pytest
 import torch
 
-from texad.accel import FP32, Accel, accel_from_args, add_accel_args
+from texad.accel import FP32, Accel
 from texad.accel_module import AcceleratedModule
+from texad.config import ConfigError, validate_config
 from texad.diffusion.unet import build_unet
+from texad.methods.base import Runtime
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +39,16 @@ def test_unknown_precision_is_refused():
         Accel(precision="int8")
 
 
-def test_cli_switches():
-    parser = argparse.ArgumentParser()
-    add_accel_args(parser)
-    assert accel_from_args(parser.parse_args([])) == FP32
-    args = parser.parse_args(["--precision", "fp16", "--channels-last", "--compile"])
-    assert accel_from_args(args) == Accel(precision="fp16", channels_last=True, compile=True)
+def test_switches_come_from_the_config():
+    def accel(**top):
+        return Runtime.from_config(validate_config(top, partial=True)).accel()
+
+    assert accel() == FP32  # the schema's defaults: plain fp32, eager, NCHW
+    assert accel(precision="fp16", channels_last=True, compile=True) == Accel("fp16", True, True)
+    assert accel(precision="bf16") == Accel(precision="bf16")
+    assert accel(channels_last=True) == Accel(channels_last=True)
+    with pytest.raises(ConfigError, match="precision"):
+        accel(precision="int8")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -59,7 +59,7 @@ def test_every_record_states_machine_settings_and_sizes(out):
 
 def test_tscales_speedup_is_the_ratio_of_the_recorded_times(out):
     from texad.diffusion.sde import VESDE
-    from texad.methods.score_tscales import ScoreModel, full_chain_levels
+    from texad.methods.method_a.infer import ScoreModel, full_chain_levels
 
     d = _load(out, "tscales")["devices"]["cpu"]
     assert d["batch_size"] == 2 and d["image_size"] == 32 and d["n_images"] == 2

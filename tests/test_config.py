@@ -1,6 +1,8 @@
 """Config schema: both shipped configs validate; wrong keys, types and values stop with a message naming the key."""
 
 import hashlib
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from texad.config import ConfigError, load_config, settings_hash, validate_config
+from texad.config import ConfigError, load_config, load_schema, settings_hash, validate_config
 
 ROOT = Path(__file__).resolve().parents[1]
 MINIMAL = {"datasets": {"synthetic": {"enabled": True}}, "methods": {}}
@@ -157,3 +159,90 @@ def test_settings_hash_is_stable_and_order_free():
     assert a == b and len(a) == 12
     assert settings_hash({"x": 1}) != settings_hash({"x": 2})
     assert settings_hash({"x": 1, "w": [0.5]}) == hashlib.sha256(b'{"w":[0.5],"x":1}').hexdigest()[:12]
+
+
+# ---------------------------------------------------------------------------------- numbers and partial configs
+def _ints_where_whole(value):
+    """``value`` with every whole float written as an int (how a user might type 0 for 0.0)."""
+    if isinstance(value, dict):
+        return {k: _ints_where_whole(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_ints_where_whole(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def test_numbers_take_the_schema_type():
+    from texad.config import normalise_numbers
+
+    cfg = validate_config(with_change("methods.method_b", {"enabled": True, "train": {"ema": 0, "grad_clip": 0,
+                                      "weight_decay": 0, "epochs": {"default": 3.0, "carpet": 2}},
+                                      "inference": {"w": {"default": 4, "carpet": 0}, "t_start": 200.0}}))  # fmt: skip
+    b = cfg["methods"]["method_b"]
+    assert b["train"]["ema"] == 0.0 and type(b["train"]["ema"]) is float
+    assert type(b["train"]["grad_clip"]) is float and type(b["train"]["weight_decay"]) is float
+    assert (
+        b["train"]["epochs"] == {"default": 3, "carpet": 2} and type(b["train"]["epochs"]["default"]) is int
+    )
+    assert b["inference"]["w"] == {"default": 4.0, "carpet": 0.0} and type(b["inference"]["t_start"]) is int
+    assert all(type(v) is float for v in b["ablation"]["w"])  # the schema's own defaults too
+    # one-of keys: a number branch, a constant, an integer branch, null
+    schema = load_schema("config")
+    a = normalise_numbers({"methods": {"method_a": {"sde": {"sigma_max": 2}}}}, schema)
+    assert type(a["methods"]["method_a"]["sde"]["sigma_max"]) is float
+    assert normalise_numbers({"evaluation": {"resolution": 128.0}}, schema)["evaluation"]["resolution"] == 128
+    assert (
+        normalise_numbers({"evaluation": {"resolution": "native"}}, schema)["evaluation"]["resolution"]
+        == "native"
+    )
+    t_max = normalise_numbers({"methods": {"method_b": {"train": {"t_max": 300.0}}}}, schema)
+    assert type(t_max["methods"]["method_b"]["train"]["t_max"]) is int
+    assert normalise_numbers({"seeds": [True]}, schema) == {"seeds": [True]}  # booleans are not numbers
+
+
+def test_0_and_0_0_name_the_same_models():
+    """Every model of the paper and demo configs gets the same identity whether its numbers are written as 0 or
+    0.0 (the bug: YAML's int and the command line's float hashed apart, and every train job refused to run)."""
+    from texad.plan import Plan
+
+    for path in (ROOT / "config.yaml", ROOT / "config" / "demo.yaml"):
+        raw = yaml.safe_load(path.read_text())
+        raw["methods"]["method_b"].setdefault("train", {}).update(ema=0.0, grad_clip=0.0, weight_decay=0.0)
+        as_floats, as_ints = Plan(validate_config(raw)), Plan(validate_config(_ints_where_whole(raw)))
+        for dataset, cls in as_floats.class_keys():
+            for kind in ("ddpm", "score", "simplenet", "draem", "features"):
+                assert as_floats.model_path(kind, dataset, cls, 0) == as_ints.model_path(
+                    kind, dataset, cls, 0
+                )
+
+
+def test_a_part_of_a_config_takes_the_schema_defaults(tmp_path):
+    from texad.config import load_settings
+
+    part = {"methods": {"draem": {"score_pool": 5}}}
+    cfg = validate_config(part, partial=True)
+    assert cfg["methods"]["draem"]["epochs"] == 700 and cfg["device"] == "auto" and "datasets" not in cfg
+    assert "enabled" not in cfg["methods"]["draem"]  # a part holds the blocks it uses
+    with pytest.raises(ConfigError, match=r"methods.draem.scor_pool: unknown key"):
+        validate_config({"methods": {"draem": {"scor_pool": 5}}}, partial=True)
+    # --settings: JSON text or a YAML file, the same settings either way
+    path = tmp_path / "part.yaml"
+    path.write_text(yaml.safe_dump(part))
+    assert load_settings(json.dumps(part)) == load_settings(str(path)) == cfg
+    with pytest.raises(ConfigError, match="--settings is not valid JSON"):
+        load_settings("{methods: ")
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(str(tmp_path / "missing.yaml"))
+    assert load_settings(str(ROOT / "config" / "demo.yaml"))["methods"]["draem"]["score_pool"] == 5
+
+
+def test_checks_the_schema_cannot_express_name_their_keys():
+    cases = [
+        ({"method_b": {"enabled": True, "inference": {"blur_kernel": 30}}}, "methods.method_b.inference.blur_kernel"),
+        ({"method_a": {"enabled": True, "inference": {"sigma_lo": 0.5}}}, "methods.method_a.inference.sigma_lo"),
+        ({"method_a": {"enabled": True, "inference": {"metric": "score_clean"}}}, "methods.method_a.ablation.full_chain"),
+    ]  # fmt: skip
+    for methods, key in cases:
+        with pytest.raises(ConfigError, match=re.escape(key)):
+            validate_config({**MINIMAL, "methods": methods})

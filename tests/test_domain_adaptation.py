@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from texad.backbones.features import load_backbone
 from texad.checkpoints import TrainingStopped
+from texad.config import ConfigError, validate_config
 from texad.diffusion.schedules import NoiseSchedule
-from texad.methods.conditioned_blur.domain_adaptation import (
+from texad.methods import make_settings
+from texad.methods import method_b as method_b_module
+from texad.methods.base import RunKey, Runtime
+from texad.methods.method_b.domain_adaptation import (
     ADAPTATION_LAYERS,
-    AdaptationSettings,
     adapt_features,
+    adaptation_loop,
     adaptation_loss,
     load_adapted_state,
 )
+from texad.methods.method_b.settings import AdaptationSettings, MethodBSettings, adaptation_settings
+
+
+def _method_b(feature_adaptation: dict | None = None, **inference) -> MethodBSettings:
+    """Method B's settings with these ``feature_adaptation`` and ``inference`` keys (schema defaults else);
+    ``epochs`` is per class in the config, the value of every class here."""
+    fa = dict(feature_adaptation or {})
+    if "epochs" in fa:
+        fa["epochs"] = {"default": fa["epochs"]}
+    return make_settings("method_b", {"feature_adaptation": fa, "inference": inference})
+
+
+def _rejected(block: dict, key: str) -> None:
+    with pytest.raises(ConfigError, match=f"methods\\.method_b\\.{key}"):
+        validate_config({"methods": {"method_b": block}}, partial=True)
 
 
 def _cos_ref(a: np.ndarray, b: np.ndarray) -> float:
@@ -48,10 +70,42 @@ def test_adaptation_loss_is_zero_for_identical_features_and_scale_invariant():
 
 
 def test_settings_reject_bad_values():
-    with pytest.raises(ValueError, match="epochs"):
-        AdaptationSettings(epochs=0)
-    with pytest.raises(ValueError, match="batch_size"):
-        AdaptationSettings(epochs=1, batch_size=1)
+    # 0 epochs means: do not adapt (the pretrained extractor serves); there is then nothing to train
+    assert adaptation_settings(_method_b({"epochs": 0}), 0) is None
+    none = _method_b({"epochs": 0})
+    run = RunKey("synthetic", "wood", 0, "default")
+    assert method_b_module.identity("features", none, run) is None
+    assert method_b_module.models(none) == {"model": "ddpm"}
+    runtime = Runtime.from_config(validate_config({"device": "cpu"}, partial=True))
+    with pytest.raises(ValueError, match="feature_adaptation.epochs is 0 for class wood: nothing to adapt"):
+        method_b_module.train("features", none, run, runtime, class_dir=Path("unused"), out=Path("unused.pt"),
+                              ckpt_dir=Path("unused"), model=Path("ddpm.pt"))  # fmt: skip
+    # per class: only the classes that list epochs adapt
+    per_class = make_settings("method_b", {"feature_adaptation": {"epochs": {"default": 0, "carpet": 2}}},
+                              class_name="carpet")  # fmt: skip
+    assert adaptation_settings(per_class, 0).epochs == 2
+    assert method_b_module.models(per_class) == {"model": "ddpm", "features": "features"}
+    # what the settings refused themselves, the config refuses now, naming the key
+    _rejected({"feature_adaptation": {"epochs": {"default": -1}}}, "feature_adaptation.epochs")
+    _rejected({"feature_adaptation": {"batch_size": 1}}, "feature_adaptation.batch_size")  # half and half
+    _rejected({"feature_adaptation": {"lambda": -0.1}}, "feature_adaptation.lambda")
+    _rejected({"feature_adaptation": {"w": -1}}, "feature_adaptation.w")
+    _rejected({"feature_adaptation": {"lr": 0}}, "feature_adaptation.lr")
+
+
+def test_adaptation_settings_and_loop_come_from_the_run_settings():
+    """The trainer's settings: the feature_adaptation block, the run's loop keys and the seed; its reconstruction
+    loop is DDAD's: the adaptation's w, no blur guidance, one draw, on the run's t_start, skip and eta."""
+    settings = _method_b({"epochs": 2, "w": 3, "lambda": 0.2, "lr": 1e-3, "batch_size": 4}, t_start=150, skip=15,
+                         eta=0.5, w={"default": 8}, s=0.75, draws=3, clip_x0=True, first_call_at_ts=True,
+                         feature_size=48)  # fmt: skip
+    a = adaptation_settings(settings, 7)
+    assert a == AdaptationSettings(epochs=2, w=3.0, lam=0.2, lr=1e-3, batch_size=4, t_start=150, skip=15, eta=0.5,
+                                   seed=7, feature_size=48)  # fmt: skip
+    loop = adaptation_loop(a, settings.inference)
+    assert (loop.w, loop.s, loop.draws, loop.t_start, loop.skip, loop.eta) == (3.0, 0.0, 1, 150, 15, 0.5)
+    assert not loop.clip_x0 and not loop.first_call_at_ts
+    assert replace(loop, w=8.0, s=0.75, draws=3, clip_x0=True, first_call_at_ts=True) == settings.inference
 
 
 @pytest.fixture()
@@ -60,18 +114,19 @@ def setup():
     extractor = load_backbone("resnet18", weights="none", cache_dir=None, layers=ADAPTATION_LAYERS)
     schedule = NoiseSchedule.linear(1000, 1e-4, 0.02)
     images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    settings = AdaptationSettings(epochs=2, batch_size=4, t_start=50, skip=25, lr=1e-3)
+    run = _method_b({"epochs": 2, "batch_size": 4, "lr": 1e-3}, t_start=50, skip=25)
+    settings = adaptation_settings(run, 0)
 
     def eps_model(x_t, t):  # a fixed, deterministic stand-in for the U-Net
         return 0.1 * x_t
 
-    return extractor, schedule, images, settings, eps_model
+    return extractor, schedule, images, settings, run.inference, eps_model
 
 
 def _run(setup, tmp_path, name, **kw):
-    extractor, schedule, images, settings, eps_model = setup
+    extractor, schedule, images, settings, inference, eps_model = setup
     return adapt_features(
-        eps_model, schedule, extractor, images, settings, model_hash="abc123abc123",
+        eps_model, schedule, extractor, images, settings, inference, model_hash="abc123abc123",
         out_path=tmp_path / f"{name}.pt", ckpt_dir=tmp_path / f"ck-{name}", progress=False,
         log=lambda m: None, **kw,
     )  # fmt: skip
@@ -113,26 +168,36 @@ def test_resume_after_interruption_gives_the_same_weights(setup, tmp_path):
 
 
 def test_too_few_images_is_a_clear_error(setup, tmp_path):
-    extractor, schedule, images, settings, eps_model = setup
+    extractor, schedule, images, settings, inference, eps_model = setup
     with pytest.raises(ValueError, match="batch_size=4"):
-        adapt_features(eps_model, schedule, extractor, images[:3], settings, model_hash="abc123abc123",
+        adapt_features(eps_model, schedule, extractor, images[:3], settings, inference, model_hash="abc123abc123",
                        out_path=tmp_path / "x.pt", ckpt_dir=tmp_path / "ck", progress=False)  # fmt: skip
 
 
 def test_identity_does_not_depend_on_int_or_float_spelling():
-    a = AdaptationSettings(epochs=2, w=3, lam=0.1, lr=1e-4, batch_size=4, eta=1)
-    b = AdaptationSettings(epochs=2.0, w=3.0, lam=0.1, lr=0.0001, batch_size=4, eta=1.0)
+    a = adaptation_settings(
+        _method_b({"epochs": 2, "w": 3, "lambda": 0.1, "lr": 1e-4, "batch_size": 4}, eta=1), 0
+    )
+    b = adaptation_settings(
+        _method_b({"epochs": 2.0, "w": 3.0, "lambda": 0.1, "lr": 0.0001, "batch_size": 4.0}, eta=1.0), 0
+    )
+    assert a == b and isinstance(b.epochs, int) and isinstance(a.w, float) and isinstance(a.eta, float)
     assert a.identity_hash("m", "resnet18", "none") == b.identity_hash("m", "resnet18", "none")
-    assert a.identity_hash("m", "resnet18", "none") != AdaptationSettings(epochs=3).identity_hash(
+    assert a.identity_hash("m", "resnet18", "none") != replace(a, epochs=3).identity_hash(
         "m", "resnet18", "none"
     )
+    # the seed, the DDPM and the starting backbone are part of it too
+    assert a.identity_hash("m", "resnet18", "none") != replace(a, seed=1).identity_hash(
+        "m", "resnet18", "none"
+    )
+    assert a.identity_hash("m", "resnet18", "none") != a.identity_hash("n", "resnet18", "none")
 
 
 @pytest.mark.parametrize("feature_size", [None, 48])
 def test_extractor_sees_the_maps_comparison_size(setup, tmp_path, feature_size):
     """With feature_size set, the adaptation resizes every image it gives the extractor (the trainable copy
     and the frozen original) to that side, as the anomaly maps do; without it, the model's 32 px."""
-    extractor, schedule, images, settings, eps_model = setup
+    extractor, schedule, images, settings, inference, eps_model = setup
     sides = []
     original_copy = extractor.trainable_copy
 
@@ -143,8 +208,12 @@ def test_extractor_sees_the_maps_comparison_size(setup, tmp_path, feature_size):
         return copy
 
     extractor.trainable_copy = spied_copy
-    s = AdaptationSettings(epochs=1, batch_size=4, t_start=50, skip=25, lr=1e-3, feature_size=feature_size)
-    adapt_features(eps_model, schedule, extractor, images, s, model_hash="abc123abc123",
+    run = _method_b(
+        {"epochs": 1, "batch_size": 4, "lr": 1e-3}, t_start=50, skip=25, feature_size=feature_size
+    )
+    s = adaptation_settings(run, 0)
+    assert s.feature_size == feature_size  # the maps' comparison size
+    adapt_features(eps_model, schedule, extractor, images, s, run.inference, model_hash="abc123abc123",
                    out_path=tmp_path / "a.pt", ckpt_dir=tmp_path / "ck", progress=False)  # fmt: skip
     side = feature_size or 32
     # 2 steps x (adapted: reconstruction + target, frozen: target + reconstruction)
@@ -152,10 +221,10 @@ def test_extractor_sees_the_maps_comparison_size(setup, tmp_path, feature_size):
 
 
 def test_feature_size_shapes_the_identity_and_none_keeps_the_earlier_one():
-    base = AdaptationSettings(epochs=2)
+    base = adaptation_settings(_method_b({"epochs": 2}), 0)
+    assert base.feature_size is None
     assert "feature_size" not in base.identity("m", "resnet18", "none")["settings"]
-    assert base.identity_hash("m", "resnet18", "none") != AdaptationSettings(
-        epochs=2, feature_size=128
-    ).identity_hash("m", "resnet18", "none")
-    with pytest.raises(ValueError, match="feature_size"):
-        AdaptationSettings(epochs=1, feature_size=8)
+    sized = adaptation_settings(_method_b({"epochs": 2}, feature_size=128), 0)
+    assert sized.identity("m", "resnet18", "none")["settings"]["feature_size"] == 128
+    assert base.identity_hash("m", "resnet18", "none") != sized.identity_hash("m", "resnet18", "none")
+    _rejected({"inference": {"feature_size": 8}}, "inference.feature_size")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,34 +10,27 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
+from settings_checks import cpu_runtime
 
-from texad.config.schema import load_config, load_schema
+from texad.config import ConfigError, load_config, load_schema, validate_config
 from texad.data.synth import generate_class
-from texad.methods.draem import (
-    DiscriminativeNet,
-    DraemSettings,
-    ReconstructiveNet,
-    RunSpec,
-    TrainingStopped,
-    focal_loss,
-    image_scores,
-    load_draem_model,
-    perlin_mask,
-    perlin_noise_2d,
-    recipe_for,
-    run_draem,
-    simulate_anomaly,
-    source_paths,
-    ssim_loss,
-    ssim_map,
-    train_draem,
-)
+from texad.methods import draem as draem_module
+from texad.methods import make_settings
+from texad.methods.base import RunKey
 from texad.methods.draem import anomaly_generator as ag
-from texad.methods.draem import train as train_mod
-from texad.methods.draem.model import count_parameters
-from texad.methods.draem.perlin import fade
-from texad.methods.draem.sources import SourceBank
-from texad.results.record import read_result
+from texad.methods.draem import training as train_mod
+from texad.methods.draem.anomaly_generator import perlin_mask, recipe_for, simulate_anomaly
+from texad.methods.draem.detector import DraemDetector
+from texad.methods.draem.infer import image_scores
+from texad.methods.draem.loss import focal_loss, ssim_loss, ssim_map
+from texad.methods.draem.model import DiscriminativeNet, ReconstructiveNet, count_parameters
+from texad.methods.draem.perlin import fade, perlin_noise_2d
+from texad.methods.draem.settings import DraemSettings, model_hash
+from texad.methods.draem.sources import SourceBank, source_paths
+from texad.methods.draem.training import TrainingStopped, load_draem_model, train_draem
+from texad.methods.jobs import run_method, train_model
+from texad.methods.run import load_images
+from texad.results.record import method_block, read_result
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -314,24 +308,67 @@ def test_image_score_is_max_of_zero_padded_box_mean():
 
 
 # ------------------------------------------------------------------------------------- settings
-def test_settings_mirror_the_config_schema():
+TINY = dict(
+    epochs=2,
+    batch_size=4,
+    lr=1e-3,
+    image_size=32,
+    recon_base_width=2,
+    disc_base_width=2,
+    anomaly_source="synthetic",
+)
+
+
+def _tiny(**kw) -> DraemSettings:
+    """TINY with ``kw`` on top; every other key at its schema default."""
+    return make_settings("draem", {**TINY, **kw})
+
+
+def test_settings_take_exactly_the_schema_keys_and_round_trip():
     block = load_schema("config")["properties"]["methods"]["properties"]["draem"]["properties"]
     schema_defaults = {k: v.get("default") for k, v in block.items() if k != "enabled"}
-    ours = DraemSettings().__dict__
-    assert set(ours) == set(schema_defaults)
-    assert ours == schema_defaults
-    demo = load_config(REPO / "config" / "demo.yaml")["methods"]["draem"]
+    fields = dataclasses.fields(DraemSettings)
+    assert {f.metadata.get("key", f.name) for f in fields} == set(schema_defaults)
+    # no dataclass defaults: the schema is their only source
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    base = make_settings("draem")
+    assert base.to_config() == {"methods": {"draem": schema_defaults}}
+    varied = _tiny(recipe="paper", score_pool=5, p_anomaly=0.3)
+    assert DraemSettings.from_config(varied.to_config()) == varied
+    assert DraemSettings.from_config(validate_config(varied.to_config(), partial=True)) == varied
+    demo = load_config(REPO / "config" / "demo.yaml")
     assert DraemSettings.from_config(demo).anomaly_source == "synthetic"
-    assert DraemSettings().lr_schedule() == ([560, 630], 0.2)
-    assert DraemSettings(recipe="paper").lr_schedule() == ([400, 600], 0.1)
-    base = DraemSettings()
-    assert base.model_hash("d", "c", 0) == DraemSettings(score_pool=5).model_hash("d", "c", 0)
-    assert base.model_hash("d", "c", 0) != DraemSettings(epochs=5).model_hash("d", "c", 0)
-    assert base.model_hash("d", "c", 0) != base.model_hash("d", "c", 1)
-    with pytest.raises(ValueError, match="multiple of 32"):
-        DraemSettings(image_size=48)
-    with pytest.raises(ValueError, match="unknown keys"):
-        DraemSettings.from_config({"epochs": 3, "epoch": 3})
+    assert base.lr_schedule() == ([560, 630], 0.2)
+    assert make_settings("draem", {"recipe": "paper"}).lr_schedule() == ([400, 600], 0.1)
+    with pytest.raises(
+        ValueError, match=r"methods\.draem\.\w+ is missing"
+    ):  # a block not filled by the schema
+        DraemSettings.from_config({"methods": {"draem": {"epochs": 3}}})
+    with pytest.raises(ValueError, match="unknown key"):
+        DraemSettings.from_config({"methods": {"draem": {**schema_defaults, "epoch": 3}}})
+    with pytest.raises(ConfigError, match="methods.draem.epoch: unknown key"):
+        make_settings("draem", {"epochs": 3, "epoch": 3})
+
+
+def test_image_size_must_be_a_multiple_of_32():
+    with pytest.raises(ConfigError, match=r"methods\.draem\.image_size: 48 .*multiple of 32"):
+        validate_config({"methods": {"draem": {"image_size": 48}}}, partial=True)
+    assert make_settings("draem", {"image_size": 96}).image_size == 96
+
+
+def test_model_hash_leaves_score_pool_out():
+    base = make_settings("draem")
+    h = model_hash(base, "d", "c", 0)
+    assert h == model_hash(make_settings("draem", {"score_pool": 5}), "d", "c", 0)  # scoring only
+    assert h != model_hash(make_settings("draem", {"epochs": 5}), "d", "c", 0)
+    assert h != model_hash(base, "d", "c", 1) and h != model_hash(base, "d", "other", 0)
+    assert h == model_hash(make_settings("draem", {"lr": 1e-4, "p_anomaly": 0.5}), "d", "c", 0)
+    assert model_hash(make_settings("draem", {"p_anomaly": 1}), "d", "c", 0) == model_hash(
+        make_settings("draem", {"p_anomaly": 1.0}), "d", "c", 0
+    )  # the schema normalises numbers before they are hashed
+    run = RunKey("d", "c", 0, "default")
+    assert draem_module.identity("draem", base, run) == h
+    assert draem_module.model_file("draem", base, run) == f"draem-{h}.pt"
 
 
 # ------------------------------------------------------------------------------ data, training
@@ -355,28 +392,15 @@ def test_synthetic_sources_exclude_the_trained_class(synth_root, tmp_path):
         source_paths("synthetic", class_name="tile", dataset_root=alone)
     own = source_paths("synthetic", class_name="carpet", dataset_root=synth_root)
     with pytest.raises(ValueError, match="own images"):
-        train_draem(
-            synth_root / "wood", own, DraemSettings(epochs=1), out=tmp_path / "m.pt", ckpt_dir=tmp_path / "c"
-        )
-
-
-def _tiny(**kw) -> DraemSettings:
-    base = dict(
-        epochs=2,
-        batch_size=4,
-        lr=1e-3,
-        image_size=32,
-        recon_base_width=2,
-        disc_base_width=2,
-        anomaly_source="synthetic",
-    )
-    return DraemSettings(**{**base, **kw})
+        train_draem(synth_root / "wood", own, _tiny(epochs=1), dataset="synthetic", class_name="wood", seed=0,
+                    out=tmp_path / "m.pt", ckpt_dir=tmp_path / "c", device="cpu")  # fmt: skip
 
 
 def test_resume_equals_uninterrupted_training(synth_root, tmp_path):
     cls = synth_root / "wood"
     paths = source_paths("synthetic", class_name="wood", dataset_root=synth_root)
-    kw = dict(seed=3, dataset="synthetic", checkpoint_every=1, progress=False, log=lambda *a: None)
+    kw = dict(seed=3, dataset="synthetic", class_name="wood", device="cpu", checkpoint_every=1, progress=False,
+              log=lambda *a: None)  # fmt: skip
     full = train_draem(cls, paths, _tiny(), out=tmp_path / "full.pt", ckpt_dir=tmp_path / "ck_full", **kw)
     with pytest.raises(TrainingStopped):
         train_draem(
@@ -403,7 +427,7 @@ def test_resume_equals_uninterrupted_training(synth_root, tmp_path):
     assert (
         not recon.training and meta["settings"] == _tiny() and meta["anomaly_source"]["groups"] == ["carpet"]
     )
-    assert meta["model_hash"] == _tiny().model_hash("synthetic", "wood", 3)
+    assert meta["model_hash"] == model_hash(_tiny(), "synthetic", "wood", 3)
     # a checkpoint of other settings is refused, naming what to delete
     with pytest.raises(ValueError, match="delete"):
         train_draem(cls, paths, _tiny(epochs=3), out=tmp_path / "x.pt", ckpt_dir=tmp_path / "ck_res", **kw)
@@ -420,44 +444,81 @@ def test_nan_loss_names_class_and_step(synth_root, tmp_path, monkeypatch):
             synth_root / "wood",
             paths,
             _tiny(),
+            dataset="synthetic",
+            class_name="wood",
+            seed=0,
             out=tmp_path / "m.pt",
             ckpt_dir=tmp_path / "c",
+            device="cpu",
             progress=False,
         )
 
 
+def test_model_file_keeps_its_whole_settings_block(synth_root, tmp_path):
+    """A model file carries its settings block, inference-only keys included: a detector built from the file's own
+    settings scores with the file's score_pool (5), not the schema's (21)."""
+    settings = _tiny(epochs=1, score_pool=5)
+    paths = source_paths("synthetic", class_name="wood", dataset_root=synth_root)
+    train_draem(synth_root / "wood", paths, settings, dataset="synthetic", class_name="wood", seed=0,
+                out=tmp_path / "m.pt", ckpt_dir=tmp_path / "ck", device="cpu", progress=False,
+                log=lambda *a: None)  # fmt: skip
+    _, _, meta = load_draem_model(tmp_path / "m.pt")
+    assert meta["settings"].score_pool == 5 and meta["settings"] == settings
+    assert meta["config"] == settings.to_config() and meta["class_name"] == "wood"
+    run, runtime = RunKey("synthetic", "wood", 0, "default"), cpu_runtime(32)
+    detector = DraemDetector(meta["settings"], runtime, run, {"model": tmp_path / "m.pt"})
+    assert detector.record()["switches"]["score_pool"] == 5
+    images = load_images(synth_root / "wood", "test", detector.load_size, limit=4)
+    out = detector.score(images, [0, 1, 2, 3])
+    maps = torch.from_numpy(out.maps)
+    pool5, pool21 = image_scores(maps, 5).double().numpy(), image_scores(maps, 21).double().numpy()
+    # a one-epoch model's maps are nearly flat: the two pools differ by about 4e-4, far above float32 noise
+    assert np.abs(pool5 - pool21).min() > 1e-5
+    np.testing.assert_allclose(out.scores, pool5, rtol=1e-6, atol=0)
+    # the schema's pool reuses the same model (score_pool is not in its identity) and scores with 21
+    default_pool = DraemDetector(_tiny(epochs=1), runtime, run, {"model": tmp_path / "m.pt"})
+    np.testing.assert_allclose(default_pool.score(images, [0, 1, 2, 3]).scores, pool21, rtol=1e-6, atol=0)
+    # a setting that shapes the model is refused
+    with pytest.raises(ValueError, match="shapes the model"):
+        DraemDetector(_tiny(epochs=2, score_pool=5), runtime, run, {"model": tmp_path / "m.pt"})
+
+
 def test_end_to_end_train_and_evaluate(synth_root, tmp_path):
-    """160 steps of the demo's narrow networks on 16 images at 64 px (about 25 s on one core).
+    """160 steps of the demo's narrow networks on 16 images at 64 px (about 25 s on one core), trained and run
+    through the jobs a workflow runs (``texad train draem`` / ``texad run draem``).
 
     The score pool is 5: the official 21 at 256 px, scaled to 64 px (a 21-px box would average a third
     of the image). Measured with seeds 0, 1, 2: image AUROC 0.94, 0.99, 0.94; pixel AUROC 0.93, 0.95, 0.92
     (chance: 0.5; the spread of a random score's AUROC on 12 + 24 images is about 0.1).
     """
-    settings = _tiny(
-        epochs=40, image_size=64, recon_base_width=16, disc_base_width=8, batch_size=4, score_pool=5
-    )
-    paths = source_paths("synthetic", class_name="wood", dataset_root=synth_root)
-    model = tmp_path / "model.pt"
-    train_draem(
-        synth_root / "wood",
-        paths,
-        settings,
-        out=model,
-        ckpt_dir=tmp_path / "ck",
-        seed=0,
-        dataset="synthetic",
-        progress=False,
-        log=lambda *a: None,
-    )
-    spec = RunSpec("test", "synthetic", "wood", 0, resolution=64, batch_size=8)
-    result = run_draem(
-        model, synth_root / "wood", spec, out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz"
-    )
+    block = {
+        **TINY,
+        "epochs": 40,
+        "image_size": 64,
+        "recon_base_width": 16,
+        "disc_base_width": 8,
+        "score_pool": 5,
+    }
+    config = validate_config({"run_name": "test", "device": "cpu", "evaluation": {"resolution": 64},
+                              "methods": {"draem": block}}, partial=True)  # fmt: skip
+    settings = DraemSettings.from_config(config, "wood")
+    run = RunKey("synthetic", "wood", 0, "default")
+    model = tmp_path / draem_module.model_file("draem", settings, run)
+    with pytest.raises(ValueError, match="--anomaly-root"):
+        train_model("draem", config, run, class_dir=synth_root / "wood", out=model, ckpt_dir=tmp_path / "ck")
+    train_model("draem", config, run, class_dir=synth_root / "wood", out=model, ckpt_dir=tmp_path / "ck",
+                expect_hash=draem_module.identity("draem", settings, run), anomaly_root=synth_root)  # fmt: skip
+    result = run_method("draem", config, run, class_dir=synth_root / "wood", models={"model": model},
+                        out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz")  # fmt: skip
     assert read_result(tmp_path / "r.json") == result
     assert (
         result["method"] == "draem" and result["backbone"] is None and "scratch" in result["extra"]["weights"]
     )
     assert result["extra"]["anomaly_source"]["kind"] == "synthetic"
+    assert result["extra"]["anomaly_source"]["groups"] == ["carpet"]
+    assert result["model_hash"] == draem_module.identity("draem", settings, run)
+    assert method_block(result) == settings.to_config()["methods"]["draem"]
+    assert result["extra"]["timing"]["batch_size"] == settings.batch_size
     assert result["timings"]["train_s"] > 0 and result["timings"]["images_per_s"] > 0
     maps = np.load(tmp_path / "m.npz")
     assert maps["maps"].shape == (36, 64, 64) and maps["reconstructions"].shape == (36, 64, 64, 3)

@@ -51,9 +51,9 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def model_weights(path: Path) -> dict:
-    """The (EMA) weights a trained DDPM file holds."""
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+def model_file(path: Path) -> dict:
+    """What a trained DDPM file holds: its (EMA) weights, trainer settings, model hash and config block."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def test_killed_training_resumes_and_ends_with_the_uninterrupted_model(tmp_path):
@@ -98,7 +98,21 @@ def test_killed_training_resumes_and_ends_with_the_uninterrupted_model(tmp_path)
     assert "resuming from" in log.read_text()
     (model,) = models.rglob("ddpm-*.pt")
     assert model.name == ref_model.name  # the same settings hash
-    got, want = model_weights(model), model_weights(ref_model)
+    # ...the one Method B's module gives the config (the workflow names the file by it)
+    from texad.config import load_config
+    from texad.methods import get
+    from texad.methods.base import RunKey
+    from texad.methods.jobs import method_settings
+
+    settings = method_settings(load_config(config), "method_b", "wood")
+    assert model.name == get("method_b").model_file(
+        "ddpm", settings, RunKey("synthetic", "wood", 0, "default")
+    )
+    resumed, reference = model_file(model), model_file(ref_model)
+    assert resumed["model_hash"] == reference["model_hash"] and resumed["settings"] == reference["settings"]
+    # the file keeps the config block it was trained with (texad predict reads its inference keys)
+    assert resumed["config"] == reference["config"] == settings.to_config()
+    got, want = resumed["state_dict"], reference["state_dict"]
     assert got.keys() == want.keys() and got
     for name, tensor in want.items():
         assert torch.equal(got[name], tensor), f"{name} differs from the uninterrupted run"

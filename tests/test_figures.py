@@ -12,7 +12,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score, roc_curve
 from test_aggregate import METRICS, write_run
 
-from texad.methods.common import save_maps
+from texad.methods.run import save_maps
 from texad.report import figures as F
 from texad.report.figures_cli import add_parsers
 from texad.results import record as R
@@ -200,9 +200,18 @@ def write(root: Path, cls: str, method: str, variant: str, seed: int, *, auroc: 
     return path
 
 
-def a_extra(n_scales: int, steps: int, sigma_hi: float = 0.4, metric: str = "score_residual") -> dict:
-    inference = {"n_scales": n_scales, "steps_per_scale": steps, "sigma_hi": sigma_hi, "metric": metric}
-    return {"settings": {"mode": "t_scales", "inference": inference}}
+def a_extra(n_scales: int, steps: int, sigma_hi: float = 0.4, mode: str = "t_scales",
+            metric: str = "score_residual") -> dict:  # fmt: skip
+    """``extra.config`` as a Method A run records it (its variant applied)."""
+    inference = {"mode": mode, "n_scales": n_scales, "steps_per_scale": steps, "sigma_hi": sigma_hi,
+                 "metric": metric}  # fmt: skip
+    return {"config": {"image_size": 32, "methods": {"method_a": {"model": "own", "inference": inference}}}}
+
+
+def b_config(w: float, s: float = 0.5, blur_sigma: float = 3.0, t_start: int = 250) -> dict:
+    """``extra.config`` as a Method B run records it: per-class keys hold the run's class value as ``default``."""
+    inference = {"t_start": t_start, "skip": 25, "w": {"default": w}, "s": s, "blur_sigma": blur_sigma}
+    return {"image_size": 32, "methods": {"method_b": {"inference": inference}}}
 
 
 # variant -> (n_scales, steps_per_scale, sigma_hi, mode); metric_score and the s0.8 point are off the curves
@@ -227,8 +236,9 @@ def method_a_runs(tmp_path_factory) -> tuple[Path, dict]:
             for seed in (0, 1):
                 auroc, pixel = float(rng.uniform(0.6, 1.0)), float(rng.uniform(0.6, 1.0))
                 values[(variant, cls, seed)] = (auroc, pixel)
+                # seed 1 records no mode switch: the mode is read from extra.config's inference
                 write(root, cls, "method_a", variant, seed, auroc=auroc, pixel=pixel, nfe=2 * k * n,
-                      extra=a_extra(k, n, sigma), mode=mode)  # fmt: skip
+                      extra=a_extra(k, n, sigma, mode), mode=mode if seed == 0 else None)  # fmt: skip
     write(root, "carpet", "simplenet", "default", 0, auroc=0.9)  # other methods are left out
     return root / "runs", values
 
@@ -281,15 +291,15 @@ def method_b_runs(tmp_path_factory) -> tuple[Path, dict]:
         for seed in (0, 1):
             auroc = float(rng.uniform(0.6, 1.0))
             values[(cls, "default", seed)] = auroc
-            # the point name as the runs record it; one class as a dict of values
-            point = (
-                f"w{w:g}_s0.5_blur3_t250"
-                if cls == "carpet"
-                else {"w": w, "s": 0.5, "blur_sigma": 3, "t_start": 250}
-            )
-            write(
-                root, cls, "method_b", "default", seed, auroc=auroc, nfe=10, extra={"ablation_point": point}
-            )
+            # carpet: the point name and the config, as the runs record them; wood: a dict of values (seed 0),
+            # or only the config, its per-class w as {default: w} (seed 1)
+            if cls == "carpet":
+                extra = {"ablation_point": f"w{w:g}_s0.5_blur3_t250", "config": b_config(w)}
+            elif seed == 0:
+                extra = {"ablation_point": {"w": w, "s": 0.5, "blur_sigma": 3, "t_start": 250}}
+            else:
+                extra = {"config": b_config(w)}
+            write(root, cls, "method_b", "default", seed, auroc=auroc, nfe=10, extra=extra)
             for variant in B_POINTS[cls]:
                 auroc = float(rng.uniform(0.6, 1.0))
                 values[(cls, variant, seed)] = auroc

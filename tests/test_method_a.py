@@ -1,48 +1,59 @@
 """Method A (score SDE + T scales): levels, chains against hand computations, the full-chain equivalence, the
-metrics on an exactly known score, the map post-processing, settings vs the config schema, and a tiny end-to-end run."""
+metrics on an exactly known score, the map post-processing, settings vs the config schema, the ablation
+variants, and a tiny end-to-end run."""
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from settings_checks import assert_each_grid_regenerates_its_variant, assert_settings_mirror_the_schema
 
+from texad.config import ConfigError, validate_config
 from texad.diffusion.samplers import randn_like
 from texad.diffusion.schedules import NoiseSchedule
 from texad.diffusion.sde import VESDE, VPSDE
 from texad.evaluation.grid import gaussian_smooth
-from texad.methods.score_tscales import (
-    InferenceSettings,
+from texad.methods import make_settings
+from texad.methods import method_a as method_a_module
+from texad.methods.base import RunKey, Runtime, variant_settings
+from texad.methods.jobs import run_method
+from texad.methods.method_a import MethodASettings, point_name, score_train_settings, variants
+from texad.methods.method_a.anomaly_map import anomaly_maps, normalise_maps, train_statistics
+from texad.methods.method_a.infer import (
     ScoreModel,
-    anomaly_maps,
     chain_levels,
     full_chain_levels,
-    normalise_maps,
     raw_maps,
     scale_levels,
     score_model_from_ddpm,
-    train_statistics,
 )
-from texad.methods.score_tscales.run import (
-    MethodASettings,
-    RunSpec,
-    ablation_variants,
-    resolve_variant,
-    run_method_a,
-    variant_name,
-)
+from texad.methods.method_a.settings import Inference
+from texad.methods.run import run_class
+from texad.results.record import method_block
 
 F64 = torch.float64
 ROOT = Path(__file__).resolve().parents[1]
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _inf(**changes) -> Inference:
+    """Method A's inference settings: the schema's defaults with ``changes`` (validated like a config)."""
+    return make_settings("method_a", {"inference": changes}).inference
+
+
+def _rejected(block: dict, key: str) -> None:
+    """A config whose ``methods.method_a`` block is ``block`` is refused with an error naming ``key``."""
+    with pytest.raises(ConfigError, match=f"methods\\.method_a\\.{key}"):
+        validate_config({"methods": {"method_a": block}}, partial=True)
 
 
 def _const_score_model(sde, c: torch.Tensor, pixel_scale: float = 1.0, offset: float = 0.0) -> ScoreModel:
@@ -72,17 +83,18 @@ def _images(n=2, size=8, seed=0) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------------- levels
 def test_default_levels_and_chains():
-    s = InferenceSettings()
+    s = _inf()
     assert scale_levels(s) == pytest.approx([0.4, 0.2, 0.1, 0.05], rel=1e-12)
-    assert scale_levels(InferenceSettings(n_scales=1)) == [0.4]
+    assert scale_levels(_inf(n_scales=1)) == [0.4]
     assert chain_levels(0.4, 0.01, 5) == pytest.approx([0.4 * (0.01 / 0.4) ** (j / 4) for j in range(5)])
     assert chain_levels(0.4, 0.01, 1) == [0.4]
     with pytest.raises(ValueError, match="start above"):
         chain_levels(0.005, 0.01, 3)
-    with pytest.raises(ValueError):
-        InferenceSettings(metric="l2")
-    with pytest.raises(ValueError):
-        InferenceSettings(sigma_lo=0.5, sigma_hi=0.4)
+    # values the settings used to refuse themselves: now the schema's, and its cross-key check on the range
+    _rejected({"inference": {"metric": "l2"}}, "inference.metric")
+    _rejected({"inference": {"predictor": "euler"}}, "inference.predictor")
+    _rejected({"inference": {"sigma_lo": 0.5, "sigma_hi": 0.4}}, "inference.sigma_lo")
+    assert _inf(sigma_lo=0.4, sigma_hi=0.4).sigma_lo == 0.4  # one level: allowed
 
 
 def test_full_chain_levels_follow_the_sde_grid():
@@ -109,7 +121,7 @@ def test_one_chain_against_hand_computation():
     mu, s0 = 0.5, 0.1
     model = _gauss_score_model(sde, mu, s0)
     x = _images(1, 4, seed=3)
-    inf = InferenceSettings(
+    inf = _inf(
         n_scales=1, sigma_hi=0.3, sigma_lo=0.3, steps_per_scale=2, draws=1, metric="score",
         predictor="reverse_diffusion",
     )  # fmt: skip
@@ -127,9 +139,7 @@ def test_one_chain_against_hand_computation():
     m = (m + 0.02 * sc1.norm(dim=1)) / 2
     assert torch.allclose(maps, m, rtol=1e-10)
 
-    recon, _ = raw_maps(
-        model, x, InferenceSettings(**{**asdict(inf), "metric": "recon"}), seeds=[11], sigma_end=0.02
-    )
+    recon, _ = raw_maps(model, x, replace(inf, metric="recon"), seeds=[11], sigma_end=0.02)
     x_hat = x1 + 0.0004 * sc1
     assert torch.allclose(recon, (x_hat - x).norm(dim=1), rtol=1e-10)
 
@@ -143,20 +153,17 @@ def test_one_scale_with_all_steps_is_the_full_chain():
     start = full_chain_levels(model, 0.4, end)[0]  # a level of the SDE's own grid
     levels = full_chain_levels(model, start, end)
     x = _images(2, 8, seed=1)
-    full_inf = InferenceSettings(n_scales=1, sigma_hi=start, sigma_lo=start, draws=1)
-    full, info_full = raw_maps(model, x, full_inf, seeds=[1, 2], sigma_end=levels[-1], full_chain=True)
-    ts_inf = InferenceSettings(
-        n_scales=1, sigma_hi=start, sigma_lo=start, steps_per_scale=len(levels), draws=1
-    )
+    full_inf = _inf(n_scales=1, sigma_hi=start, sigma_lo=start, draws=1, mode="full_chain")
+    full, info_full = raw_maps(model, x, full_inf, seeds=[1, 2], sigma_end=levels[-1])
+    ts_inf = _inf(n_scales=1, sigma_hi=start, sigma_lo=start, steps_per_scale=len(levels), draws=1)
+    assert ts_inf.mode == "t_scales"
     ts, info_ts = raw_maps(model, x, ts_inf, seeds=[1, 2], sigma_end=levels[-1])
     assert info_full["nfe_per_image"] == info_ts["nfe_per_image"] == len(levels) > 50
     assert info_full["levels"][0] == pytest.approx(info_ts["levels"][0], rel=1e-10)
     assert torch.allclose(full, ts, rtol=1e-8, atol=1e-10)
     for metric in ("recon",):
-        a, _ = raw_maps(model, x, InferenceSettings(**{**asdict(full_inf), "metric": metric}), seeds=[1, 2],
-                        sigma_end=levels[-1], full_chain=True)  # fmt: skip
-        b, _ = raw_maps(model, x, InferenceSettings(**{**asdict(ts_inf), "metric": metric}), seeds=[1, 2],
-                        sigma_end=levels[-1])  # fmt: skip
+        a, _ = raw_maps(model, x, replace(full_inf, metric=metric), seeds=[1, 2], sigma_end=levels[-1])
+        b, _ = raw_maps(model, x, replace(ts_inf, metric=metric), seeds=[1, 2], sigma_end=levels[-1])
         assert torch.allclose(a, b, rtol=1e-8, atol=1e-10)
 
 
@@ -164,7 +171,7 @@ def test_nfe_counts_and_batch_independence():
     sde = VESDE(0.01, 30.0)
     model = _gauss_score_model(sde, 0.5, 0.1)
     x = _images(3, 8, seed=2)
-    inf = InferenceSettings(n_scales=3, steps_per_scale=4, draws=2)
+    inf = _inf(n_scales=3, steps_per_scale=4, draws=2)
     both, info = raw_maps(model, x, inf, seeds=[7, 8, 9], sigma_end=0.01)
     assert info["nfe_per_image"] == 3 * 4 * 2
     alone, _ = raw_maps(model, x[1:2], inf, seeds=[8], sigma_end=0.01)
@@ -173,18 +180,11 @@ def test_nfe_counts_and_batch_independence():
     assert torch.equal(both, again)
     other, _ = raw_maps(model, x, inf, seeds=[1, 8, 9], sigma_end=0.01)
     assert not torch.allclose(other[0], both[0])
-    clean, info_c = raw_maps(model, x, InferenceSettings(metric="score_clean", n_scales=3, draws=2), seeds=[7, 8, 9],
+    clean, info_c = raw_maps(model, x, _inf(metric="score_clean", n_scales=3, draws=2), seeds=[7, 8, 9],
                              sigma_end=0.01)  # fmt: skip
     assert info_c["nfe_per_image"] == 3 * 2
     with pytest.raises(ValueError, match="chain metric"):
-        raw_maps(
-            model,
-            x,
-            InferenceSettings(metric="score_clean"),
-            seeds=[1, 2, 3],
-            sigma_end=0.01,
-            full_chain=True,
-        )
+        raw_maps(model, x, _inf(metric="score_clean", mode="full_chain"), seeds=[1, 2, 3], sigma_end=0.01)
     with pytest.raises(ValueError, match="one seed per image"):
         raw_maps(model, x, inf, seeds=[1], sigma_end=0.01)
 
@@ -192,7 +192,7 @@ def test_nfe_counts_and_batch_independence():
 CHI3_MEAN = math.sqrt(2) * math.gamma(2) / math.gamma(1.5)  # E ||z|| for z ~ N(0, I_3)
 
 
-def _expected_normal_score(model: ScoreModel, inf: InferenceSettings, end: float, predictor: str) -> float:
+def _expected_normal_score(model: ScoreModel, inf: Inference, end: float, predictor: str) -> float:
     """E[std ||s||_c] on a normal pixel for data = one image: the deviation x - a c stays Gaussian with variance
     V_{j+1} = V_j (r std_{j+1}^2 / std_j^2)^2 + noise variance of the step (module docstring of sde.py)."""
     sde, total = model.sde, 0.0
@@ -229,11 +229,11 @@ def test_metrics_on_an_exactly_known_score_locate_the_defect(sde_kind, predictor
     diff = (x - c01).norm(dim=1)
     base = dict(n_scales=2, steps_per_scale=3, draws=2, predictor=predictor)
     kw = dict(seeds=[0], sigma_end=0.01)
-    recon, _ = raw_maps(model, x, InferenceSettings(metric="recon", **base), **kw)
+    recon, _ = raw_maps(model, x, _inf(metric="recon", **base), **kw)
     assert torch.allclose(recon, diff, atol=1e-9)
-    clean, _ = raw_maps(model, x, InferenceSettings(metric="score_clean", **base), **kw)
+    clean, _ = raw_maps(model, x, _inf(metric="score_clean", **base), **kw)
     assert torch.allclose(clean, diff**2, atol=1e-9)
-    inf = InferenceSettings(metric="score", **base)
+    inf = _inf(metric="score", **base)
     score, _ = raw_maps(model, x, inf, **kw)
     inside, outside = score[0, 4:8, 4:8], torch.cat([score[0, :4].flatten(), score[0, 8:].flatten()])
     expected = _expected_normal_score(model, inf, 0.01, predictor)
@@ -269,80 +269,93 @@ def test_train_statistics_normalise_and_score_by_max():
 
 
 # ----------------------------------------------------------------------------------------- settings
-def _schema_block() -> dict:
-    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
-    found = []
+def test_settings_take_exactly_the_schema_keys_and_round_trip():
+    assert_settings_mirror_the_schema("method_a")
 
-    def walk(node):
-        if isinstance(node, dict):
-            if "method_a" in node and isinstance(node["method_a"], dict) and "properties" in node["method_a"]:
-                found.append(node["method_a"])
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
+    # from_config / to_config round-trip, for the defaults and for a block that sets keys of every group
+    defaults = validate_config({"methods": {"method_a": {}}}, partial=True)
+    s = MethodASettings.from_config(defaults)
+    assert s.to_config() == {
+        "image_size": defaults["image_size"],
+        "methods": {"method_a": defaults["methods"]["method_a"]},
+    }
+    cfg = {
+        "model": "shared_ddpm", "sde": {"type": "vp", "sigma_max": 2, "n_steps": 40},
+        "network": {"preset": "tiny", "nf": 16},
+        "train": {"iterations": 10, "hflip": False, "checkpoint_every": 3},
+        "inference": {"n_scales": 2, "mode": "full_chain", "smoothing_sigma": 2},
+        "ablation": {"n_scales": [1, 4], "metric": [], "speed_batches": []},
+    }  # fmt: skip
+    parsed = make_settings("method_a", cfg, image_size=64)
+    assert parsed.network.nf == 16 and parsed.ablation.n_scales == (1, 4) and parsed.ablation.metric == ()
+    assert parsed.sde.sigma_max == 2.0 and isinstance(parsed.sde.sigma_max, float)  # the schema's number
+    assert parsed.inference.smoothing_sigma == 2.0 and parsed.train.checkpoint_every == 3
+    again = MethodASettings.from_config(validate_config(parsed.to_config(), partial=True))
+    assert again == parsed
+    # JSON-ready, as results record it
+    assert json.loads(json.dumps(parsed.to_config())) == parsed.to_config()
 
-    walk(schema)
-    assert len(found) == 1
-    return found[0]["properties"]
-
-
-def test_settings_take_exactly_the_schema_keys_and_defaults():
-    props = _schema_block()
-    s = MethodASettings()
-    assert {f.name for f in fields(s)} == set(props) - {"enabled"}
-    assert s.model == props["model"]["default"]
-    for group in ("sde", "network", "train", "inference", "ablation"):
-        sub = props[group]["properties"]
-        obj = getattr(s, group)
-        assert {f.name for f in fields(obj)} == set(sub), group
-        for key, spec in sub.items():
-            value = getattr(obj, key)
-            if isinstance(value, tuple):
-                value = list(value)
-            assert value == spec["default"], (group, key)
-    cfg = {"enabled": True, "network": {"preset": "tiny", "nf": 16}, "ablation": {"n_scales": [1, 4]}}
-    parsed = MethodASettings.from_config(cfg)
-    assert parsed.network.nf == 16 and parsed.ablation.n_scales == (1, 4)
-    ts = parsed.train_settings("synthetic", "wood", 64, 3)
+    own = make_settings("method_a", {"network": {"preset": "tiny", "nf": 16}}, image_size=64)
+    ts = score_train_settings(own, "synthetic", "wood", 3)
     assert ts.preset == "tiny" and ts.nf == 16 and ts.iterations == 100000 and ts.hflip and ts.seed == 3
-    assert ts.sigma_max == "auto" and ts.sde == "ve"
+    assert ts.sigma_max == "auto" and ts.sde == "ve" and ts.image_size == 64
+    run = RunKey("synthetic", "wood", 3, "default")
+    assert method_a_module.identity("score", own, run) == ts.model_hash()
+    # inference does not shape the model
+    other = replace(own, inference=replace(own.inference, n_scales=1))
+    assert score_train_settings(other, "synthetic", "wood", 3) == ts
 
 
+# ------------------------------------------------------------------------------------------ ablation
 def test_ablation_variants_one_factor_at_a_time():
-    cfg = yaml.safe_load((ROOT / "config/demo.yaml").read_text())["methods"]["method_a"]
-    s = MethodASettings.from_config(cfg)
-    variants = ablation_variants(s)
-    names = [v.name for v in variants]
-    assert variant_name(s.inference) not in names and "default" not in names
-    full_chain = resolve_variant(s, "full_chain")
-    assert full_chain.mode == "full_chain" and full_chain.inference == s.inference
-    full = MethodASettings.from_config({"ablation": {}})
-    names_full = [v.name for v in ablation_variants(full)]
+    demo = yaml.safe_load((ROOT / "config/demo.yaml").read_text())
+    s = make_settings("method_a", demo["methods"]["method_a"], image_size=demo["image_size"])
+    vs = variants(s)
+    names = [v.name for v in vs]
+    # default first; the default's own point is not run twice
+    assert names == ["default", "K1_n1_s0.4", "K2_n1_s0.4", "full_chain"]
+    assert point_name(s.inference) == "K4_n1_s0.4"
+    full_chain = variant_settings(vs, "full_chain", "method_a")
+    assert full_chain.inference == replace(s.inference, mode="full_chain") and full_chain.model == s.model
+    assert variant_settings(vs, "default", "method_a") == s
+    assert_each_grid_regenerates_its_variant("method_a", s, timed=("default", "full_chain"))
+
+    full = make_settings("method_a")
+    by_name = {v.name: v.settings for v in variants(full)}
+    names_full = list(by_name)
     assert names_full == [
-        "K1_n5_s0.4", "K2_n5_s0.4", "K8_n5_s0.4", "K4_n1_s0.4", "K4_n2_s0.4", "K4_n10_s0.4", "K4_n20_s0.4",
-        "K4_n5_s0.2", "K4_n5_s0.8", "full_chain", "metric_score", "metric_recon", "metric_score_clean",
-        "shared_ddpm",
+        "default", "K1_n5_s0.4", "K2_n5_s0.4", "K8_n5_s0.4", "K4_n1_s0.4", "K4_n2_s0.4", "K4_n10_s0.4",
+        "K4_n20_s0.4", "K4_n5_s0.2", "K4_n5_s0.8", "full_chain", "metric_score", "metric_recon",
+        "metric_score_clean", "shared_ddpm",
     ]  # fmt: skip
     assert all(len(n) < 40 for n in names_full)
-    by_name = {v.name: v for v in ablation_variants(full)}
     # one factor at a time: each point differs from the default in exactly the named setting
-    assert by_name["K2_n5_s0.4"].inference == replace(full.inference, n_scales=2)
+    assert by_name["default"] == full
+    assert by_name["K2_n5_s0.4"] == replace(full, inference=replace(full.inference, n_scales=2))
     assert by_name["K4_n5_s0.2"].inference == replace(full.inference, sigma_hi=0.2, sigma_lo=0.05)
     assert by_name["metric_recon"].inference == replace(full.inference, metric="recon")
-    assert (
-        by_name["shared_ddpm"].model == "shared_ddpm" and by_name["shared_ddpm"].inference == full.inference
-    )
+    assert by_name["full_chain"].inference == replace(full.inference, mode="full_chain")
+    assert by_name["shared_ddpm"] == replace(full, model="shared_ddpm")
     assert all(v.model == "own" for n, v in by_name.items() if n != "shared_ddpm")
-    assert resolve_variant(full, "default").inference == full.inference
-    with pytest.raises(ValueError, match="unknown Method A variant 'K3_n5_s0.4'.*default, K1_n5_s0.4"):
-        resolve_variant(full, "K3_n5_s0.4")
+    assert all(v.inference.mode == "t_scales" for n, v in by_name.items() if n != "full_chain")
+    assert variant_settings(variants(full), "default", "method_a").inference == full.inference
+    with pytest.raises(ValueError, match="unknown method_a variant 'K3_n5_s0.4'.*default, K1_n5_s0.4"):
+        variant_settings(variants(full), "K3_n5_s0.4", "method_a")
+    assert_each_grid_regenerates_its_variant("method_a", full, timed=("default", "full_chain"))
+    # the speed probe belongs to the timed points only
+    grids = {v.name: v.grid for v in variants(full)}
+    assert grids["default"].speed_batches == grids["full_chain"].speed_batches == (1, 16)
+    assert grids["K2_n5_s0.4"].speed_batches == () and grids["K2_n5_s0.4"].n_scales == (2,)
     # a config that reads the DDPM already has no shared_ddpm point
-    shared = MethodASettings.from_config({"model": "shared_ddpm"})
-    assert "shared_ddpm" not in [v.name for v in ablation_variants(shared)]
-    assert all(v.model == "shared_ddpm" for v in ablation_variants(shared))
-    assert json.dumps([asdict(v.inference) for v in variants])  # JSON-ready
+    shared = make_settings("method_a", {"model": "shared_ddpm"})
+    assert "shared_ddpm" not in [v.name for v in variants(shared)]
+    assert all(v.settings.model == "shared_ddpm" for v in variants(shared))
+    assert_each_grid_regenerates_its_variant("method_a", shared, timed=("default", "full_chain"))
+    # a configured full chain is the default: no second full_chain point
+    assert "full_chain" not in [
+        v.name for v in variants(replace(full, inference=by_name["full_chain"].inference))
+    ]
+    assert json.dumps([v.settings.to_config() for v in vs] + [asdict(v.grid) for v in vs])  # JSON-ready
 
 
 @pytest.mark.parametrize("sde_kind", ["ve", "vp"])
@@ -356,7 +369,7 @@ def test_score_residual_on_an_exactly_known_score_is_the_offset_over_sigma(sde_k
     c01 = torch.full((1, 3, 16, 16), 0.4, dtype=F64)
     model = _const_score_model(sde, c01 * scale + offset, scale, offset)
     x = c01 + 0.1 * _images(1, 16, seed=4)
-    inf = InferenceSettings(metric="score_residual", n_scales=3, steps_per_scale=4, draws=2)
+    inf = _inf(metric="score_residual", n_scales=3, steps_per_scale=4, draws=2)
     factor = np.mean([np.mean([1 / s for s in chain_levels(s0, 0.01, 4)]) for s0 in scale_levels(inf)])
     for predictor in ("reverse_diffusion", "ancestral"):
         res, info = raw_maps(model, x, replace(inf, predictor=predictor), seeds=[5], sigma_end=0.01)
@@ -368,20 +381,35 @@ def test_levels_outside_the_model_range_are_refused():
     model = _gauss_score_model(VESDE(0.01, 0.3), 0.5, 0.1)
     x = _images(1, 8)
     with pytest.raises(ValueError, match=r"noise level 0.4 .*outside the model's range \[0.01, 0.3\]"):
-        raw_maps(model, x, InferenceSettings(), seeds=[0], sigma_end=0.01)
+        raw_maps(model, x, _inf(), seeds=[0], sigma_end=0.01)
     with pytest.raises(ValueError, match="outside"):
-        raw_maps(model, x, InferenceSettings(sigma_hi=0.3), seeds=[0], sigma_end=0.005)
-    maps, _ = raw_maps(model, x, InferenceSettings(sigma_hi=0.3), seeds=[0], sigma_end=0.01)
+        raw_maps(model, x, _inf(sigma_hi=0.3), seeds=[0], sigma_end=0.005)
+    maps, _ = raw_maps(model, x, _inf(sigma_hi=0.3), seeds=[0], sigma_end=0.01)
     assert maps.shape == (1, 8, 8) and bool(torch.isfinite(maps).all())
 
 
 # ------------------------------------------------------------------------------------------ end to end
-E2E_CONFIG = {
+IMAGE_SIZE = 32
+E2E_BLOCK = {
     "sde": {"sigma_max": 1.0, "n_steps": 40},
     "network": {"preset": "tiny", "nf": 16},
     "train": {"batch_size": 8, "iterations": 150, "lr": 2e-3, "warmup": 20},
     "inference": {"metric": "score_residual", "draws": 1, "batch_size": 16, "smoothing_sigma": 2},
+    "ablation": {"speed_batches": []},  # no speed probe unless asked
 }
+TOP = {"run_name": "test", "device": "cpu", "image_size": IMAGE_SIZE, "evaluation": {"resolution": 64}}
+RUN = RunKey("synthetic", "wood", 0, "default")
+
+
+def _config(block: dict) -> dict:
+    return validate_config({**TOP, "methods": {"method_a": block}}, partial=True)
+
+
+def _recorded(settings: MethodASettings) -> dict:
+    """What a result records under extra.config: the run's settings, its variant applied, without the grid."""
+    config = settings.to_config()
+    del config["methods"]["method_a"]["ablation"]
+    return config
 
 
 @pytest.fixture(scope="module")
@@ -398,19 +426,18 @@ def own_model(synth_class, tmp_path_factory) -> Path:
     from texad.diffusion.training import train_diffusion
 
     out = tmp_path_factory.mktemp("model")
-    ts = MethodASettings.from_config(E2E_CONFIG).train_settings("synthetic", "wood", 32, 0)
-    train_diffusion(synth_class, out / "score.pt", out / "ckpt", ts, progress=False, log=lambda _m: None)
+    settings = make_settings("method_a", E2E_BLOCK, image_size=IMAGE_SIZE)
+    ts = score_train_settings(settings, RUN.dataset, RUN.class_name, RUN.seed)
+    train_diffusion(synth_class, out / "score.pt", out / "ckpt", ts, device="cpu", precision="fp32",
+                    checkpoint_every=settings.train.checkpoint_every, config=settings.to_config(),
+                    progress=False, log=lambda _m: None)  # fmt: skip
     return out / "score.pt"
 
 
-def _spec(variant: str) -> RunSpec:
-    return RunSpec("test", "synthetic", "wood", variant, 0, resolution=64)
-
-
 def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path):
-    settings = MethodASettings.from_config(E2E_CONFIG)
-    result = run_method_a(
-        own_model, synth_class, _spec("default"), settings,
+    config = _config(E2E_BLOCK)
+    result = run_method(
+        "method_a", config, RUN, class_dir=synth_class, models={"model": own_model},
         out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
     )  # fmt: skip
     m = result["metrics"]
@@ -419,20 +446,36 @@ def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path
     assert m["pixel_auroc"] >= 0.8, m
     assert result["method"] == "method_a" and result["timings"]["nfe_per_image"] == 20
     assert result["extra"]["timing"]["s_per_image_at_batch"] == {}  # no speed probe unless asked
+    assert result["extra"]["timing"]["batch_size"] == 16
     assert result["timings"]["train_s"] > 0 and result["backbone"] is None
     assert result["extra"]["levels_pixel"][0] == pytest.approx(chain_levels(0.4, 0.01, 5))
+    settings = MethodASettings.from_config(config)
+    assert result["extra"]["config"] == _recorded(settings)
+    assert "settings" not in result["extra"] and method_block(result)["inference"]["draws"] == 1
+    assert result["model_hash"] == score_train_settings(settings, "synthetic", "wood", 0).model_hash()
     assert json.loads((tmp_path / "r.json").read_text())["model_hash"] == result["model_hash"]
     npz = np.load(tmp_path / "m.npz")
     assert npz["maps"].shape == (18, 64, 64) and npz["scores"].shape == (18,)
     assert np.array_equal(npz["labels"], np.array([1] * 12 + [0] * 6)) or npz["labels"].sum() == 12
+    assert npz["reconstructions"].shape == (18, IMAGE_SIZE, IMAGE_SIZE, 3)
 
 
 def test_full_chain_reference_run(synth_class, own_model, tmp_path):
-    settings = MethodASettings.from_config(E2E_CONFIG)
-    result = run_method_a(
-        own_model, synth_class, _spec("full_chain"), settings,
-        speed_batches=(1, 4), out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
-    )  # fmt: skip
+    runtime = Runtime.from_config(_config({}))
+    settings = make_settings(
+        "method_a", {**E2E_BLOCK, "ablation": {"speed_batches": [1, 4]}}, image_size=IMAGE_SIZE
+    )
+    vs = variants(settings)
+    models = {"model": own_model}
+    # only the default and the full chain are timed
+    point = method_a_module.Detector(variant_settings(vs, "K2_n5_s0.4", "method_a"), runtime,
+                                     replace(RUN, variant="K2_n5_s0.4"), models)  # fmt: skip
+    assert point.speed_batches == ()
+    run = replace(RUN, variant="full_chain")
+    detector = method_a_module.Detector(variant_settings(vs, "full_chain", "method_a"), runtime, run, models)
+    assert detector.speed_batches == (1, 4)
+    result = run_class(detector, synth_class, run, runtime, out_result=tmp_path / "r.json",
+                       out_maps=tmp_path / "m.npz")  # fmt: skip
     speed = result["extra"]["timing"]["s_per_image_at_batch"]
     assert set(speed) == {"1", "4"} and all(v > 0 for v in speed.values())
     # grid exp(linspace(ln 0.01, ln 1, 40)): the levels <= 0.4
@@ -440,26 +483,29 @@ def test_full_chain_reference_run(synth_class, own_model, tmp_path):
     assert result["timings"]["nfe_per_image"] == expected
     assert len(result["extra"]["levels_pixel"][0]) == expected
     assert result["evaluation"]["switches"]["mode"] == "full_chain"
+    assert result["variant"] == "full_chain"
     assert result["extra"]["sde_model"] == {"type": "ve", "sigma_min": 0.01, "sigma_max": 1.0, "N": 40}
+    assert method_block(result)["inference"] == asdict(replace(settings.inference, mode="full_chain"))
+    assert result["extra"]["config"] == _recorded(variant_settings(vs, "full_chain", "method_a"))
 
 
 def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
-    from texad.diffusion.training import DiffusionTrainSettings, train_diffusion
+    from texad.diffusion.training import train_diffusion
+    from texad.methods.method_b import ddpm_train_settings
 
-    ddpm = DiffusionTrainSettings(
-        dataset="synthetic", class_name="wood", preset="tiny", image_size=32, epochs=1, batch_size=8
-    )
-    train_diffusion(
-        synth_class, tmp_path / "ddpm.pt", tmp_path / "ck", ddpm, progress=False, log=lambda _m: None
-    )
-    cfg = {
-        **E2E_CONFIG,
+    b_block = {"diffusion": {"preset": "tiny"}, "train": {"epochs": {"default": 1}, "batch_size": 8}}
+    b = make_settings("method_b", b_block, image_size=IMAGE_SIZE)
+    ddpm = ddpm_train_settings(b, RUN.dataset, RUN.class_name, RUN.seed)
+    train_diffusion(synth_class, tmp_path / "ddpm.pt", tmp_path / "ck", ddpm, device="cpu", precision="fp32",
+                    checkpoint_every=1, progress=False, log=lambda _m: None)  # fmt: skip
+    block = {
+        **E2E_BLOCK,
         "model": "shared_ddpm",
         "inference": {"normalise": "none", "draws": 1, "n_scales": 2},
     }
-    settings = MethodASettings.from_config(cfg)
-    result = run_method_a(
-        tmp_path / "ddpm.pt", synth_class, _spec("default"), settings,
+    config = _config(block)
+    result = run_method(
+        "method_a", config, RUN, class_dir=synth_class, models={"model": tmp_path / "ddpm.pt"},
         out_result=tmp_path / "r.json", out_maps=tmp_path / "m.npz",
     )  # fmt: skip
     assert result["model_hash"] == ddpm.model_hash()
@@ -467,8 +513,12 @@ def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
     assert result["timings"]["nfe_per_image"] == 2 * 5
     assert result["extra"]["sde_model"]["type"] == "ddpm"
     assert result["evaluation"]["switches"]["model"] == "shared_ddpm"
+    assert method_block(result)["model"] == "shared_ddpm"
+    runtime = Runtime.from_config(config)
     with pytest.raises(ValueError, match="not a texad score model"):
-        run_method_a(
-            tmp_path / "ddpm.pt", synth_class, _spec("default"), MethodASettings.from_config(E2E_CONFIG),
-            out_result=tmp_path / "x.json", out_maps=tmp_path / "x.npz",
-        )  # fmt: skip
+        method_a_module.Detector(make_settings("method_a", E2E_BLOCK, image_size=IMAGE_SIZE), runtime, RUN,
+                                 {"model": tmp_path / "ddpm.pt"})  # fmt: skip
+    # the DDPM of another class is refused
+    with pytest.raises(ValueError, match="synthetic/carpet/seed0"):
+        method_a_module.Detector(MethodASettings.from_config(config), runtime,
+                                 replace(RUN, class_name="carpet"), {"model": tmp_path / "ddpm.pt"})  # fmt: skip

@@ -2,29 +2,55 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
+from settings_checks import assert_settings_mirror_the_schema
 
+from texad.config import ConfigError, validate_config
 from texad.diffusion import DDIMSampler, NoiseSchedule, partial_noise
 from texad.evaluation.grid import gaussian_smooth
-from texad.methods.conditioned_blur import (
-    MapSettings,
-    ReconstructionSettings,
+from texad.methods import make_settings
+from texad.methods.method_b import MethodBSettings
+from texad.methods.method_b.anomaly_map import (
+    aggregate_3x3,
     anomaly_maps,
     feature_distance,
     fuse,
-    gaussian_blur,
+    fusion_scale,
     pixel_distance,
-    reconstruct,
 )
-from texad.methods.conditioned_blur.anomaly_map import aggregate_3x3, fusion_scale
-from texad.methods.conditioned_blur.infer import blur_guidance_input, draw_seed, time_grid
+from texad.methods.method_b.infer import (
+    blur_guidance_input,
+    draw_seed,
+    gaussian_blur,
+    reconstruct,
+    time_grid,
+)
+from texad.methods.method_b.settings import MAP_LAYERS, Inference
 
 F64 = torch.float64
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _inf(**changes) -> Inference:
+    """Method B's inference settings: the schema's defaults with ``changes`` (validated like a config; ``w`` is
+    per class in the config, the value of every class here)."""
+    block = {k: ({"default": v} if k == "w" else v) for k, v in changes.items()}
+    return make_settings("method_b", {"inference": block}).inference
+
+
+def _rejected(block: dict, key: str) -> None:
+    """A config whose ``methods.method_b`` block is ``block`` is refused with an error naming ``key``."""
+    with pytest.raises(ConfigError, match=f"methods\\.method_b\\.{key}"):
+        validate_config({"methods": {"method_b": block}}, partial=True)
 
 
 @pytest.fixture(scope="module")
@@ -106,19 +132,19 @@ def test_gaussian_blur_matches_torchvision_and_keeps_constants():
 # ------------------------------------------------------------------------------- time grid, nfe
 def test_time_grid_and_nfe(sch):
     x = _images(1)
-    grid = time_grid(sch, ReconstructionSettings())
+    grid = time_grid(sch, _inf())
     assert [t for t, _ in grid] == list(range(225, -1, -25))
     assert grid[-1] == (0, -1) and len(grid) == 10
-    grid11 = time_grid(sch, ReconstructionSettings(first_call_at_ts=True))
+    grid11 = time_grid(sch, _inf(first_call_at_ts=True))
     assert grid11[0] == (250, 225) and grid11[1:] == grid
 
     model = TinyEps()
-    _, info = reconstruct(model, sch, x, ReconstructionSettings(s=0.0), seeds=[0])
+    _, info = reconstruct(model, sch, x, _inf(s=0.0), seeds=[0])
     assert info["nfe_per_image"] == 10 and model.calls == 10
     assert info["timesteps"][0] == 225
-    _, info = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
+    _, info = reconstruct(model, sch, x, _inf(), seeds=[0])
     assert info["nfe_per_image"] == 20
-    _, info = reconstruct(model, sch, x, ReconstructionSettings(first_call_at_ts=True), seeds=[0])
+    _, info = reconstruct(model, sch, x, _inf(first_call_at_ts=True), seeds=[0])
     assert info["nfe_per_image"] == 22 and info["timesteps"][0] == 250
 
 
@@ -129,7 +155,7 @@ def test_s0_is_ddad_conditioning(sch, w, eta):
     model = TinyEps()
     x = _images(2)
     seeds = [5, 9]
-    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.0, eta=eta), seeds=seeds)
+    rec, _ = reconstruct(model, sch, x, _inf(w=w, s=0.0, eta=eta), seeds=seeds)
     for i, seed in enumerate(seeds):
         ref = _ddad_reference(model, sch, x[i : i + 1], w, 250, 25, eta, seed)
         torch.testing.assert_close(rec[i : i + 1], ref, atol=1e-10, rtol=1e-10)
@@ -138,7 +164,7 @@ def test_s0_is_ddad_conditioning(sch, w, eta):
 def test_w0_s0_is_plain_partial_noise_ddim(sch):
     x = _images(2)
     seeds = [3, 4]
-    settings = ReconstructionSettings(w=0.0, s=0.0, eta=1.0, t_start=200, skip=20)
+    settings = _inf(w=0.0, s=0.0, eta=1.0, t_start=200, skip=20)
     rec, _ = reconstruct(_elementwise_eps, sch, x, settings, seeds=seeds)
     sampler = DDIMSampler(sch, eta=1.0)
     for i, seed in enumerate(seeds):
@@ -168,7 +194,7 @@ def test_blur_guidance_formula_one_step(sch):
     model = TinyEps()
     x = _images(1)
     w, s = 3.0, 0.5
-    settings = ReconstructionSettings(t_start=25, skip=25, w=w, s=s, eta=0.0)
+    settings = _inf(t_start=25, skip=25, w=w, s=s, eta=0.0)
     rec, info = reconstruct(model, sch, x, settings, seeds=[11])
     assert info["timesteps"] == [0]
     g = torch.Generator().manual_seed(11)
@@ -189,18 +215,18 @@ def test_blur_guidance_formula_one_step(sch):
 def test_blur_guidance_changes_output(sch, w):
     model = TinyEps()
     x = _images(2)
-    base, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.0), seeds=[1, 2])
-    guided, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.5), seeds=[1, 2])
+    base, _ = reconstruct(model, sch, x, _inf(w=w, s=0.0), seeds=[1, 2])
+    guided, _ = reconstruct(model, sch, x, _inf(w=w, s=0.5), seeds=[1, 2])
     assert torch.isfinite(guided).all()
     assert (guided - base).abs().max() > 1e-4
-    clipped, _ = reconstruct(model, sch, x, ReconstructionSettings(w=w, s=0.5, clip_x0=True), seeds=[1, 2])
+    clipped, _ = reconstruct(model, sch, x, _inf(w=w, s=0.5, clip_x0=True), seeds=[1, 2])
     assert torch.isfinite(clipped).all() and clipped.abs().max() <= 1.0 + 1e-12
 
 
 def test_results_do_not_depend_on_batch_composition(sch):
     model = TinyEps()
     x = _images(3)
-    settings = ReconstructionSettings()
+    settings = _inf()
     full, _ = reconstruct(model, sch, x, settings, seeds=[10, 20, 30])
     for i, seed in enumerate([10, 20, 30]):
         alone, _ = reconstruct(model, sch, x[i : i + 1], settings, seeds=[seed])
@@ -221,21 +247,19 @@ def test_draws_average_independent_single_draw_reconstructions(sch, s):
     model = TinyEps()
     x = _images(2)
     seeds = [4, 8]
-    one, info1 = reconstruct(model, sch, x, ReconstructionSettings(s=s), seeds=seeds)
-    three, info3 = reconstruct(model, sch, x, ReconstructionSettings(s=s, draws=3), seeds=seeds)
+    one, info1 = reconstruct(model, sch, x, _inf(s=s), seeds=seeds)
+    three, info3 = reconstruct(model, sch, x, _inf(s=s, draws=3), seeds=seeds)
     assert info3["nfe_per_image"] == 3 * info1["nfe_per_image"]
     assert draw_seed(4, 0) == 4 and len({draw_seed(4, k) for k in range(3)}) == 3
     for i, seed in enumerate(seeds):
         runs = [
-            reconstruct(model, sch, x[i : i + 1], ReconstructionSettings(s=s), seeds=[draw_seed(seed, k)])[0]
-            for k in range(3)
+            reconstruct(model, sch, x[i : i + 1], _inf(s=s), seeds=[draw_seed(seed, k)])[0] for k in range(3)
         ]
         torch.testing.assert_close(runs[0], one[i : i + 1], atol=0, rtol=0)
         torch.testing.assert_close(three[i : i + 1], sum(runs) / 3, atol=1e-12, rtol=1e-12)
     # the draws differ (eta = 1 and the partial noise), so the mean is not any one of them
     assert (three - one).abs().max() > 1e-6
-    with pytest.raises(ValueError, match="draws"):
-        ReconstructionSettings(draws=0)
+    _rejected({"inference": {"draws": 0}}, "inference.draws")
 
 
 def test_draws_leave_an_oracle_reconstruction_exact(sch):
@@ -244,28 +268,40 @@ def test_draws_leave_an_oracle_reconstruction_exact(sch):
     def oracle(x_t, t):
         return sch.predict_eps(x_t, t, x0)
 
-    rec, _ = reconstruct(oracle, sch, x0, ReconstructionSettings(w=4.0, s=0.0, draws=4), seeds=[0, 1])
+    rec, _ = reconstruct(oracle, sch, x0, _inf(w=4.0, s=0.0, draws=4), seeds=[0, 1])
     torch.testing.assert_close(rec, x0, atol=1e-8, rtol=0)
 
 
 def test_float32_input_keeps_dtype_and_needs_one_seed_per_image(sch):
     model = TinyEps()
     x = _images(2).float()
-    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0, 1])
+    rec, _ = reconstruct(model, sch, x, _inf(), seeds=[0, 1])
     assert rec.dtype == torch.float32 and rec.shape == x.shape
     with pytest.raises(ValueError):
-        reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
-    with pytest.raises(ValueError):
-        ReconstructionSettings(blur_kernel=30)
+        reconstruct(model, sch, x, _inf(), seeds=[0])
+    # an even blur kernel has no centre: the blur guidance refuses it
+    with pytest.raises(ValueError, match="kernel must be a positive odd integer"):
+        reconstruct(model, sch, x, replace(_inf(), blur_kernel=30), seeds=[0, 1])
+
+
+def test_config_rejects_bad_reconstruction_settings():
+    """What the reconstruction settings refused themselves, the config refuses now, naming the key."""
+    _rejected({"inference": {"t_start": 0}}, "inference.t_start")
+    _rejected({"inference": {"skip": 0}}, "inference.skip")
+    _rejected({"inference": {"eta": -0.5}}, "inference.eta")
+    _rejected({"inference": {"s": -1}}, "inference.s")
+    _rejected({"inference": {"blur_sigma": 0}}, "inference.blur_sigma")
+    _rejected({"inference": {"w": {"default": -1}}}, "inference.w")
+    _rejected({"inference": {"blur_kernel": 30}}, "inference.blur_kernel")  # even: no centre
 
 
 @pytest.mark.parametrize(
     "settings",
     [
-        ReconstructionSettings(eta=0.0, w=0.0, s=0.0),
-        ReconstructionSettings(eta=1.0, w=0.0, s=0.0),
-        ReconstructionSettings(eta=0.0, w=4.0, s=0.0),
-        ReconstructionSettings(eta=1.0, w=11.0, s=0.0, first_call_at_ts=True),
+        _inf(eta=0.0, w=0.0, s=0.0),
+        _inf(eta=1.0, w=0.0, s=0.0),
+        _inf(eta=0.0, w=4.0, s=0.0),
+        _inf(eta=1.0, w=11.0, s=0.0, first_call_at_ts=True),
     ],
 )
 def test_oracle_model_reconstructs_clean_input(sch, settings):
@@ -285,14 +321,14 @@ def test_oracle_with_blur_guidance_on_a_constant_image(sch):
     def oracle(x_t, t):
         return sch.predict_eps(x_t, t, x0)
 
-    rec, _ = reconstruct(oracle, sch, x0, ReconstructionSettings(s=1.0, w=4.0), seeds=[3])
+    rec, _ = reconstruct(oracle, sch, x0, _inf(s=1.0, w=4.0), seeds=[3])
     torch.testing.assert_close(rec, x0, atol=1e-8, rtol=0)
 
 
 def test_reconstruct_runs_without_grad(sch):
     model = TinyEps()
     x = _images(1).requires_grad_(True)
-    rec, _ = reconstruct(model, sch, x, ReconstructionSettings(), seeds=[0])
+    rec, _ = reconstruct(model, sch, x, _inf(), seeds=[0])
     assert not rec.requires_grad
 
 
@@ -456,7 +492,7 @@ def test_anomaly_maps_smooth_and_score_by_max():
     df = torch.rand(3, 24, 24, generator=g)
     df[1, 10, 12] += 20.0
     dp[1, 10, 12] += 20.0
-    settings = MapSettings(smoothing_sigma=2.0)
+    settings = _inf(smoothing_sigma=2.0)
     maps, scores = anomaly_maps(dp, df, settings)
     expected = gaussian_smooth(fuse(dp, df, 1.0, "test_set"), 2.0)
     np.testing.assert_allclose(maps, expected)
@@ -464,9 +500,8 @@ def test_anomaly_maps_smooth_and_score_by_max():
     np.testing.assert_array_equal(scores, maps.reshape(3, -1).max(axis=1))
     assert int(np.argmax(scores)) == 1
     assert np.unravel_index(np.argmax(maps[1]), maps[1].shape) == (10, 12)
-    assert MapSettings().smoothing_sigma == 4.0 and MapSettings().layers == ("layer2", "layer3")
-    with pytest.raises(ValueError):
-        MapSettings(fusion_norm="batch")
+    assert _inf().smoothing_sigma == 4.0 and MAP_LAYERS == ("layer2", "layer3")  # DDAD's
+    _rejected({"inference": {"fusion_norm": "batch"}}, "inference.fusion_norm")
 
 
 def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
@@ -475,7 +510,7 @@ def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
     g = torch.Generator().manual_seed(3)
     dp, df = torch.rand(5, 8, 8, generator=g), torch.rand(5, 8, 8, generator=g)
     tp, tf = torch.rand(4, 8, 8, generator=g), torch.rand(4, 8, 8, generator=g)
-    cfg = MapSettings(v=1.5, smoothing_sigma=1.0, normalise="train_stats")
+    cfg = _inf(v=1.5, smoothing_sigma=1.0, normalise="train_stats")
     maps, scores = anomaly_maps(dp, df, cfg, train=(tp, tf))
     scale = df.max() / dp.max()
     a_test = (df + 1.5 * scale * dp).double().numpy()
@@ -489,16 +524,15 @@ def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
     plain, _ = anomaly_maps(dp, df, cfg, scale=scale, train=(tp, tf))
     shifted, _ = anomaly_maps(dp + border, df, cfg, scale=scale, train=(tp + border, tf))
     np.testing.assert_allclose(shifted, plain, rtol=1e-4, atol=1e-4)
-    unnormalised, _ = anomaly_maps(dp + border, df, MapSettings(v=1.5, smoothing_sigma=1.0), scale=scale)
+    unnormalised, _ = anomaly_maps(dp + border, df, _inf(v=1.5, smoothing_sigma=1.0), scale=scale)
     assert (unnormalised[:, 0] > unnormalised[:, 4:].max()).all()  # without it, the border row dominates
     with pytest.raises(ValueError, match="train="):
         anomaly_maps(dp, df, cfg)
-    with pytest.raises(ValueError, match="fusion_norm"):
-        MapSettings(normalise="train_stats", fusion_norm="batch16")
-    with pytest.raises(ValueError, match="normalise"):
-        MapSettings(normalise="z")
-    with pytest.raises(ValueError, match="normalise_images"):
-        MapSettings(normalise="train_stats", normalise_images=1)
+    _rejected({"inference": {"normalise": "train_stats", "fusion_norm": "batch16"}}, "inference.fusion_norm")
+    _rejected({"inference": {"normalise": "z"}}, "inference.normalise")
+    _rejected(
+        {"inference": {"normalise": "train_stats", "normalise_images": 1}}, "inference.normalise_images"
+    )
 
 
 def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():
@@ -509,3 +543,37 @@ def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():
     for norm in ("test_set", "batch16"):
         torch.testing.assert_close(fuse(dp, df, 2.0, norm, scale), df + 2.0 * scale * dp)
     assert fusion_scale(torch.zeros(2, 3, 3), df[:2], 1.0) is None and fusion_scale(dp, df, 0.0) is None
+
+
+# ----------------------------------------------------------------------------------------- settings
+def test_settings_take_exactly_the_schema_keys_and_round_trip():
+    assert_settings_mirror_the_schema("method_b")
+    schema = yaml.safe_load((ROOT / "workflow/schemas/config.schema.yaml").read_text())
+    props = schema["properties"]["methods"]["properties"]["method_b"]["properties"]
+    # every inference key of the schema is one field of the Inference the loop and the maps read
+    assert {f.name for f in dataclasses.fields(Inference)} == set(props["inference"]["properties"])
+
+    defaults = validate_config({"methods": {"method_b": {}}}, partial=True)
+    s = MethodBSettings.from_config(defaults)
+    assert s.inference.w == 4.0 and s.feature_adaptation.lam == 0.1  # per-class value; lambda -> lam
+    assert s.to_config() == {
+        "image_size": defaults["image_size"],
+        "methods": {"method_b": defaults["methods"]["method_b"]},
+    }
+    # per-class keys hold the value of the settings' class, and to_config gives that value back as the default
+    cfg = {
+        "train": {"epochs": {"default": 3, "carpet": 5}},
+        "inference": {"w": {"default": 4, "carpet": 0}, "feature_size": 64, "normalise_images": 8},
+        "feature_adaptation": {"epochs": {"default": 0, "carpet": 2}, "lambda": 0.5},
+        "ablation": {"w": [0, 8], "t_start": []},
+    }
+    carpet = make_settings("method_b", cfg, class_name="carpet", image_size=64)
+    grid = make_settings("method_b", cfg, class_name="grid", image_size=64)
+    assert (carpet.train.epochs, carpet.inference.w, carpet.feature_adaptation.epochs) == (5, 0.0, 2)
+    assert (grid.train.epochs, grid.inference.w, grid.feature_adaptation.epochs) == (3, 4.0, 0)
+    assert isinstance(carpet.inference.w, float) and carpet.feature_adaptation.lam == 0.5
+    back = carpet.to_config()
+    assert back["methods"]["method_b"]["inference"]["w"] == {"default": 0.0}
+    assert back["methods"]["method_b"]["feature_adaptation"]["lambda"] == 0.5
+    for cls_name in (None, "grid"):
+        assert MethodBSettings.from_config(validate_config(back, partial=True), cls_name) == carpet

@@ -1,8 +1,10 @@
-"""``texad predict``: a trained model applied to a folder reproduces its benchmark scores and thresholds on
+"""``texad predict``: a trained model applied to a folder reproduces its benchmark scores and maps and thresholds on
 normal images; bad inputs fail naming the file or folder and leave the output folder alone.
 
-Every method is trained tiny (seconds) on a synthetic class and evaluated with its own run function, which
-writes a result JSON into a results tree; predict then reads that result (or the bare model file).
+Every method is trained tiny (seconds) on a synthetic class with its module's trainer
+(:func:`texad.methods.jobs.train_model`) and evaluated by :func:`texad.methods.jobs.run_method` into a results tree
+laid out as the workflow's (``runs/<dataset>/<class>/<method>/default/seed<k>.json`` beside
+``models/<dataset>/<class>/seed<k>/<kind>-<hash>.pt``); predict then reads that result (or the bare model file).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,13 +21,43 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from texad.config import ConfigError, validate_config
 from texad.data.layout import list_samples
 from texad.data.mvtec import DatasetError
 from texad.data.synth import generate_class
+from texad.methods import get
+from texad.methods.base import RunKey
+from texad.methods.jobs import method_settings, run_method, train_model
 from texad.predict import predict_folder, quantile_threshold
 from texad.predict.cli import add_parsers
 
 DATASET, CLASS, SEED = "synthetic", "wood", 0
+RUN = RunKey(DATASET, CLASS, SEED, "default")
+GRID = 64  # the benchmark's evaluation grid; the models read 32 x 32 images, so its maps are resized to it
+
+# the methods' config blocks: tiny models, a few seconds of training each on the CPU
+SIMPLENET = {
+    "backbone": "efficientnet_lite0", "pretrain_embed_dim": 64, "target_embed_dim": 64, "dsc_hidden": 64,
+    "meta_epochs": 3, "gan_epochs": 1, "batch_size": 4, "image_size": 32, "resize": 32, "noise_std": 1.0,
+    "adaptor_lr": 1e-3, "dsc_lr": 2e-3, "smoothing_sigma": 2,
+}  # fmt: skip
+METHOD_B = {
+    "diffusion": {"preset": "tiny"},
+    "train": {"epochs": {"default": 2}, "batch_size": 4},
+    "inference": {"t_start": 100, "skip": 50, "blur_kernel": 15, "smoothing_sigma": 2, "feature_size": 64,
+                  "feature_backbone": "efficientnet_lite0", "batch_size": 8},
+}  # fmt: skip
+METHOD_A = {
+    "sde": {"sigma_max": 1.0, "n_steps": 20},
+    "network": {"preset": "tiny", "nf": 16},
+    "train": {"batch_size": 8, "iterations": 40, "lr": 2e-3, "warmup": 5},
+    "inference": {"draws": 1, "n_scales": 4, "steps_per_scale": 1, "batch_size": 5, "smoothing_sigma": 2},
+    "ablation": {"speed_batches": []},
+}
+DRAEM = {
+    "epochs": 2, "batch_size": 4, "lr": 1e-3, "image_size": 32, "recon_base_width": 2, "disc_base_width": 2,
+    "anomaly_source": "synthetic", "score_pool": 5,
+}  # fmt: skip
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -38,15 +71,22 @@ class Data:
     labels: np.ndarray
     normal: Path  # held-out good images of the same texture (another generator seed)
     results: Path  # a results tree: runs/ and models/
+    weights: Path  # the backbone weight cache of the runs
 
-    def run_path(self, method: str) -> Path:
-        return self.results / "runs" / DATASET / CLASS / method / "default" / f"seed{SEED}.json"
+    def run_path(self, method: str, results: Path | None = None) -> Path:
+        return (results or self.results) / "runs" / DATASET / CLASS / method / "default" / f"seed{SEED}.json"
 
-    def model_path(self, prefix: str, model_hash: str) -> Path:
-        return self.results / "models" / DATASET / CLASS / f"seed{SEED}" / f"{prefix}-{model_hash}.pt"
+    def model_dir(self, results: Path | None = None) -> Path:
+        return (results or self.results) / "models" / DATASET / CLASS / f"seed{SEED}"
 
-    def maps_path(self, method: str) -> Path:
-        return self.results / "maps" / f"{method}.npz"
+    def maps_path(self, name: str) -> Path:
+        return self.results / "maps" / f"{name}.npz"
+
+    def config(self, method: str, block: dict, **top) -> dict:
+        """The part of a config that the jobs of ``method`` read, validated (the schema fills in the rest)."""
+        runtime = {"run_name": "t", "device": "cpu", "evaluation": {"resolution": GRID},
+                   "backbone": {"cache": str(self.weights)}}  # fmt: skip
+        return validate_config({**runtime, **top, "methods": {method: block}}, partial=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,104 +107,71 @@ def data(tmp_path_factory) -> Data:
         labels=np.array([s.label for s in samples]),
         normal=held_out / CLASS / "train" / "good",
         results=tmp_path_factory.mktemp("results"),
+        weights=tmp_path_factory.mktemp("weights"),
     )
-
-
-def _quiet(*_a, **_k) -> None:
-    pass
 
 
 # ------------------------------------------------------------------------- the methods' own runs
-@pytest.fixture(scope="module")
-def simplenet_run(data) -> Path:
-    from texad.methods.simplenet import RunSpec, SimpleNetSettings, run_model_hash, run_simplenet
-
-    settings = SimpleNetSettings(
-        backbone="efficientnet_lite0", pretrain_embed_dim=64, target_embed_dim=64, dsc_hidden=64, meta_epochs=3,
-        gan_epochs=1, batch_size=4, image_size=32, resize=32, noise_std=1.0, adaptor_lr=1e-3, dsc_lr=2e-3,
-    )  # fmt: skip
-    spec = RunSpec(run_name="t", dataset=DATASET, class_name=CLASS, seed=SEED,
-                   backbone_weights="efficientnet_lite0", resolution=32, batch_size=8)  # fmt: skip
-    run_simplenet(
-        data.class_dir, spec, settings, model_path=data.model_path("simplenet", run_model_hash(spec, settings)),
-        ckpt_dir=data.results / "ck_simplenet", out_result=data.run_path("simplenet"),
-        out_maps=data.maps_path("simplenet"), progress=False, log=_quiet,
-    )  # fmt: skip
-    return data.run_path("simplenet")
+def _train(data: Data, kind: str, method: str, config: dict, results: Path | None = None, **inputs) -> Path:
+    """Train one model as ``texad train`` does, into the results tree under its module's file name."""
+    module = get(method)
+    settings = method_settings(config, method, CLASS)
+    out = data.model_dir(results) / module.model_file(kind, settings, RUN)
+    train_model(kind, config, RUN, class_dir=data.class_dir, out=out, ckpt_dir=data.results / "ckpt" / kind,
+                expect_hash=module.identity(kind, settings, RUN), **inputs)  # fmt: skip
+    assert out.is_file()
+    return out
 
 
-@pytest.fixture(scope="module")
-def method_b_run(data) -> Path:
-    from texad.diffusion.training import DiffusionTrainSettings, train_diffusion
-    from texad.methods.conditioned_blur.anomaly_map import MapSettings
-    from texad.methods.conditioned_blur.infer import ReconstructionSettings
-    from texad.methods.conditioned_blur.run import RunSpec, run_method_b
-
-    ddpm = DiffusionTrainSettings(
-        dataset=DATASET, class_name=CLASS, preset="tiny", image_size=32, epochs=2, batch_size=4, seed=SEED
-    )
-    model = data.model_path("ddpm", ddpm.model_hash())
-    train_diffusion(data.class_dir, model, data.results / "ck_ddpm", ddpm, progress=False, log=_quiet)
-    spec = RunSpec(run_name="t", dataset=DATASET, class_name=CLASS, variant="default", seed=SEED,
-                   backbone="efficientnet_lite0", backbone_weights="efficientnet_lite0", weights_cache=None,
-                   resolution=32, batch_size=8)  # fmt: skip
-    recon = ReconstructionSettings(t_start=100, skip=50, blur_kernel=15)
-    run_method_b(model, data.class_dir, spec, recon, MapSettings(smoothing_sigma=2.0, feature_size=64),
-                 out_result=data.run_path("method_b"), out_maps=data.maps_path("method_b"))  # fmt: skip
-    return data.run_path("method_b")
-
-
-@pytest.fixture(scope="module")
-def method_b_normalised_run(data, method_b_run) -> Path:
-    """Method B with the train_stats normalisation (on 4 training images) and 2 draws, on the same DDPM."""
-    from texad.methods.conditioned_blur.anomaly_map import MapSettings
-    from texad.methods.conditioned_blur.infer import ReconstructionSettings
-    from texad.methods.conditioned_blur.run import RunSpec, run_method_b
-
-    model = next((data.results / "models" / DATASET / CLASS / f"seed{SEED}").glob("ddpm-*.pt"))
-    spec = RunSpec(run_name="t", dataset=DATASET, class_name=CLASS, variant="normalised", seed=SEED,
-                   backbone="efficientnet_lite0", backbone_weights="efficientnet_lite0", weights_cache=None,
-                   resolution=32, batch_size=8)  # fmt: skip
-    recon = ReconstructionSettings(t_start=100, skip=50, blur_kernel=15, draws=2)
-    maps_cfg = MapSettings(smoothing_sigma=2.0, feature_size=64, normalise="train_stats", normalise_images=4)
-    out = data.results / "runs" / DATASET / CLASS / "method_b" / "normalised" / f"seed{SEED}.json"
-    run_method_b(model, data.class_dir, spec, recon, maps_cfg, out_result=out,
-                 out_maps=data.maps_path("method_b_normalised"))  # fmt: skip
+def _run(data: Data, method: str, config: dict, model: Path, name: str, results: Path | None = None) -> Path:
+    """Run the method's default variant as ``texad run`` does: the result JSON into the results tree."""
+    out = data.run_path(method, results)
+    run_method(method, config, RUN, class_dir=data.class_dir, models={"model": model}, out_result=out,
+               out_maps=data.maps_path(name))  # fmt: skip
     return out
 
 
 @pytest.fixture(scope="module")
-def method_a_run(data) -> Path:
-    from texad.diffusion.training import train_diffusion
-    from texad.methods.score_tscales.run import MethodASettings, RunSpec, run_method_a
+def simplenet_run(data) -> Path:
+    config = data.config("simplenet", SIMPLENET)
+    return _run(data, "simplenet", config, _train(data, "simplenet", "simplenet", config), "simplenet")
 
-    settings = MethodASettings.from_config({
-        "sde": {"sigma_max": 1.0, "n_steps": 20},
-        "network": {"preset": "tiny", "nf": 16},
-        "train": {"batch_size": 8, "iterations": 40, "lr": 2e-3, "warmup": 5},
-        "inference": {"draws": 1, "n_scales": 4, "steps_per_scale": 1, "batch_size": 5, "smoothing_sigma": 2},
-    })  # fmt: skip
-    ts = settings.train_settings(DATASET, CLASS, 32, SEED)
-    model = data.model_path("score", ts.model_hash())
-    train_diffusion(data.class_dir, model, data.results / "ck_score", ts, progress=False, log=_quiet)
-    run_method_a(model, data.class_dir, RunSpec("t", DATASET, CLASS, "default", SEED, resolution=32), settings,
-                 out_result=data.run_path("method_a"), out_maps=data.maps_path("method_a"))  # fmt: skip
-    return data.run_path("method_a")
+
+@pytest.fixture(scope="module")
+def method_b_run(data) -> Path:
+    config = data.config("method_b", METHOD_B, image_size=32)
+    return _run(data, "method_b", config, _train(data, "ddpm", "method_b", config), "method_b")
+
+
+@pytest.fixture(scope="module")
+def method_b_normalised_run(data, method_b_run, tmp_path_factory) -> Path:
+    """Method B with the train_stats normalisation (on 4 training images) and 2 draws, on the same DDPM (a
+    results tree of its own, the model copied in: a result names its model only by hash)."""
+    results = tmp_path_factory.mktemp("results_normalised")
+    block = {**METHOD_B, "inference": {**METHOD_B["inference"], "draws": 2, "normalise": "train_stats",
+                                       "normalise_images": 4}}  # fmt: skip
+    config = data.config("method_b", block, image_size=32)
+    (model,) = data.model_dir().glob("ddpm-*.pt")
+    settings = method_settings(config, "method_b", CLASS)
+    assert model.name == get("method_b").model_file("ddpm", settings, RUN)  # inference keys shape no model
+    data.model_dir(results).mkdir(parents=True)
+    shutil.copy(model, data.model_dir(results) / model.name)
+    return _run(
+        data, "method_b", config, data.model_dir(results) / model.name, "method_b_normalised", results
+    )
+
+
+@pytest.fixture(scope="module")
+def method_a_run(data) -> Path:
+    config = data.config("method_a", METHOD_A, image_size=32)
+    return _run(data, "method_a", config, _train(data, "score", "method_a", config), "method_a")
 
 
 @pytest.fixture(scope="module")
 def draem_run(data) -> Path:
-    from texad.methods.draem import DraemSettings, RunSpec, run_draem, source_paths, train_draem
-
-    settings = DraemSettings(epochs=2, batch_size=4, lr=1e-3, image_size=32, recon_base_width=2,
-                             disc_base_width=2, anomaly_source="synthetic", score_pool=5)  # fmt: skip
-    model = data.model_path("draem", settings.model_hash(DATASET, CLASS, SEED))
-    paths = source_paths("synthetic", class_name=CLASS, dataset_root=data.root)
-    train_draem(data.class_dir, paths, settings, out=model, ckpt_dir=data.results / "ck_draem", seed=SEED,
-                dataset=DATASET, progress=False, log=_quiet)  # fmt: skip
-    run_draem(model, data.class_dir, RunSpec("t", DATASET, CLASS, SEED, resolution=32, batch_size=8),
-              out_result=data.run_path("draem"), out_maps=data.maps_path("draem"))  # fmt: skip
-    return data.run_path("draem")
+    config = data.config("draem", DRAEM)
+    model = _train(data, "draem", "draem", config, anomaly_root=data.root)
+    return _run(data, "draem", config, model, "draem")
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -179,8 +186,12 @@ def _scores(out: Path) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def _benchmark_scores(data: Data, method: str) -> np.ndarray:
-    return np.load(data.maps_path(method))["scores"].astype(np.float64)
+def _benchmark_scores(data: Data, name: str) -> np.ndarray:
+    return np.load(data.maps_path(name))["scores"].astype(np.float64)
+
+
+def _model_file(data: Data, run: Path, kind: str) -> Path:
+    return data.model_dir() / f"{kind}-{json.loads(run.read_text())['model_hash']}.pt"
 
 
 def _check_outputs(data: Data, out: Path, fpr: float, *, map_side: int) -> dict:
@@ -206,12 +217,28 @@ def _check_outputs(data: Data, out: Path, fpr: float, *, map_side: int) -> dict:
     return rec
 
 
+def _check_maps_match_the_benchmark(data: Data, out: Path, name: str) -> None:
+    """maps/*.npy (model input size, float16), resized to the evaluation grid as the benchmark resizes its maps
+    (:func:`texad.evaluation.grid.resize_maps`), equal the benchmark run's maps of the same images (float16)."""
+    from texad.evaluation.grid import resize_maps
+
+    bench = np.load(data.maps_path(name))["maps"].astype(np.float32)
+    assert bench.shape == (len(data.labels), GRID, GRID)
+    names = _scores(out)[0]
+    ours = np.stack([np.load(out / "maps" / f"{Path(n).stem}.npy") for n in names]).astype(np.float32)
+    assert ours.shape[-1] < GRID  # a real resize, not a copy
+    on_grid = resize_maps(ours, (GRID, GRID))
+    assert float(bench.std()) > 0  # maps that vary, or equality would prove little
+    # float16 storage on both sides: half-precision rounding of the largest value at most, twice
+    np.testing.assert_allclose(on_grid, bench, rtol=0, atol=2e-3 * float(np.abs(bench).max()))
+
+
 # --------------------------------------------------------------------------------------- behaviour
 def test_simplenet_result_reproduces_the_benchmark_and_thresholds_on_normal_images(
     data, simplenet_run, tmp_path
 ):
-    from texad.methods.simplenet import load_simplenet
-    from texad.methods.simplenet import predict as simplenet_predict
+    from texad.methods.simplenet.infer import predict as simplenet_predict
+    from texad.methods.simplenet.training import load_simplenet
     from texad.predict import load_images
 
     fpr = 0.25  # 8 normal images: the 0.75 quantile, not their maximum
@@ -219,12 +246,15 @@ def test_simplenet_result_reproduces_the_benchmark_and_thresholds_on_normal_imag
     checked = _check_outputs(data, tmp_path, fpr, map_side=32)
     assert checked["method"] == rec["method"] == "simplenet" and rec["settings_source"] == "result"
     assert rec["image_threshold_is_max"] is False and rec["normal_source"]["kind"] == "normal"
+    assert rec["settings"]["smoothing_sigma"] == 2 and rec["backbone"]["name"] == "efficientnet_lite0"
     _, scores, _, _ = _scores(tmp_path)
     np.testing.assert_allclose(scores, _benchmark_scores(data, "simplenet"), rtol=1e-5, atol=1e-6)
     assert scores[data.labels == 1].mean() > scores[data.labels == 0].mean()
+    _check_maps_match_the_benchmark(data, tmp_path, "simplenet")
 
     # the normal images' scores and pixel threshold, from the method's own inference
     model, settings, _ = load_simplenet(rec["model"]["path"])
+    assert settings.smoothing_sigma == 2
     normal = load_images(sorted(data.normal.iterdir()), 32)
     maps, normal_scores, _ = simplenet_predict(model, normal, sigma=settings.smoothing_sigma, batch_size=3,
                                                device="cpu")  # fmt: skip
@@ -233,20 +263,21 @@ def test_simplenet_result_reproduces_the_benchmark_and_thresholds_on_normal_imag
         float(np.quantile(maps, 1 - fpr, method="higher")), rel=1e-5
     )
     assert rec["model"]["model_hash"] == json.loads(simplenet_run.read_text())["model_hash"]
+    assert rec["model"]["files"] == {"model": rec["model"]["path"]}
 
 
 def test_method_b_result_reproduces_the_benchmark_with_folder_fusion(data, method_b_run, tmp_path):
     out = tmp_path / "folder"
     rec = predict_folder(method_b_run, data.flat, out, normal=data.normal, fpr=0.25, device="cpu",
-                         settings={"fusion_scale": "folder"}, batch_size=5)  # fmt: skip
+                         fusion_scale="folder", batch_size=5)  # fmt: skip
     _check_outputs(data, out, 0.25, map_side=32)
     _, scores, _, _ = _scores(out)
     # same model, settings and per-image seeds; the folder is fused as one test set, as the benchmark does
     np.testing.assert_allclose(scores, _benchmark_scores(data, "method_b"), rtol=1e-5, atol=1e-6)
-    assert (
-        rec["settings"]["reconstruction"]["t_start"] == 100
-        and rec["backbone"]["name"] == "efficientnet_lite0"
-    )
+    _check_maps_match_the_benchmark(data, out, "method_b")
+    assert rec["settings"]["inference"]["t_start"] == 100 and rec["backbone"]["name"] == "efficientnet_lite0"
+    assert rec["fusion_scale"] == "folder" and rec["fusion_scale_value"] is None  # the set's own scale
+    assert "fusion_scale" not in rec["settings"]["inference"]  # an argument of predict, not a setting
     # (a DDPM that separates defects takes minutes to train: Method A carries that check)
 
 
@@ -254,13 +285,19 @@ def test_method_b_default_fixes_the_fusion_scale_on_the_normal_images(data, meth
     """One scale for every image, so a score no longer depends on the other images of the folder."""
     rec = predict_folder(method_b_run, data.flat, tmp_path / "all", normal=data.normal, fpr=0.5, device="cpu")
     _check_outputs(data, tmp_path / "all", 0.5, map_side=32)
-    assert rec["settings"]["fusion_scale"] == "normal" and rec["fusion_scale_value"] > 0
+    assert rec["fusion_scale"] == "normal" and rec["fusion_scale_value"] > 0
     names, scores, _, _ = _scores(tmp_path / "all")
     single = tmp_path / "one"
     single.mkdir()
     shutil.copy(data.flat / names[0], single / names[0])  # the first image keeps its index, hence its noise
-    predict_folder(method_b_run, single, tmp_path / "single", normal=data.normal, fpr=0.5, device="cpu")
+    again = predict_folder(
+        method_b_run, single, tmp_path / "single", normal=data.normal, fpr=0.5, device="cpu"
+    )
+    assert again["fusion_scale_value"] == rec["fusion_scale_value"]
     assert _scores(tmp_path / "single")[1][0] == pytest.approx(scores[0], rel=1e-5)
+    with pytest.raises(ValueError, match="--fusion-scale"):
+        predict_folder(method_b_run, data.flat, tmp_path / "x", normal=data.normal, fusion_scale="test_set")
+    assert not (tmp_path / "x").exists()
 
 
 def test_method_b_train_stats_normalisation_reproduces_the_benchmark(data, method_b_normalised_run, tmp_path):
@@ -270,13 +307,15 @@ def test_method_b_train_stats_normalisation_reproduces_the_benchmark(data, metho
     assert result["timings"]["nfe_per_image"] == 2 * 2 * 2  # 2 draws x 2 steps x (1 + blur guidance)
     with pytest.raises(ValueError, match="--train-images"):
         predict_folder(method_b_normalised_run, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
+    assert not (tmp_path / "x").exists()
     train = data.class_dir / "train" / "good"
     predict_folder(method_b_normalised_run, data.flat, tmp_path / "n", normal=data.normal, train_images=train,
-                   fpr=0.25, device="cpu", settings={"fusion_scale": "folder"})  # fmt: skip
+                   fpr=0.25, device="cpu", fusion_scale="folder")  # fmt: skip
     _check_outputs(data, tmp_path / "n", 0.25, map_side=32)
     np.testing.assert_allclose(
         _scores(tmp_path / "n")[1], _benchmark_scores(data, "method_b_normalised"), rtol=1e-5, atol=1e-5
     )
+    _check_maps_match_the_benchmark(data, tmp_path / "n", "method_b_normalised")
 
 
 def test_method_a_result_reproduces_the_benchmark(data, method_a_run, tmp_path):
@@ -286,6 +325,7 @@ def test_method_a_result_reproduces_the_benchmark(data, method_a_run, tmp_path):
     _check_outputs(data, tmp_path, 0.1, map_side=32)
     _, scores, _, _ = _scores(tmp_path)
     np.testing.assert_allclose(scores, _benchmark_scores(data, "method_a"), rtol=1e-5, atol=1e-5)
+    _check_maps_match_the_benchmark(data, tmp_path, "method_a")
     assert scores[data.labels == 1].mean() > scores[data.labels == 0].mean()
     # seeded per image: a second run is bit-identical, another batch size equal to float rounding
     for name, bs in (("again", None), ("batch3", 3)):
@@ -304,48 +344,97 @@ def test_draem_result_reproduces_the_benchmark(data, draem_run, tmp_path):
     rec = predict_folder(draem_run, data.flat, tmp_path, normal=data.normal, fpr=0.25, device="cpu")
     _check_outputs(data, tmp_path, 0.25, map_side=32)
     np.testing.assert_allclose(_scores(tmp_path)[1], _benchmark_scores(data, "draem"), rtol=1e-5, atol=1e-6)
-    assert rec["settings"] == {"score_pool": 5}
+    _check_maps_match_the_benchmark(data, tmp_path, "draem")
+    result = json.loads(draem_run.read_text())
+    assert (
+        rec["settings"] == result["extra"]["config"]["methods"]["draem"]
+        and rec["settings"]["score_pool"] == 5
+    )
+    assert rec["settings_overrides"] == {} and rec["backbone"] is None
 
 
-def test_model_file_uses_defaults_overridable_and_overlays_take_the_image_size(data, simplenet_run, tmp_path):
-    result = json.loads(simplenet_run.read_text())
-    model = data.model_path("simplenet", result["model_hash"])
+def test_model_file_uses_its_training_settings_overridable_and_overlays_take_the_image_size(
+    data, simplenet_run, tmp_path
+):
+    """SimpleNet was trained with smoothing_sigma 2 (not the schema's 4): its model file predicts with 2."""
+    model = _model_file(data, simplenet_run, "simplenet")
+    rec = predict_folder(model, data.flat, tmp_path / "file", normal=data.normal, fpr=0.25, device="cpu")
+    assert rec["settings_source"] == "model file" and rec["settings"]["smoothing_sigma"] == 2
+    np.testing.assert_allclose(
+        _scores(tmp_path / "file")[1], _benchmark_scores(data, "simplenet"), rtol=1e-5, atol=1e-6
+    )
+    _check_maps_match_the_benchmark(data, tmp_path / "file", "simplenet")  # smoothed as the run smoothed
+
+    last = sorted(data.flat.iterdir())[-1]  # a defective image
     images = tmp_path / "images"
     images.mkdir()
-    shutil.copy(data.flat / sorted(p.name for p in data.flat.iterdir())[-1], images / "a.png")
+    shutil.copy(last, images / "a.png")
     Image.open(images / "a.png").resize((80, 48)).save(images / "b.png")  # not square, not the model's size
     warnings: list[str] = []
     rec = predict_folder(model, images, tmp_path / "out", train_images=data.class_dir / "train" / "good",
                          settings={"smoothing_sigma": 1.0}, device="cpu", warn=warnings.append)  # fmt: skip
-    assert rec["settings_source"] == "defaults" and rec["settings"] == {"smoothing_sigma": 1.0}
+    assert rec["settings_source"] == "model file" and rec["settings"]["smoothing_sigma"] == 1.0
+    assert rec["settings_overrides"] == {"smoothing_sigma": 1.0}
     assert rec["normal_source"]["kind"] == "train" and any("training images" in w for w in warnings)
-    assert rec["model"]["result"] is None and rec["model"]["model_hash"] == result["model_hash"]
+    assert (
+        rec["model"]["result"] is None
+        and rec["model"]["model_hash"] == json.loads(simplenet_run.read_text())["model_hash"]
+    )
     with Image.open(tmp_path / "out" / "overlays" / "b.png") as im:
         assert im.size == (80, 48)
     assert np.load(tmp_path / "out" / "maps" / "b.npy").shape == (32, 32)
-    with pytest.raises(ValueError, match="unknown inference setting 'image_size'"):
+    # a less smoothed map of the same image: the override took effect
+    sharp = np.load(tmp_path / "out" / "maps" / "a.npy").astype(np.float64)
+    smooth = np.load(tmp_path / "file" / "maps" / f"{last.stem}.npy").astype(np.float64)
+    assert np.abs(np.diff(sharp, axis=-1)).mean() > np.abs(np.diff(smooth, axis=-1)).mean()
+
+    # a key that shapes the model is refused, an unknown one named; nothing is written either way
+    with pytest.raises(ValueError, match=r"methods\.simplenet\.image_size shapes the trained model"):
         predict_folder(
             model, images, tmp_path / "o2", normal=data.normal, settings={"image_size": 64}, device="cpu"
         )
+    with pytest.raises(ConfigError, match="methods.simplenet.sigma"):
+        predict_folder(
+            model, images, tmp_path / "o2", normal=data.normal, settings={"sigma": 2}, device="cpu"
+        )
+    assert not (tmp_path / "o2").exists()
 
 
 @pytest.mark.parametrize(
-    ("method", "prefix", "overrides"),
+    ("method", "kind", "trained", "shaping"),
     [
-        ("method_a", "score", {"inference": {"n_scales": 1, "draws": 1}}),
-        ("method_b", "ddpm", {"backbone": {"name": "efficientnet_lite0", "weights": "efficientnet_lite0"},
-                              "reconstruction": {"t_start": 50, "blur_kernel": 15}}),
-        ("draem", "draem", {}),
+        ("method_a", "score", ("inference", "smoothing_sigma", 2), {"network": {"nf": 32}}),
+        ("method_b", "ddpm", ("inference", "t_start", 100), {"train": {"lr": 0.01}}),
+        ("draem", "draem", ("score_pool", None, 5), {"epochs": 3}),
     ],
-)  # fmt: skip
-def test_every_model_file_names_its_method(data, request, tmp_path, method, prefix, overrides):
+)
+def test_every_model_file_names_its_method_and_keeps_its_settings(
+    data, request, tmp_path, method, kind, trained, shaping
+):
+    """A model file carries its config block: predicting from it reproduces the benchmark run (the settings it was
+    trained with, not the schema's defaults); an override of a key that shapes the model is refused."""
     run = request.getfixturevalue(f"{method}_run")
-    model = data.model_path(prefix, json.loads(run.read_text())["model_hash"])
-    rec = predict_folder(model, data.flat, tmp_path, normal=data.normal, train_images=data.class_dir / "train/good",
-                         fpr=0.2, settings=overrides, device="cpu")  # fmt: skip
-    assert rec["method"] == method and rec["settings_source"] == "defaults"
+    model = _model_file(data, run, kind)
+    train = data.class_dir / "train" / "good"
+    rec = predict_folder(model, data.flat, tmp_path / "out", normal=data.normal, train_images=train, fpr=0.2,
+                         fusion_scale="folder", device="cpu")  # fmt: skip
+    assert rec["method"] == method and rec["settings_source"] == "model file"
     assert rec["model"]["path"] == str(model.resolve()) and len(rec["model"]["sha256"]) == 64
-    assert len(_scores(tmp_path)[0]) == len(data.labels)
+    group, key, value = trained
+    assert (rec["settings"][group] if key is None else rec["settings"][group][key]) == value
+    recorded = json.loads(run.read_text())["extra"]["config"]["methods"][method]
+    assert {k: v for k, v in rec["settings"].items() if k != "ablation"} == recorded
+    assert len(_scores(tmp_path / "out")[0]) == len(data.labels)
+    np.testing.assert_allclose(
+        _scores(tmp_path / "out")[1], _benchmark_scores(data, method), rtol=1e-5, atol=1e-5
+    )
+    _check_maps_match_the_benchmark(data, tmp_path / "out", method)
+    ((group, inner),) = shaping.items()  # the one key the override sets, e.g. network.nf
+    key = f"{group}.{next(iter(inner))}" if isinstance(inner, dict) else group
+    with pytest.raises(ValueError, match=rf"methods\.{method}\.{re.escape(key)} shapes the trained model"):
+        predict_folder(model, data.flat, tmp_path / "o2", normal=data.normal, train_images=train, settings=shaping,
+                       device="cpu")  # fmt: skip
+    assert not (tmp_path / "o2").exists()
 
 
 def test_a_result_outside_its_results_tree_says_what_it_lacks(data, draem_run, tmp_path):
@@ -378,6 +467,10 @@ def test_missing_or_empty_folders_are_named(data, simplenet_run, tmp_path):
         predict_folder(simplenet_run, data.flat, tmp_path / "out", normal=tmp_path / "missing_normal")
     with pytest.raises(ValueError, match="--normal"):
         predict_folder(simplenet_run, data.flat, tmp_path / "out", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no_model.pt"):
+        predict_folder(
+            tmp_path / "no_model.pt", data.flat, tmp_path / "out", normal=data.normal, device="cpu"
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -391,6 +484,11 @@ def test_existing_scores_are_kept_unless_overwrite(data, draem_run, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["scores.csv"]
     predict_folder(draem_run, data.flat, out, normal=data.normal, device="cpu", overwrite=True)
     assert _scores(out)[0][0] == sorted(p.name for p in data.flat.iterdir())[0]
+    # a second run into the same folder names the model of the scores already there
+    with pytest.raises(
+        FileExistsError, match=re.escape(f"(model {_model_file(data, draem_run, 'draem').resolve()})")
+    ):
+        predict_folder(draem_run, data.flat, out, normal=data.normal, device="cpu")
 
 
 def test_cli_parser_runs_predict(data, draem_run, tmp_path, capsys):
@@ -401,8 +499,14 @@ def test_cli_parser_runs_predict(data, draem_run, tmp_path, capsys):
         "--normal", str(data.normal), "--fpr", "0.2", "--device", "cpu", "--batch-size", "3",
         "--settings", '{"score_pool": 3}',
     ])  # fmt: skip
+    assert args.fusion_scale == "normal"
     assert args.func(args) == 0
     assert "draem:" in capsys.readouterr().out
     rec = json.loads((tmp_path / "threshold.json").read_text())
-    assert rec["settings"] == {"score_pool": 3} and rec["settings_overrides"] == {"score_pool": 3}
+    assert rec["settings"]["score_pool"] == 3 and rec["settings_overrides"] == {"score_pool": 3}
     assert rec["fpr"] == 0.2 and rec["device"]["type"] == "cpu" and rec["texad"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(
+            ["predict", "--model", "m", "--images", "i", "--out", "o", "--fusion-scale", "test_set"]
+        )
+    assert "--fusion-scale" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -9,28 +10,30 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
+from settings_checks import cpu_runtime
 
+from texad.config import ConfigError, load_schema, validate_config
 from texad.data.synth import generate_class
-from texad.methods.simplenet import (
+from texad.evaluation.protocol import center_crop, mask_geometry
+from texad.methods import make_settings
+from texad.methods import simplenet as simplenet_module
+from texad.methods.base import RunKey
+from texad.methods.jobs import run_method, train_model
+from texad.methods.run import run_class
+from texad.methods.simplenet.data import crop_fraction, load_test_set
+from texad.methods.simplenet.detector import SimpleNetDetector
+from texad.methods.simplenet.infer import anomaly_maps, image_scores
+from texad.methods.simplenet.loss import truncated_l1_loss
+from texad.methods.simplenet.model import (
     Discriminator,
     FeatureAggregator,
-    RunSpec,
-    SimpleNetSettings,
-    TrainingStopped,
     aggregate_features,
     build_adaptor,
-    image_scores,
-    load_simplenet,
     local_patches,
-    model_hash,
-    run_simplenet,
-    train_simplenet,
-    truncated_l1_loss,
+    pool_to_dim,
 )
-from texad.methods.simplenet.data import center_crop, load_test_set, mask_geometry
-from texad.methods.simplenet.model import pool_to_dim
-from texad.methods.simplenet.train import build_model
+from texad.methods.simplenet.settings import SimpleNetSettings, model_hash
+from texad.methods.simplenet.training import TrainingStopped, build_model, load_simplenet, train_simplenet
 
 torch.set_num_threads(1)
 
@@ -49,6 +52,11 @@ TINY = dict(
     adaptor_lr=1e-3,
     dsc_lr=2e-3,
 )
+
+
+def _settings(**kw) -> SimpleNetSettings:
+    """TINY with ``kw`` on top; every other key at its schema default."""
+    return make_settings("simplenet", {**TINY, **kw})
 
 
 # ------------------------------------------------------------------------------------ reference helpers
@@ -78,49 +86,51 @@ def _neighbourhood(fmap: np.ndarray, y: int, x: int) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------------- settings
-def test_settings_match_the_config_schema_block():
-    schema = yaml.safe_load(open("workflow/schemas/config.schema.yaml", encoding="utf-8"))
-
-    def find(node):
-        if isinstance(node, dict):
-            if (
-                "simplenet" in node
-                and isinstance(node["simplenet"], dict)
-                and "properties" in node["simplenet"]
-            ):
-                return node["simplenet"]["properties"]
-            for v in node.values():
-                if (hit := find(v)) is not None:
-                    return hit
-        return None
-
-    props = find(schema)
-    keys = set(props) - {"enabled"}
-    default = SimpleNetSettings()
-    assert keys == set(default.as_dict())
-    for key in keys:
-        assert default.as_dict()[key] == props[key]["default"], key
-    assert SimpleNetSettings.from_config({"enabled": True, "noise_std": 0.1}).noise_std == 0.1
-    with pytest.raises(ValueError, match="unknown"):
-        SimpleNetSettings.from_config({"pre_proj": 1})
-    with pytest.raises(ValueError):
-        SimpleNetSettings(selection="best")
+def test_settings_take_exactly_the_schema_keys_and_round_trip():
+    props = load_schema("config")["properties"]["methods"]["properties"]["simplenet"]["properties"]
+    props = {k: v for k, v in props.items() if k != "enabled"}
+    fields = dataclasses.fields(SimpleNetSettings)
+    assert {f.metadata.get("key", f.name) for f in fields} == set(props)
+    # no dataclass defaults: the schema is their only source
+    assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
+    default = make_settings("simplenet")
+    assert default.to_config() == {"methods": {"simplenet": {k: v["default"] for k, v in props.items()}}}
+    assert default.layers == ("layer2", "layer3") and isinstance(default.smoothing_sigma, float)
+    varied = _settings(selection="official", center_crop=True, resize=40, layers=["layer2"])
+    assert SimpleNetSettings.from_config(varied.to_config()) == varied
+    assert SimpleNetSettings.from_config(validate_config(varied.to_config(), partial=True)) == varied
+    assert make_settings("simplenet", {"enabled": True, "noise_std": 0.1}).noise_std == 0.1
+    with pytest.raises(ConfigError, match="pre_proj: unknown key"):
+        make_settings("simplenet", {"pre_proj": 1})
+    with pytest.raises(ConfigError, match="selection"):
+        make_settings("simplenet", {"selection": "best"})
+    # a block the schema has not filled in is refused: no key falls back on a dataclass default
+    with pytest.raises(ValueError, match=r"methods\.simplenet\.\w+ is missing"):
+        SimpleNetSettings.from_config({"methods": {"simplenet": {"noise_std": 0.1}}})
+    with pytest.raises(ValueError, match="unknown key"):
+        block = {**varied.to_config()["methods"]["simplenet"], "pre_proj": 1}
+        SimpleNetSettings.from_config({"methods": {"simplenet": block}})
 
 
 def test_model_hash_covers_what_shapes_the_model():
-    def h(**kw):
-        return model_hash(
-            SimpleNetSettings(**kw), dataset="d", class_name="c", seed=0, backbone_weights="none"
-        )
+    def h(seed=0, **kw):
+        s = make_settings("simplenet", kw)
+        return model_hash(s, dataset="d", class_name="c", seed=seed, backbone_weights="none")
 
     base = h()
-    assert h(noise_std=0.02) != base and h(meta_epochs=1) != base
+    assert h(noise_std=0.02) != base and h(meta_epochs=1) != base and h(seed=1) != base
     assert h(smoothing_sigma=2.0) == base  # evaluation-only under selection "last"
     assert h(resize=300) == base  # unused without the centre crop
-    assert h(selection="official", smoothing_sigma=2.0) != h(selection="official")
-    assert (
-        model_hash(SimpleNetSettings(), dataset="d", class_name="c", seed=1, backbone_weights="none") != base
-    )
+    assert h(selection="official", smoothing_sigma=2.0) != h(selection="official")  # breaks ties there
+    assert h(center_crop=True, resize=300) != h(center_crop=True)
+    assert h(noise_std=1) == h(noise_std=1.0)  # the schema normalises numbers before they are hashed
+    assert model_hash(make_settings("simplenet"), dataset="d", class_name="c", seed=0,
+                      backbone_weights="torchvision") != base  # fmt: skip
+    # the registry's identity is this hash with the backbone's own weights
+    s, run = _settings(), RunKey("d", "c", 0, "default")
+    expected = model_hash(s, dataset="d", class_name="c", seed=0, backbone_weights=s.backbone_weights)
+    assert simplenet_module.identity("simplenet", s, run) == expected
+    assert simplenet_module.model_file("simplenet", s, run) == f"simplenet-{expected}.pt"
 
 
 # ------------------------------------------------------------------------------------- aggregation
@@ -172,7 +182,7 @@ def test_aggregate_features_by_hand():
 
 
 def test_feature_aggregator_shapes_and_frozen_backbone():
-    settings = SimpleNetSettings(**{**TINY, "image_size": 64})
+    settings = _settings(image_size=64)
     model = build_model(settings, backbone_weights="efficientnet_lite0", weights_cache=None)
     assert isinstance(model.aggregator, FeatureAggregator)
     x = torch.rand(2, 3, 64, 64)
@@ -225,10 +235,14 @@ def test_truncated_l1_loss_matches_its_formula():
 
 # ------------------------------------------------------------------------------------------ geometry
 def test_center_crop_geometry():
-    s = SimpleNetSettings(resize=80, image_size=64, center_crop=True)
-    assert mask_geometry(s, 32, (100, 100)) == ((40, 40), (32, 32))
-    assert mask_geometry(s, "native", (100, 100)) == ((100, 100), (80, 80))
-    assert mask_geometry(SimpleNetSettings(), 32, (100, 100)) == ((32, 32), (32, 32))
+    s = make_settings("simplenet", {"resize": 80, "image_size": 64, "center_crop": True})
+    keep = crop_fraction(s)
+    assert keep == 0.8 and s.load_size == 80
+    assert mask_geometry(32, (100, 100), keep) == ((40, 40), (32, 32))
+    assert mask_geometry("native", (100, 100), keep) == ((100, 100), (80, 80))
+    whole = make_settings("simplenet", {"resize": 80, "image_size": 64})
+    assert crop_fraction(whole) == 1.0 and whole.load_size == 64
+    assert mask_geometry(32, (100, 100), crop_fraction(whole)) == ((32, 32), (32, 32))
     x = torch.arange(36.0).reshape(6, 6)
     torch.testing.assert_close(center_crop(x, (2, 4)), x[2:4, 1:5])
 
@@ -236,7 +250,7 @@ def test_center_crop_geometry():
 def test_center_crop_test_set(tiny_class):
     from texad.data.mvtec import MVTecDataset
 
-    s = SimpleNetSettings(resize=40, image_size=32, center_crop=True)
+    s = make_settings("simplenet", {"resize": 40, "image_size": 32, "center_crop": True})
     test = load_test_set(tiny_class, s, 16)
     ref = MVTecDataset(tiny_class, "test", image_size=40, mask_size=20)
     assert test.images.shape == (len(ref), 3, 32, 32) and test.masks.shape == (len(ref), 16, 16)
@@ -259,12 +273,12 @@ def tiny_class(tmp_path_factory):
 def _train(cls_dir, tmp, name, settings, **kw):
     return train_simplenet(
         cls_dir, tmp / f"{name}.pt", tmp / f"ck_{name}", settings, dataset="synthetic", class_name="carpet",
-        seed=3, backbone_weights="efficientnet_lite0", progress=False, log=lambda *a: None, **kw,
+        seed=3, backbone_weights="efficientnet_lite0", device="cpu", progress=False, log=lambda *a: None, **kw,
     )  # fmt: skip
 
 
 def test_resume_equals_uninterrupted_run(tiny_class, tmp_path):
-    s = SimpleNetSettings(**TINY)
+    s = _settings()
     full = _train(tiny_class, tmp_path, "full", s)
     with pytest.raises(TrainingStopped):
         _train(tiny_class, tmp_path, "cut", s, _stop_after_meta_epoch=1)
@@ -282,11 +296,11 @@ def test_resume_equals_uninterrupted_run(tiny_class, tmp_path):
     assert full["steps"] == 3 * 2  # 3 passes over 6 images in batches of 4 (last batch kept)
     # a checkpoint of other settings is refused, naming both models
     with pytest.raises(ValueError, match="belongs to model"):
-        _train(tiny_class, tmp_path, "cut", SimpleNetSettings(**{**TINY, "noise_std": 0.5}))
+        _train(tiny_class, tmp_path, "cut", _settings(noise_std=0.5))
 
 
 def test_official_selection_keeps_the_best_test_epoch(tiny_class, tmp_path):
-    s = SimpleNetSettings(**{**TINY, "meta_epochs": 4, "selection": "official"})
+    s = _settings(meta_epochs=4, selection="official")
     records = iter([(0.5, 0.5), (0.9, 0.6), (0.9, 0.7), (0.8, 0.9)])  # best: epoch 3 (tie broken by pixel)
     seen = []
 
@@ -303,16 +317,18 @@ def test_official_selection_keeps_the_best_test_epoch(tiny_class, tmp_path):
     with pytest.raises(ValueError, match="selector"):
         _train(tiny_class, tmp_path, "x", s)
     with pytest.raises(ValueError, match="selector"):
-        _train(tiny_class, tmp_path, "y", SimpleNetSettings(**TINY), selector=selector)
+        _train(tiny_class, tmp_path, "y", _settings(), selector=selector)
 
 
 def test_official_selection_through_the_run_reproduces_the_selected_record(tiny_class, tmp_path):
-    s = SimpleNetSettings(**{**TINY, "meta_epochs": 3, "selection": "official"})
-    spec = RunSpec(run_name="t", dataset="synthetic", class_name="carpet", seed=1,
-                   backbone_weights="efficientnet_lite0", resolution=16, batch_size=4)  # fmt: skip
-    result = run_simplenet(tiny_class, spec, s, model_path=tmp_path / "m.pt", ckpt_dir=tmp_path / "ck",
-                           out_result=tmp_path / "r.json", out_maps=tmp_path / "maps.npz",
-                           progress=False, log=lambda *a: None)  # fmt: skip
+    s = _settings(meta_epochs=3, selection="official")
+    run, runtime = RunKey("synthetic", "carpet", 1, "default"), cpu_runtime(32)
+    simplenet_module.train("simplenet", s, run, runtime, class_dir=tiny_class, out=tmp_path / "m.pt",
+                           ckpt_dir=tmp_path / "ck")  # fmt: skip
+    detector = SimpleNetDetector(s, runtime, run, {"model": tmp_path / "m.pt"})
+    assert detector.batch_size == s.batch_size and detector.crop is None and detector.load_size == 32
+    result = run_class(detector, tiny_class, run, runtime, out_result=tmp_path / "r.json",
+                       out_maps=tmp_path / "maps.npz")  # fmt: skip
     sel = result["extra"]["selection"]
     assert sel["mode"] == "official" and sel["used_test_set"] is True
     assert result["evaluation"]["switches"]["selection"] == "official"
@@ -321,10 +337,14 @@ def test_official_selection_through_the_run_reproduces_the_selected_record(tiny_
     # the final evaluation of the kept weights is the evaluation that selected them
     assert result["metrics"]["image_auroc"] == sel["selected_test_record"][0]
     assert result["metrics"]["pixel_auroc"] == sel["selected_test_record"][1]
+    # a run whose settings shape another model refuses this file
+    with pytest.raises(ValueError, match="shapes the model"):
+        SimpleNetDetector(_settings(meta_epochs=3, selection="official", noise_std=0.5), runtime, run,
+                          {"model": tmp_path / "m.pt"})  # fmt: skip
 
 
 def test_nan_loss_names_class_and_step(tiny_class, tmp_path, monkeypatch):
-    import texad.methods.simplenet.train as train_mod
+    import texad.methods.simplenet.training as train_mod
 
     calls = []
 
@@ -335,22 +355,29 @@ def test_nan_loss_names_class_and_step(tiny_class, tmp_path, monkeypatch):
 
     monkeypatch.setattr(train_mod, "truncated_l1_loss", nan_on_third)
     with pytest.raises(RuntimeError, match=r"class 'carpet'.*step 3"):
-        _train(tiny_class, tmp_path, "nan", SimpleNetSettings(**TINY))
+        _train(tiny_class, tmp_path, "nan", _settings())
     assert not (tmp_path / "nan.pt").exists()
 
 
 # ------------------------------------------------------------------------------------------ end to end
 def test_end_to_end_synthetic_class(tmp_path):
+    """Train and run through the jobs a workflow runs (``texad train simplenet`` / ``texad run simplenet``)."""
     generate_class(tmp_path, "carpet", image_size=64, n_train=16, n_test_good=6, n_test_per_defect=3, seed=0)
     dims = dict(pretrain_embed_dim=128, target_embed_dim=128, dsc_hidden=128)
-    s = SimpleNetSettings(
-        **{**TINY, **dims, "image_size": 64, "resize": 64, "meta_epochs": 10, "gan_epochs": 4}
-    )
-    spec = RunSpec(run_name="t", dataset="synthetic", class_name="carpet", seed=0,
-                   backbone_weights="efficientnet_lite0", resolution=32, batch_size=8)  # fmt: skip
-    out = dict(model_path=tmp_path / "m.pt", ckpt_dir=tmp_path / "ck", out_result=tmp_path / "r.json",
+    block = {**TINY, **dims, "image_size": 64, "resize": 64, "meta_epochs": 10, "gan_epochs": 4}
+    top = {"run_name": "t", "device": "cpu", "evaluation": {"resolution": 32}}
+    config = validate_config({**top, "methods": {"simplenet": block}}, partial=True)
+    s = SimpleNetSettings.from_config(config, "carpet")
+    run = RunKey("synthetic", "carpet", 0, "default")
+    model = tmp_path / simplenet_module.model_file("simplenet", s, run)
+    with pytest.raises(ValueError, match="config changed"):
+        train_model("simplenet", config, run, class_dir=tmp_path / "carpet", out=model, ckpt_dir=tmp_path / "ck",
+                    expect_hash="0" * 16)  # fmt: skip
+    train_model("simplenet", config, run, class_dir=tmp_path / "carpet", out=model, ckpt_dir=tmp_path / "ck",
+                expect_hash=simplenet_module.identity("simplenet", s, run))  # fmt: skip
+    out = dict(class_dir=tmp_path / "carpet", models={"model": model}, out_result=tmp_path / "r.json",
                out_maps=tmp_path / "maps.npz")  # fmt: skip
-    result = run_simplenet(tmp_path / "carpet", spec, s, progress=False, log=lambda *a: None, **out)
+    result = run_method("simplenet", config, run, **out)
     m = result["metrics"]
     assert m["n_images"] == 18 and m["n_anomalous"] == 12 and m["grid"] == [32, 32]
     # measured 0.89 (image) / 0.76 (pixel) for this seed; 0.89-0.97 / 0.76-0.80 over seeds 0-3
@@ -361,25 +388,34 @@ def test_end_to_end_synthetic_class(tmp_path):
     assert on_disk["backbone"]["sha256"] is not None
     assert on_disk["evaluation"]["switches"] == {"center_crop": False, "selection": "last"}
     assert on_disk["extra"]["selection"]["used_test_set"] is False
+    assert on_disk["extra"]["config"] == s.to_config()  # the block the run ran with
+    assert on_disk["extra"]["timing"]["batch_size"] == s.batch_size
     assert on_disk["timings"]["train_s"] > 0 and on_disk["timings"]["images_per_s"] > 0
     maps = np.load(tmp_path / "maps.npz")
     assert maps["maps"].shape == (18, 32, 32)
     # the saved scores are the maxima of the raw patch scores, recomputed from the loaded model
-    model, _, meta = load_simplenet(tmp_path / "m.pt")
+    net, trained_with, meta = load_simplenet(model)
+    assert trained_with == s and meta["config"] == s.to_config()
     test = load_test_set(tmp_path / "carpet", s, 32)
     with torch.no_grad():
-        expected = image_scores(model.patch_scores(test.images)).numpy()
+        expected = image_scores(net.patch_scores(test.images)).numpy()
     np.testing.assert_allclose(maps["scores"], expected, rtol=1e-5, atol=1e-5)
-    assert meta["model_hash"] == result["model_hash"]
-    # a second run reuses the model (no training) and gives the same metrics
-    mtime = (tmp_path / "m.pt").stat().st_mtime_ns
-    again = run_simplenet(tmp_path / "carpet", spec, s, progress=False, log=lambda *a: None, **out)
-    assert (tmp_path / "m.pt").stat().st_mtime_ns == mtime
+    assert meta["model_hash"] == result["model_hash"] == simplenet_module.identity("simplenet", s, run)
+    # another smoothing_sigma reuses the model (same identity): same image scores, other maps
+    mtime = model.stat().st_mtime_ns
+    smoother = validate_config(
+        {**top, "methods": {"simplenet": {**block, "smoothing_sigma": 1}}}, partial=True
+    )
+    out.update(out_result=tmp_path / "r2.json", out_maps=tmp_path / "maps2.npz")
+    again = run_method("simplenet", smoother, run, **out)
+    assert model.stat().st_mtime_ns == mtime and again["model_hash"] == result["model_hash"]
+    assert again["extra"]["config"]["methods"]["simplenet"]["smoothing_sigma"] == 1.0
     assert again["metrics"]["image_auroc"] == m["image_auroc"]
+    maps2 = np.load(tmp_path / "maps2.npz")
+    np.testing.assert_array_equal(maps2["scores"], maps["scores"])
+    assert not np.allclose(maps2["maps"], maps["maps"])
     # the anomaly map is the upsampled, smoothed patch score: F.interpolate + Gaussian, checked at one image
-    from texad.methods.simplenet import anomaly_maps
-
-    patch = model.patch_scores(test.images[:1])
+    patch = net.patch_scores(test.images[:1])
     up = F.interpolate(patch[:, None], size=(64, 64), mode="bilinear", align_corners=False)[0, 0].numpy()
     from scipy.ndimage import gaussian_filter
 

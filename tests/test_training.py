@@ -1,4 +1,9 @@
-"""Tests of texad.diffusion.training: per-class diffusion training, checkpoints, resume and the model file."""
+"""Tests of texad.diffusion.training: per-class diffusion training, checkpoints, resume and the model file.
+
+The trainers' settings have no defaults: they are built from a method's config block (the schema's defaults for
+every key not given) by ``ddpm_train_settings`` (Method B) and ``score_train_settings`` (Method A), as the jobs
+build them; a test varies them with ``dataclasses.replace``.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +21,17 @@ from texad.diffusion.training import (
     DiffusionTrainSettings,
     ScoreTrainSettings,
     TrainingStopped,
+    build_sde,
     load_diffusion_model,
     load_score_model,
     load_train_images,
     train_diffusion,
 )
+from texad.methods import make_settings
+from texad.methods.method_a.settings import score_train_settings
+from texad.methods.method_b.settings import ddpm_train_settings
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _quiet(_msg: str) -> None:
@@ -34,15 +45,20 @@ def class_dir(tmp_path_factory) -> Path:
     return root / "woven"
 
 
+#: Method B's block of the tiny DDPM these tests train (every other key: the schema's default)
+DDPM_BLOCK = {"diffusion": {"preset": "tiny"}, "train": {"epochs": {"default": 4}, "batch_size": 4}}
+
+
 def _settings(**kw) -> DiffusionTrainSettings:
-    base = dict(
-        dataset="synth", class_name="woven", preset="tiny", image_size=32, epochs=4, batch_size=4, seed=0
-    )
-    base.update(kw)
-    return DiffusionTrainSettings(**base)
+    """The tiny DDPM's trainer settings for synth/woven, seed 0, with the fields ``kw`` replaced."""
+    method_b = make_settings("method_b", DDPM_BLOCK, class_name="woven", image_size=32)
+    return dataclasses.replace(ddpm_train_settings(method_b, "synth", "woven", 0), **kw)
 
 
 def _train(class_dir: Path, tmp: Path, name: str, settings: DiffusionTrainSettings, **kw) -> dict:
+    kw.setdefault("device", "cpu")
+    kw.setdefault("precision", "fp32")
+    kw.setdefault("checkpoint_every", 50)
     kw.setdefault("log", _quiet)
     kw.setdefault("progress", False)
     return train_diffusion(class_dir, tmp / f"{name}.pt", tmp / f"{name}_ckpt", settings, **kw)
@@ -59,7 +75,8 @@ def _assert_state_equal(a: dict, b: dict) -> None:
 # ----------------------------------------------------------------------------------------------------
 def test_train_writes_model_and_load_returns_ema_weights(class_dir, tmp_path):
     s = _settings(epochs=2, ema=0.9)
-    summary = _train(class_dir, tmp_path, "m", s, precision="bf16")
+    config = {"image_size": 32, "methods": {"method_b": {"inference": {"t_start": 100}}}}  # kept, not read
+    summary = _train(class_dir, tmp_path, "m", s, precision="bf16", config=config)
     out = tmp_path / "m.pt"
     assert out.is_file()
     assert (tmp_path / "m_ckpt" / "last.pt").is_file()
@@ -77,12 +94,14 @@ def test_train_writes_model_and_load_returns_ema_weights(class_dir, tmp_path):
     assert isinstance(schedule, NoiseSchedule) and schedule.num_timesteps == s.timesteps
     assert meta["model_hash"] == s.model_hash()
     assert meta["settings"] == dataclasses.asdict(s)
+    assert meta["config"] == config  # the config block the settings came from, for texad predict
     assert meta["n_params"] == sum(p.numel() for p in model.parameters())
     assert meta["train"]["steps"] == 2
     assert meta["schedule"] == {"timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02}
 
     stored = torch.load(out, weights_only=True)
     _assert_state_equal(model.state_dict(), stored["state_dict"])
+    assert stored["config"] == config
     ckpt = torch.load(tmp_path / "m_ckpt" / "last.pt", weights_only=True)
     _assert_state_equal(stored["state_dict"], ckpt["ema"])
     # the EMA differs from the raw weights after training
@@ -199,6 +218,13 @@ def test_diverging_lr_raises(class_dir, tmp_path):
 def test_bad_arguments(class_dir, tmp_path):
     with pytest.raises(ValueError, match="precision"):
         _train(class_dir, tmp_path, "m", _settings(), precision="fp8")
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        _train(class_dir, tmp_path, "m", _settings(), checkpoint_every=0)
+    with pytest.raises(TypeError, match="device"):  # no default device: the caller's runtime says where
+        train_diffusion(class_dir, tmp_path / "m.pt", tmp_path / "ck", _settings(), precision="fp32",
+                        checkpoint_every=1)  # fmt: skip
+    with pytest.raises(TypeError):  # no defaults: every field is given (by the config's schema defaults)
+        DiffusionTrainSettings(dataset="synth", class_name="woven")
     with pytest.raises(ValueError, match="optimizer"):
         _settings(optimizer="sgd")
     with pytest.raises(ValueError, match="ema"):
@@ -304,21 +330,27 @@ def test_ema_decay_warms_up_to_the_configured_value():
 # the second objective: a score model on an SDE (Method A)
 # ----------------------------------------------------------------------------------------------------
 def test_ddpm_model_hash_is_pinned():
-    """Adding the score objective must not rename existing DDPM models (values from before the change)."""
-    assert DiffusionTrainSettings(dataset="synthetic", class_name="woven").model_hash() == "bc52b9e5332f"
-    s = DiffusionTrainSettings(
-        dataset="mvtec", class_name="carpet", preset="tiny", image_size=64, epochs=60, batch_size=8
+    """Neither the score objective nor the schema's defaults (they were the dataclass's) rename existing DDPM
+    models (values from before those changes)."""
+    defaults = make_settings(
+        "method_b", class_name="woven"
+    )  # every key at its schema default, image_size 256
+    assert ddpm_train_settings(defaults, "synthetic", "woven", 0).model_hash() == "bc52b9e5332f"
+    block = {"diffusion": {"preset": "tiny"}, "train": {"epochs": {"default": 60}, "batch_size": 8}}
+    s = ddpm_train_settings(
+        make_settings("method_b", block, class_name="carpet", image_size=64), "mvtec", "carpet", 0
     )
     assert s.model_hash() == "b813932f8cfe"
 
 
 def _score_settings(**kw) -> ScoreTrainSettings:
-    base = dict(
-        dataset="synth", class_name="woven", preset="tiny", nf=8, image_size=16, batch_size=4, iterations=5,
-        warmup=10, seed=0,
-    )  # fmt: skip
-    base.update(kw)
-    return ScoreTrainSettings(**base)
+    """A tiny score model's trainer settings (16 px: below the config's smallest image_size, so replaced)."""
+    block = {
+        "network": {"preset": "tiny", "nf": 8},
+        "train": {"batch_size": 4, "iterations": 5, "warmup": 10},
+    }
+    base = score_train_settings(make_settings("method_a", block, image_size=32), "synth", "woven", 0)
+    return dataclasses.replace(base, **{"image_size": 16, **kw})
 
 
 def test_score_model_trains_by_iterations_resumes_bit_identically_and_loads(class_dir, tmp_path):
@@ -417,9 +449,12 @@ def test_score_model_hash_tracks_shaping_settings():
     vp = _score_settings(sde="vp")
     assert "sigma_max" not in vp.identity()
     assert dataclasses.replace(vp, sigma_max=77.0).model_hash() == vp.model_hash()  # unused by VP
-    assert isinstance(vp.build_sde(), VPSDE)
+    assert isinstance(build_sde(vp), VPSDE) and build_sde(vp, n_steps=7).N == 7
     with pytest.raises(ValueError, match="resolved"):
-        s.build_sde()
+        build_sde(s)
+    ve = build_sde(s, sigma_max=3.0, n_steps=11)
+    assert isinstance(ve, VESDE) and (ve.sigma_min, ve.sigma_max, ve.N) == (0.01, 3.0, 11)
+    assert build_sde(_score_settings(sigma_max=40.0), sigma_max=3.0).sigma_max == 40.0  # a set value wins
     with pytest.raises(ValueError, match="sigma_max"):
         _score_settings(sigma_max="big")
     with pytest.raises(ValueError, match="sigma_max"):

@@ -148,8 +148,27 @@ def test_every_rule_declares_log_benchmark_threads_resources_conda():
     assert len(rules) >= 4
     for body in rules:
         name = body.split(":", 1)[0]
-        for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:", "mem_mb=", "runtime="):
+        for directive in ("log:", "benchmark:", "threads:", "resources:", "conda:"):
             assert directive in body, f"rule {name} lacks {directive}"
+        # memory and runtime: written out, or the torch jobs' GPU/CPU block (checked on the planned jobs below)
+        assert ("mem_mb=" in body and "runtime=" in body) or "**torch_resources(" in body, name
+    for device, gpu in (("cpu", "0"), ("cuda", "1")):
+        run = smk("-n", "--configfile", str(ROOT / "config.yaml"), "--config", f"device={device}")
+        assert run.returncode == 0, run.stderr
+        jobs = re.findall(r"^(?:local)?rule (\w+):\n(.*?)(?=^\S|\Z)", run.stdout + run.stderr, re.M | re.S)
+        assert len(jobs) > 1000
+        for rule, body in jobs:
+            (resources,) = re.findall(r"^\s+resources: (.*)$", body, re.M) or [""]
+            if rule == "all":
+                continue
+            assert "mem_mb=" in resources and "runtime=" in resources, (rule, resources)
+            if rule.startswith(("train_", "adapt_")) or rule in (
+                "method_a",
+                "method_b",
+                "simplenet",
+                "draem",
+            ):
+                assert f"gpu={gpu}" in resources, (rule, device, resources)
 
 
 @pytest.mark.slow
@@ -158,7 +177,9 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["datasets"]["synthetic"].update(classes=["woven", "wood"], image_size=64, n_train=3, n_test_good=2,
                                         n_test_per_defect=1)  # fmt: skip
     cfg["image_size"] = 32
-    cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
+    # DDAD's own regime (no EMA, no clipping) written as YAML ints: the identity hashes are the same for 0 and 0.0
+    cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2, "ema": 0, "grad_clip": 0,
+                                           "weight_decay": 0}  # fmt: skip
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     cfg["methods"]["method_b"]["ablation"] = {"w": [4], "s": [0.5], "joint_w": [4], "joint_s": [0],
                                               "blur_sigma": [3], "t_start": [250]}  # fmt: skip
@@ -166,7 +187,8 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
     cfg["methods"]["method_a"].update(
         sde={"sigma_max": 1.0, "n_steps": 10}, network={"preset": "tiny", "nf": 8},
-        train={"batch_size": 2, "iterations": 3, "warmup": 1}, inference={"draws": 1, "batch_size": 4},
+        train={"batch_size": 2, "iterations": 3, "warmup": 1, "ema": 0, "grad_clip": 0},
+        inference={"draws": 1, "batch_size": 4},
         ablation={"n_scales": [4], "steps_per_scale": [5], "sigma_hi": [0.4], "full_chain": True, "metric": [],
                   "shared_ddpm": True, "speed_batches": [1, 16]},
     )  # fmt: skip
@@ -223,6 +245,14 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert method_a["default"]["model_hash"] != result["model_hash"]
     models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
     assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
+    # each model file keeps the whole block it was trained with: the ints as the schema's floats, and the
+    # inference keys a model file alone is later scored with (texad predict)
+    (ddpm,) = (tmp_path / "results" / "models" / "synthetic" / "wood").rglob("ddpm-*.pt")
+    ddpm = torch.load(ddpm, weights_only=True)
+    assert ddpm["settings"]["ema"] == 0.0 and ddpm["settings"]["grad_clip"] == 0.0
+    assert ddpm["config"]["methods"]["method_b"]["inference"]["w"] == {"default": 11.0}
+    (draem_file,) = (tmp_path / "results" / "models" / "synthetic" / "wood").rglob("draem-*.pt")
+    assert torch.load(draem_file, weights_only=True)["config"]["methods"]["draem"]["score_pool"] == 3
     table = (tmp_path / "results" / "tables" / "image_auroc.md").read_text()
     assert all(m in table for m in ("method_a", "method_b", "simplenet", "draem"))
     ablation = (tmp_path / "results" / "tables" / "ablation_method_a.md").read_text()

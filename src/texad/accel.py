@@ -9,7 +9,6 @@ here, as in training), and the result records what actually ran.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
@@ -18,7 +17,7 @@ if TYPE_CHECKING:  # torch is imported where it is used: commands without a netw
     import torch
     from torch import nn
 
-__all__ = ["PRECISIONS", "FP32", "Accel", "add_accel_args", "accel_from_args"]
+__all__ = ["PRECISIONS", "FP32", "Accel"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -70,15 +69,3 @@ class Accel:
 
 
 FP32 = Accel()  # plain eager fp32: the CPU path, and the default
-
-
-def add_accel_args(parser: argparse.ArgumentParser) -> None:
-    """The fast-path switches of an evaluation command."""
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="autocast dtype of network evaluations on CUDA (fp32 on a CPU)")  # fmt: skip
-    parser.add_argument("--channels-last", action="store_true", help="NHWC layout on CUDA")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the network on CUDA")
-
-
-def accel_from_args(args: argparse.Namespace) -> Accel:
-    return Accel(precision=args.precision, channels_last=args.channels_last, compile=args.compile)

@@ -17,7 +17,7 @@ rule synth_class:
     params:
         texad=PYTHON_TEXAD,
         root=lambda wc, output: os.path.dirname(output.marker),
-        settings=synth_params,
+        settings=PLAN.synth_args(),
     shell:
         "{params.texad} synth --class {wildcards.cls} --out {params.root} --marker {output.marker} "
         "{params.settings} > {log} 2>&1"
@@ -43,7 +43,7 @@ rule stage_dataset:
         texad=PYTHON_TEXAD,
         root=lambda wc: f"resources/datasets/{wc.dataset}",
         cache="resources/downloads",
-        args=download_args,
+        args=lambda wc: PLAN.download_args(wc.dataset),
     shell:
         "{params.texad} download {wildcards.dataset} --root {params.root} --cache {params.cache} "
         "--marker {output.marker} {params.args} > {log} 2>&1"

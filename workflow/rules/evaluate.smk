@@ -3,7 +3,7 @@
 
 rule aggregate:
     input:
-        results=method_results(),
+        results=PLAN.method_results(),
     output:
         table="results/tables/image_auroc.csv",
         markdown=expand("results/tables/{metric}.md", metric=METRIC_TABLES),
@@ -32,7 +32,7 @@ rule aggregate:
 # speed-up and scores per variant.
 rule ablation_table:
     input:
-        results=lambda wc: ablation_results(wc.method),
+        results=lambda wc: PLAN.ablation_results(wc.method),
     output:
         table="results/tables/ablation_{method}.csv",
         markdown="results/tables/ablation_{method}.md",
@@ -62,7 +62,7 @@ rule ablation_table:
 # difference; one rule per table so that a config without a method plans no table that needs it.
 rule paper_table:
     input:
-        results=paper_table_results,
+        results=lambda wc: PLAN.paper_table_results(wc.table),
         published=PUBLISHED,
     output:
         table="results/tables/{table}.csv",

@@ -64,7 +64,7 @@ rule table_html:
 # Figure 1 of the papers: original, reconstruction, ground truth and anomaly map of both diffusion methods.
 rule figure_grid:
     input:
-        maps=lambda wc: default_maps(wc, DIFFUSION_METHODS),
+        maps=lambda wc: PLAN.default_maps(wc.dataset, wc.cls, DIFFUSION_METHODS),
     output:
         png=report(
             "results/figures/{dataset}/{cls}/figure1.png",
@@ -96,7 +96,7 @@ rule figure_grid:
 # Image- and pixel-level ROC curves of every method's default variant on one class.
 rule roc_curves:
     input:
-        maps=lambda wc: default_maps(wc, IMPLEMENTED_METHODS),
+        maps=lambda wc: PLAN.default_maps(wc.dataset, wc.cls, METHODS),
     output:
         png=report(
             "results/figures/{dataset}/{cls}/roc.png",
@@ -128,7 +128,7 @@ rule roc_curves:
 # AUROC against the number of T scales (Method A) or the guidance strengths (Method B).
 rule ablation_curves:
     input:
-        results=lambda wc: ablation_results(wc.method),
+        results=lambda wc: PLAN.ablation_results(wc.method),
     output:
         png=report(
             "results/figures/ablation_{method}.png",
@@ -163,8 +163,8 @@ rule speed_accuracy:
     input:
         results=lambda wc: sorted(
             set(
-                method_results()
-                + sum((ablation_results(m) for m in ABLATED_METHODS), [])
+                PLAN.method_results()
+                + sum((PLAN.ablation_results(m) for m in ABLATED_METHODS), [])
             )
         ),
     output:

@@ -1,5 +1,7 @@
-# Training: one model per (dataset, class, seed, settings); the file name carries the identity hash,
-# so every method variant and ablation that needs the same model reuses it.
+# Training: one model per (dataset, class, seed, settings); the file name carries the identity hash, so every
+# method variant and ablation that needs the same model reuses it. Resumable checkpoints live outside the
+# declared output (Snakemake deletes a failed job's outputs); `--expect-hash` refuses settings that changed
+# while the workflow was planned.
 
 
 rule train_diffusion:
@@ -15,22 +17,19 @@ rule train_diffusion:
         torch_env
     threads: compute_threads(4)
     resources:
-        mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
-        runtime=lambda wc: 1440 if uses_gpu() else 120,
-        gpu=lambda wc: 1 if uses_gpu() else 0,
+        **torch_resources(32000, 4000, 1440, 120),
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
-        # resumable checkpoints live outside the declared output (Snakemake deletes a failed job's outputs)
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/ddpm-{wc.model_hash}",
-        args=ddpm_train_args,
+        settings=train_settings("ddpm"),
     shell:
-        "{params.texad} train-diffusion --class-dir {params.class_dir} --dataset {wildcards.dataset} "
-        "--class {wildcards.cls} --out {output.model} --ckpt-dir {params.ckpt_dir} "
-        "--expect-hash {wildcards.model_hash} {params.args} --workers {threads} > {log} 2>&1"
+        "{params.texad} train ddpm --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --seed {wildcards.seed} --class-dir {params.class_dir} --out {output.model} "
+        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} --workers {threads} > {log} 2>&1"
 
 
-# Method A's score model (VE SDE, NCSN++): the same trainer and entry point as the DDPM (`--kind score`).
+# Method A's score model (VE SDE, NCSN++): the same diffusion trainer, on the DSM objective.
 rule train_score_model:
     input:
         marker=stage_marker,
@@ -44,29 +43,22 @@ rule train_score_model:
         torch_env
     threads: compute_threads(4)
     resources:
-        mem_mb=lambda wc: 32000 if uses_gpu() else 4000,
-        runtime=lambda wc: 1440 if uses_gpu() else 120,
-        gpu=lambda wc: 1 if uses_gpu() else 0,
+        **torch_resources(32000, 4000, 1440, 120),
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/score-{wc.model_hash}",
-        settings=lambda wc: train_settings_json("method_a"),
-        image_size=config["image_size"],
-        device=config["device"],
-        precision=config["precision"],
+        settings=train_settings("score"),
     shell:
-        "{params.texad} train-diffusion --kind score --settings {params.settings} --class-dir {params.class_dir} "
-        "--dataset {wildcards.dataset} --class {wildcards.cls} --seed {wildcards.seed} "
-        "--image-size {params.image_size} --out {output.model} --ckpt-dir {params.ckpt_dir} "
-        "--expect-hash {wildcards.model_hash} --device {params.device} --precision {params.precision} "
-        "--workers {threads} > {log} 2>&1"
+        "{params.texad} train score --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --seed {wildcards.seed} --class-dir {params.class_dir} --out {output.model} "
+        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} --workers {threads} > {log} 2>&1"
 
 
 rule train_simplenet:
     input:
         marker=stage_marker,
-        weights=simplenet_weights,
+        weights=train_weights("simplenet", "simplenet"),
     output:
         model="results/models/{dataset}/{cls}/seed{seed}/simplenet-{model_hash}.pt",
     log:
@@ -77,25 +69,22 @@ rule train_simplenet:
         torch_env
     threads: compute_threads(2)
     resources:
-        mem_mb=lambda wc: 24000 if uses_gpu() else 8000,
-        runtime=lambda wc: 240 if uses_gpu() else 120,
-        gpu=lambda wc: 1 if uses_gpu() else 0,
+        **torch_resources(24000, 8000, 240, 120),
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/simplenet-{wc.model_hash}",
-        settings=lambda wc: train_settings_json("simplenet"),
-        args=run_args,
+        settings=train_settings("simplenet"),
     shell:
-        "{params.texad} train-simplenet --class-dir {params.class_dir} --settings {params.settings} "
-        "{params.args} --out {output.model} --ckpt-dir {params.ckpt_dir} "
-        "--expect-hash {wildcards.model_hash} > {log} 2>&1"
+        "{params.texad} train simplenet --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --seed {wildcards.seed} --class-dir {params.class_dir} --out {output.model} "
+        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} > {log} 2>&1"
 
 
 rule train_draem:
     input:
         marker=stage_marker,
-        sources=draem_source_inputs,
+        sources=draem_sources,
     output:
         model="results/models/{dataset}/{cls}/seed{seed}/draem-{model_hash}.pt",
     log:
@@ -106,22 +95,50 @@ rule train_draem:
         torch_env
     threads: compute_threads(4)
     resources:
-        mem_mb=lambda wc: 32000 if uses_gpu() else 8000,
-        runtime=lambda wc: 1440 if uses_gpu() else 120,
-        gpu=lambda wc: 1 if uses_gpu() else 0,
+        **torch_resources(32000, 8000, 1440, 120),
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/draem-{wc.model_hash}",
-        settings=lambda wc: train_settings_json("draem"),
+        settings=train_settings("draem"),
         sources=draem_source_args,
-        args=run_args,
         # simulating anomalies is CPU work; on a GPU node the data loader needs its own processes
         workers=lambda wc, threads: threads if uses_gpu() else 0,
     shell:
-        "{params.texad} train-draem --class-dir {params.class_dir} --settings {params.settings} "
-        "{params.args} {params.sources} --workers {params.workers} --out {output.model} "
-        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} > {log} 2>&1"
+        "{params.texad} train draem --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --seed {wildcards.seed} --class-dir {params.class_dir} --out {output.model} "
+        "--ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.model_hash} {params.sources} "
+        "--workers {params.workers} > {log} 2>&1"
+
+
+# DDAD's feature-extractor domain adaptation: one per (class, DDPM, adaptation settings), for the classes
+# whose feature_adaptation.epochs is not 0; every Method B variant of that class reuses it.
+rule adapt_features:
+    input:
+        model=lambda wc: PLAN.model_path("ddpm", wc.dataset, wc.cls, wc.seed),
+        marker=stage_marker,
+        weights=train_weights("method_b", "features"),
+    output:
+        features="results/models/{dataset}/{cls}/seed{seed}/features-{backbone}-{fe_hash}.pt",
+    log:
+        "results/logs/adapt_features/{dataset}/{cls}/seed{seed}-{backbone}-{fe_hash}.log",
+    benchmark:
+        "results/benchmarks/adapt_features/{dataset}/{cls}/seed{seed}-{backbone}-{fe_hash}.tsv"
+    conda:
+        torch_env
+    threads: compute_threads(2)
+    resources:
+        **torch_resources(32000, 8000, 240, 120),
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=class_dir,
+        ckpt_dir=lambda wc: f"resources/checkpoints/{wc.dataset}/{wc.cls}/seed{wc.seed}/features-{wc.backbone}-{wc.fe_hash}",
+        settings=train_settings("features"),
+    shell:
+        "{params.texad} train features --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --seed {wildcards.seed} --class-dir {params.class_dir} --model {input.model} "
+        "--out {output.features} --ckpt-dir {params.ckpt_dir} --expect-hash {wildcards.fe_hash} "
+        "--workers {threads} > {log} 2>&1"
 
 
 # Pretrained torchvision weights are staged once, on the head node, into the checksum-verified cache

@@ -7,26 +7,7 @@
   layout); :func:`verify_weight_file` checks one; nothing downloads weights at load time.
 """
 
-from texad.backbones.features import (
-    BACKBONES,
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    LAYER_NAMES,
-    FeatureExtractor,
-    efficientnet_lite0_classifier,
-    load_backbone,
-)
-from texad.backbones.weights import (
-    KNOWN_WEIGHTS,
-    WeightSpec,
-    cached_weight_path,
-    default_cache_dir,
-    efficientnet_lite0_weights,
-    require_weight_file,
-    stage_weights,
-    verify_weight_file,
-    weight_spec,
-)
+from importlib import import_module
 
 __all__ = [
     "BACKBONES",
@@ -46,3 +27,13 @@ __all__ = [
     "verify_weight_file",
     "weight_spec",
 ]
+
+_HOME = {name: "weights" for name in __all__}
+_HOME.update({n: "features" for n in ("IMAGENET_MEAN", "IMAGENET_STD", "LAYER_NAMES", "FeatureExtractor",
+                                       "efficientnet_lite0_classifier", "load_backbone")})  # fmt: skip
+
+
+def __getattr__(name: str):  # the extractors load torch: imported on first use, planning stays light
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_HOME[name]}", __name__), name)

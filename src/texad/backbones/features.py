@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from texad.backbones.weights import efficientnet_lite0_weights, require_weight_file
+from texad.backbones.weights import BACKBONES, efficientnet_lite0_weights, require_weight_file
 
 __all__ = [
     "BACKBONES",
@@ -44,14 +44,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 LAYER_NAMES = ("layer1", "layer2", "layer3", "layer4")
 _STRIDES = (4, 8, 16, 32)
-
-#: Backbone name -> the ``weights`` value that loads its pretrained weights ("none" works for all).
-BACKBONES: dict[str, str] = {
-    "wide_resnet50_2": "torchvision",
-    "wide_resnet101_2": "torchvision",
-    "resnet18": "torchvision",
-    "efficientnet_lite0": "efficientnet_lite0",
-}
 
 
 def _out_channels(module: nn.Module) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 from texad.data.download import ChecksumError, download, file_digest
 
 __all__ = [
+    "BACKBONES",
     "KNOWN_WEIGHTS",
     "STAGING_HINT",
     "WeightSpec",
@@ -38,6 +39,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Backbone name -> the ``weights`` value that loads its pretrained weights ("none" works for all).
+BACKBONES: dict[str, str] = {
+    "wide_resnet50_2": "torchvision",
+    "wide_resnet101_2": "torchvision",
+    "resnet18": "torchvision",
+    "efficientnet_lite0": "efficientnet_lite0",
+}
 
 
 @dataclass(frozen=True)

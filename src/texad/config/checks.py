@@ -37,13 +37,17 @@ def _trained_level_problems(config: dict) -> list[str]:
     if t_max > diff["timesteps"]:
         return [f"{key}: {t_max} exceeds methods.method_b.diffusion.timesteps = {diff['timesteps']}"]
     starts: list[tuple[str, float]] = []
-    if b["enabled"]:
+    if b.get("enabled", True):  # a part of a config (one job's settings) holds only the blocks it uses
         starts.append(("methods.method_b.inference.t_start", b["inference"]["t_start"]))
         starts += [
             (f"methods.method_b.ablation.t_start[{i}]", t) for i, t in enumerate(b["ablation"]["t_start"])
         ]
     a = methods.get("method_a", {})
-    if a.get("enabled") and (a.get("model") == "shared_ddpm" or a.get("ablation", {}).get("shared_ddpm")):
+    if (
+        a
+        and a.get("enabled", True)
+        and (a.get("model") == "shared_ddpm" or a.get("ablation", {}).get("shared_ddpm"))
+    ):
         sigmas = [("methods.method_a.inference.sigma_hi", a["inference"]["sigma_hi"])]
         if a.get("model") == "shared_ddpm":
             sigmas += [
@@ -72,6 +76,45 @@ def _normalise_problems(config: dict) -> list[str]:
     return []
 
 
+def _blur_kernel_problems(config: dict) -> list[str]:
+    """Method B's Gaussian blur has a centre pixel: an odd kernel."""
+    inf = config.get("methods", {}).get("method_b", {}).get("inference")
+    if inf and inf["blur_kernel"] % 2 == 0:
+        return [
+            f"methods.method_b.inference.blur_kernel: {inf['blur_kernel']} is even; use an odd size (SAG: 31)"
+        ]
+    return []
+
+
+def _method_a_problems(config: dict) -> list[str]:
+    """Method A's T scales run from sigma_lo up to sigma_hi; the full-length chain needs a chain metric."""
+    a = config.get("methods", {}).get("method_a")
+    if not a:
+        return []
+    inf, problems = a["inference"], []
+    if inf["sigma_lo"] > inf["sigma_hi"]:
+        problems.append(
+            f"methods.method_a.inference.sigma_lo: {inf['sigma_lo']:g} exceeds sigma_hi = {inf['sigma_hi']:g}; "
+            "the scales run from sigma_lo up to sigma_hi"
+        )
+    if inf["metric"] == "score_clean":  # one score evaluation per scale: there is no chain to run in full
+        for key, on in (
+            ("inference.mode", inf["mode"] == "full_chain"),
+            ("ablation.full_chain", a["ablation"]["full_chain"]),
+        ):
+            if on:
+                problems.append(
+                    f"methods.method_a.{key}: the full-length chain needs a chain metric, but inference.metric is "
+                    "score_clean; use score_residual, score or recon, or leave the full chain out"
+                )
+    return problems
+
+
 def cross_key_problems(config: dict) -> list[str]:
     """Every cross-key problem of a config whose defaults are filled in (empty: none)."""
-    return _trained_level_problems(config) + _normalise_problems(config)
+    return (
+        _trained_level_problems(config)
+        + _normalise_problems(config)
+        + _method_a_problems(config)
+        + _blur_kernel_problems(config)
+    )

@@ -7,6 +7,7 @@ config stops the run before any job starts with a message a user can act on.
 from __future__ import annotations
 
 import copy
+import json
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -111,9 +112,7 @@ def _format_error(err: jsonschema.ValidationError, root: dict) -> str:
     return f"{where}: {err.message}"
 
 
-def validate(instance: Any, schema_name: str, *, what: str = "config") -> None:
-    """Raise ConfigError listing every schema violation of ``instance`` (all of them, sorted by key path)."""
-    schema = load_schema(schema_name)
+def _validate_against(instance: Any, schema: dict, what: str) -> None:
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: (key_path(e.absolute_path), e.validator))
     if errors:
@@ -123,6 +122,11 @@ def validate(instance: Any, schema_name: str, *, what: str = "config") -> None:
             if text and text not in lines:
                 lines.append(text)
         raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(lines))
+
+
+def validate(instance: Any, schema_name: str, *, what: str = "config") -> None:
+    """Raise ConfigError listing every schema violation of ``instance`` (all of them, sorted by key path)."""
+    _validate_against(instance, load_schema(schema_name), what)
 
 
 def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
@@ -145,30 +149,106 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
     return instance
 
 
-def validate_config(config: dict, *, source: str | Path | None = None) -> dict:
-    """Validate a config dict (as loaded from YAML) and return it with defaults filled in."""
+def _branch(instance: Any, options: list, root: dict) -> dict | None:
+    """The first ``oneOf``/``anyOf`` option that ``instance`` satisfies (None when none does)."""
+    for option in options:
+        if jsonschema.Draft202012Validator({**option, "$defs": root.get("$defs", {})}).is_valid(instance):
+            return option
+    return None
+
+
+def normalise_numbers(instance: Any, schema: dict, root: dict | None = None) -> Any:
+    """A copy of ``instance`` in which every value the schema types as ``number`` is a float and every value it
+    types as ``integer`` is an int. YAML reads ``0`` as an int and ``0.0`` as a float; both are valid numbers,
+    and after this they are the same value everywhere, model identity hashes included."""
+    root = root if root is not None else schema
+    schema = _resolve(schema, root)
+    for key in ("oneOf", "anyOf"):
+        if key in schema:
+            branch = _branch(instance, schema[key], root)
+            return instance if branch is None else normalise_numbers(instance, branch, root)
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        out = {}
+        for k, v in instance.items():
+            sub = props.get(k, extra if isinstance(extra, dict) else None)
+            out[k] = normalise_numbers(v, sub, root) if sub is not None else v
+        return out
+    if isinstance(instance, list):
+        items = schema.get("items")
+        return [normalise_numbers(v, items, root) for v in instance] if isinstance(items, dict) else instance
+    if isinstance(instance, bool) or not isinstance(instance, int | float):
+        return instance
+    types = schema.get("type", [])
+    types = {types} if isinstance(types, str) else set(types)
+    if "integer" in types and isinstance(instance, float) and instance.is_integer():
+        return int(instance)
+    if "number" in types and "integer" not in types and isinstance(instance, int):
+        return float(instance)
+    return instance
+
+
+@cache
+def _partial_schema() -> dict:
+    """The config schema for a *part* of a config (what one job reads, ``--settings`` of a ``texad`` command):
+    no top-level key is required, and a method block needs no ``enabled`` (it is there to be used)."""
+    schema = copy.deepcopy(load_schema("config"))
+    schema.pop("required", None)
+    for block in schema["properties"]["methods"]["properties"].values():
+        block["required"] = [k for k in block.get("required", []) if k != "enabled"]
+    return schema
+
+
+def validate_config(config: dict, *, source: str | Path | None = None, partial: bool = False) -> dict:
+    """Validate a config dict (as loaded from YAML) and return it with defaults filled in and numbers normalised
+    (:func:`normalise_numbers`). ``partial``: a part of a config, as one job reads it (no key is required)."""
     if not isinstance(config, dict):
         raise ConfigError(
             f"invalid config{f' {source}' if source else ''}: the top level must be a mapping of keys"
         )
     what = f"config {source}" if source else "config"
-    schema = load_schema("config")
-    validate(config, "config", what=what)
+    schema = _partial_schema() if partial else load_schema("config")
+    _validate_against(config, schema, what)
     full = fill_defaults(config, schema)
-    validate(full, "config", what=what)  # defaults themselves must be valid
+    _validate_against(full, schema, what)  # defaults themselves must be valid
+    full = normalise_numbers(full, schema)
     problems = cross_key_problems(full)
     if problems:
         raise ConfigError(f"invalid {what}:\n  " + "\n  ".join(problems))
     return full
 
 
+def _read_yaml(path: Path) -> Any:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass an existing YAML or JSON file")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file, validate it, and return it with defaults filled in."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass --config with an existing YAML file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+    data = _read_yaml(path)
     return validate_config(data if data is not None else {}, source=path)
+
+
+def load_settings(value: str) -> dict:
+    """The ``--settings`` of a ``texad`` command: a config, or the part of one that the command reads, given as
+    JSON text (``{...}``) or as a YAML/JSON file. Validated as a partial config (defaults filled, numbers
+    normalised), so that a command run by hand gets the same values as the workflow."""
+    text = value.strip()
+    if text.startswith("{"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"--settings is not valid JSON ({exc}); pass a JSON object or a config file"
+            ) from exc
+        source = "--settings"
+    else:
+        data = _read_yaml(Path(value))
+        source = value
+    return validate_config(data if data is not None else {}, source=source, partial=True)

@@ -17,8 +17,9 @@ Layout (the score_sde FFHQ-256 configuration, the ``paper`` preset):
   heads, start at zero, so a fresh network outputs exactly 0.
 * VE (``scale_by_sigma``): the output is divided by sigma, so the network learns -z/sigma's numerator (O(1)).
 
-GroupNorm uses min(channels // 4, 32) groups. Attention resolutions are feature-map sizes at the preset's
-``image_size`` and are rescaled to the requested size (as in :mod:`texad.diffusion.unet`).
+GroupNorm uses min(channels // 4, 32) groups (the nearest divisor of the channels below it where it is not one).
+Attention resolutions are feature-map sizes at the preset's ``image_size`` and are rescaled to the requested size
+(as in :mod:`texad.diffusion.unet`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .presets import NCSNPP_PRESETS
 from .unet import count_parameters, timestep_embedding
 
 __all__ = ["PRESETS", "NCSNpp", "build_ncsnpp", "count_parameters", "fir_downsample", "fir_upsample"]
@@ -63,7 +65,12 @@ def fir_upsample(x: torch.Tensor, kernel: Sequence[float] = _FIR) -> torch.Tenso
 
 
 def _gn(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(max(1, min(channels // 4, 32)), channels, eps=1e-6)
+    """score_sde's min(channels // 4, 32) groups, lowered to the nearest divisor of ``channels`` where it is not
+    one (any width nf then builds; widths where it divides are unchanged)."""
+    groups = max(1, min(channels // 4, 32))
+    while channels % groups:
+        groups -= 1
+    return nn.GroupNorm(groups, channels, eps=1e-6)
 
 
 def _zero(module: nn.Module) -> nn.Module:
@@ -277,15 +284,9 @@ class NCSNpp(nn.Module):
         return out
 
 
-#: Named layouts; ``attn_resolutions`` are feature-map sizes at the preset's ``image_size``.
-PRESETS: dict[str, dict[str, Any]] = {
-    # score_sde ve/ffhq_256_ncsnpp_continuous (spec §2.4); nf comes from the config (texad default 64).
-    "paper": dict(
-        image_size=256, channel_mults=(1, 1, 2, 2, 2, 2, 2), num_res_blocks=2, attn_resolutions=(16,)
-    ),
-    # CPU demo and tests: three levels, one block each, no attention.
-    "tiny": dict(image_size=64, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=()),
-}
+#: Named layouts (:data:`texad.diffusion.presets.NCSNPP_PRESETS`); ``attn_resolutions`` are feature-map sizes at
+#: the preset's ``image_size``.
+PRESETS = NCSNPP_PRESETS
 
 
 def build_ncsnpp(preset: str, image_size: int, nf: int, sde_kind: str = "ve", **overrides: Any) -> NCSNpp:

@@ -35,7 +35,7 @@ import copy
 import math
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,6 @@ import torch
 from tqdm import tqdm
 
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
-from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
 
 from .losses import epsilon_loss
@@ -51,6 +50,7 @@ from .ncsnpp import build_ncsnpp
 from .schedules import NoiseSchedule
 from .score_losses import dsm_loss
 from .sde import SDE, VESDE, VPSDE, get_score_fn, max_pairwise_distance
+from .settings import FORMAT, SCORE_FORMAT, SCORE_KIND, DiffusionTrainSettings, ScoreTrainSettings
 from .unet import build_unet, count_parameters
 
 __all__ = [
@@ -59,6 +59,7 @@ __all__ = [
     "DiffusionTrainSettings",
     "ScoreTrainSettings",
     "TrainingStopped",
+    "build_sde",
     "train_diffusion",
     "load_diffusion_model",
     "load_score_model",
@@ -66,11 +67,8 @@ __all__ = [
     "load_train_images",
 ]
 
-#: Version of the training recipe and file layout; part of the model identity.
-FORMAT = "texad.diffusion.train/2"  # 2: EMA decay warm-up
 CHECKPOINT_NAME = "last.pt"
 _PRECISIONS = ("fp32", "bf16", "fp16")
-_OPTIMIZERS = ("adam", "adamw")
 _CKPT_KEYS = (
     "model_hash",
     "epoch",
@@ -84,137 +82,18 @@ _CKPT_KEYS = (
     "torch_rng",
 )
 _MODEL_KEYS = ("state_dict", "settings", "model_hash", "schedule")
-#: Version of the score-model recipe (Method A); part of its identity. Fixed recipe constants live here:
-#: Adam betas (0.9, 0.999), eps 1e-8, no weight decay; DSM with t ~ U(eps, 1) (eps 1e-5 VE, 1e-3 VP);
-#: Fourier scale 16; VP beta_min 0.1, beta_max 20 (score_sde defaults).
-SCORE_FORMAT = "texad.score.train/1"
-SCORE_KIND = "score_sde"
 _SCORE_MODEL_KEYS = ("state_dict", "settings", "model_hash", "sde")
-_SDE_TYPES = ("ve", "vp")
 VP_BETA_MIN, VP_BETA_MAX = 0.1, 20.0
 
 
-@dataclass(frozen=True)
-class DiffusionTrainSettings:
-    """Everything that shapes a trained diffusion model (device, precision and checkpointing do not)."""
-
-    dataset: str
-    class_name: str
-    preset: str = "paper"
-    image_size: int = 256
-    timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    epochs: int = 2000
-    batch_size: int = 32
-    lr: float = 3e-4
-    weight_decay: float = 0.05
-    optimizer: str = "adam"  # "adam" (DDAD: coupled L2) or "adamw"
-    ema: float = 0.999
-    grad_clip: float = 1.0
-    seed: int = 0
-    t_max: int | None = None  # train on t < t_max only (None: every level, DDAD)
-
-    def __post_init__(self) -> None:
-        if self.t_max is not None and not 1 <= int(self.t_max) <= int(self.timesteps):
-            raise ValueError(
-                f"t_max must lie in [1, timesteps={self.timesteps}] or be None, got {self.t_max!r}"
-            )
-        if self.optimizer not in _OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
-        for name in ("image_size", "timesteps", "epochs", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must lie in [0, 1), got {self.ema!r}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)) or self.weight_decay < 0:
-            raise ValueError(
-                f"need lr > 0 and weight_decay >= 0, got lr={self.lr!r}, wd={self.weight_decay!r}"
-            )
-
-    def identity(self) -> dict:
-        """The settings hashed into :meth:`model_hash`: every field plus the format version (``t_max`` only when
-        set, so the hashes of full-range models did not change when it was added)."""
-        fields = asdict(self)
-        if fields["t_max"] is None:
-            del fields["t_max"]
-        return {"format": FORMAT, **fields}
-
-    def model_hash(self) -> str:
-        return settings_hash(self.identity())
-
-
-@dataclass(frozen=True)
-class ScoreTrainSettings:
-    """Everything that shapes a trained score model (Method A; config ``methods.method_a``).
-
-    ``sigma_min`` / ``sigma_max`` (a number or "auto") define a VE SDE; a VP SDE uses score_sde's beta range and
-    ignores them (they are then left out of the identity).
-    """
-
-    dataset: str
-    class_name: str
-    sde: str = "ve"
-    sigma_min: float = 0.01
-    sigma_max: float | str = "auto"
-    preset: str = "paper"
-    nf: int = 64
-    image_size: int = 256
-    batch_size: int = 16
-    iterations: int = 100000
-    lr: float = 2e-4
-    warmup: int = 5000
-    grad_clip: float = 1.0
-    ema: float = 0.999
-    hflip: bool = True
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.sde not in _SDE_TYPES:
-            raise ValueError(f"sde must be one of {_SDE_TYPES}, got {self.sde!r}")
-        for name in ("image_size", "batch_size", "iterations", "nf"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.warmup < 0:
-            raise ValueError(f"warmup must be >= 0, got {self.warmup!r}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ValueError(f"ema must lie in [0, 1), got {self.ema!r}")
-        if self.grad_clip < 0:
-            raise ValueError(f"grad_clip must be >= 0 (0 disables clipping), got {self.grad_clip!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"need lr > 0, got lr={self.lr!r}")
-        if not self.sigma_min > 0:
-            raise ValueError(f"sigma_min must be > 0, got {self.sigma_min!r}")
-        if self.sigma_max != "auto":
-            # a number, or its text from the command line; stored as float so 1 and 1.0 hash alike
-            try:
-                value = float(self.sigma_max)
-            except (TypeError, ValueError):
-                value = float("nan")
-            if not value > float(self.sigma_min):
-                raise ValueError(f"sigma_max must be 'auto' or a number > sigma_min, got {self.sigma_max!r}")
-            object.__setattr__(self, "sigma_max", value)
-
-    def identity(self) -> dict:
-        """The settings hashed into :meth:`model_hash`: the fields (VE only: the sigma range), kind and format."""
-        ident = {"format": SCORE_FORMAT, "kind": SCORE_KIND, **asdict(self)}
-        if self.sde == "vp":
-            del ident["sigma_min"], ident["sigma_max"]
-        return ident
-
-    def model_hash(self) -> str:
-        return settings_hash(self.identity())
-
-    def build_sde(self, sigma_max: float | None = None, n_steps: int = 1000) -> SDE:
-        """The SDE of these settings; a VE SDE needs the resolved ``sigma_max`` when the setting is "auto"."""
-        if self.sde == "vp":
-            return VPSDE(VP_BETA_MIN, VP_BETA_MAX, N=n_steps)
-        value = self.sigma_max if self.sigma_max != "auto" else sigma_max
-        if value is None:
-            raise ValueError("sigma_max is 'auto': pass the value resolved from the training images")
-        return VESDE(self.sigma_min, float(value), N=n_steps)
+def build_sde(settings: ScoreTrainSettings, sigma_max: float | None = None, n_steps: int = 1000) -> SDE:
+    """The SDE of a score model; a VE SDE needs the resolved ``sigma_max`` when the setting is "auto"."""
+    if settings.sde == "vp":
+        return VPSDE(VP_BETA_MIN, VP_BETA_MAX, N=n_steps)
+    value = settings.sigma_max if settings.sigma_max != "auto" else sigma_max
+    if value is None:
+        raise ValueError("sigma_max is 'auto': pass the value resolved from the training images")
+    return VESDE(settings.sigma_min, float(value), N=n_steps)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -328,7 +207,7 @@ class _ScoreRecipe:
                     f"sigma_max auto = {resolved} is not above sigma_min = {s.sigma_min}: the training images "
                     f"of {s.dataset}/{s.class_name} are (nearly) identical; set sigma_max explicitly"
                 )
-        self.sde = s.build_sde(resolved)
+        self.sde = build_sde(s, resolved)
         n = self.images.shape[0]
         steps_per_epoch = 1 if n < s.batch_size else n // s.batch_size
         self.n_epochs = math.ceil(s.iterations / steps_per_epoch)
@@ -372,9 +251,10 @@ def train_diffusion(
     ckpt_dir: Path,
     settings: DiffusionTrainSettings | ScoreTrainSettings,
     *,
-    device: str = "cpu",
-    precision: str = "fp32",
-    checkpoint_every: int = 50,
+    device: str,
+    precision: str,
+    checkpoint_every: int,
+    config: dict | None = None,
     num_workers: int = 0,
     progress: bool | None = None,
     log=print,
@@ -384,7 +264,9 @@ def train_diffusion(
     ``ckpt_dir/last.pt`` when it exists.
 
     Writes the final model (EMA weights) atomically to ``out_path`` and returns its training summary.
-    ``checkpoint_every`` counts epochs (passes over the training set) for both kinds. ``_stop_after_epoch``
+    ``checkpoint_every`` counts epochs (passes over the training set) for both kinds. ``config``: the config block
+    the settings were built from, kept in the model file (a method reads its inference keys from it when the
+    file is used on its own, e.g. by ``texad predict``). ``_stop_after_epoch``
     (tests only) raises :class:`TrainingStopped` once that epoch's checkpoint is written, as if the job were
     killed there.
     """
@@ -556,6 +438,7 @@ def train_diffusion(
         "format": FORMAT if isinstance(s, DiffusionTrainSettings) else SCORE_FORMAT,
         "state_dict": cpu_state(ema_model),
         "settings": asdict(s),
+        "config": config,
         "model_hash": model_hash,
         "n_params": n_params,
         **recipe.file_fields(),
@@ -634,7 +517,7 @@ def load_score_model(
             f"{path} records model {data['model_hash']}, but its settings hash to {settings.model_hash()} "
             f"(format {data.get('format')!r} vs {SCORE_FORMAT!r}); retrain it"
         )
-    sde = settings.build_sde(data["sde"].get("sigma_max"), n_steps=n_steps)
+    sde = build_sde(settings, data["sde"].get("sigma_max"), n_steps=n_steps)
     model = build_ncsnpp(settings.preset, settings.image_size, settings.nf, settings.sde)
     model.load_state_dict(data["state_dict"])
     model.to(device).eval().requires_grad_(False)

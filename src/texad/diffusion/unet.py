@@ -45,6 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .presets import UNET_PRESETS
+
 __all__ = [
     "PRESETS",
     "UNet",
@@ -354,46 +356,10 @@ class UNet(nn.Module):
 # ----------------------------------------------------------------------------------------------------
 # presets
 # ----------------------------------------------------------------------------------------------------
-#: Named configurations. ``attention_resolutions`` are feature-map sizes at the preset's
-#: ``image_size``; :func:`build_unet` rescales them (as down-sampling factors) to the requested size.
-PRESETS: dict[str, dict[str, Any]] = {
-    # DDAD's U-Net (spec §1.1): UNetModel(img_size=256, base_channels=64, n_heads=4, dropout=0.0).
-    "paper": dict(
-        image_size=256,
-        base_channels=64,
-        channel_mults=(1, 1, 2, 2, 4, 4),
-        num_res_blocks=2,
-        attention_resolutions=(32, 16, 8),
-        num_heads=4,
-        dropout=0.0,
-        groups=32,
-        resblock_updown=True,
-    ),
-    # DDAD-S (spec §1.1): base 32, 2 heads, dropout 0.3.
-    "paper_small": dict(
-        image_size=256,
-        base_channels=32,
-        channel_mults=(1, 1, 2, 2, 4, 4),
-        num_res_blocks=2,
-        attention_resolutions=(32, 16, 8),
-        num_heads=2,
-        dropout=0.3,
-        groups=32,
-        resblock_updown=True,
-    ),
-    # Small network for smoke tests and CPU runs (GroupNorm with 8 groups: 2-4 channels per group).
-    "tiny": dict(
-        image_size=64,
-        base_channels=16,
-        channel_mults=(1, 2, 2),
-        num_res_blocks=1,
-        attention_resolutions=(16,),
-        num_heads=2,
-        dropout=0.0,
-        groups=8,
-        resblock_updown=True,
-    ),
-}
+#: Named configurations (:data:`texad.diffusion.presets.UNET_PRESETS`). ``attention_resolutions`` are feature-map
+#: sizes at the preset's ``image_size``; :func:`build_unet` rescales them (as down-sampling factors) to the requested
+#: size.
+PRESETS = UNET_PRESETS
 
 
 def build_unet(preset: str, image_size: int, **overrides: Any) -> UNet:

@@ -34,3 +34,32 @@ def evaluate_on_grid(
     on_grid = resize_maps(maps, tuple(masks_on_grid.shape[-2:]))
     metrics = evaluate(image_scores, on_grid, masks_on_grid, labels=labels, fpr_limit=fpr_limit)
     return metrics, on_grid
+
+
+def center_crop(x, size: tuple[int, int]):
+    """Crop the last two axes of a tensor to ``size`` around the centre (offsets rounded as torchvision's
+    ``CenterCrop``)."""
+    h, w = x.shape[-2:]
+    ch, cw = size
+    if ch > h or cw > w:
+        raise ValueError(f"cannot centre-crop {h}x{w} to {ch}x{cw}")
+    top, left = int(round((h - ch) / 2.0)), int(round((w - cw) / 2.0))
+    return x[..., top : top + ch, left : left + cw]
+
+
+def mask_geometry(
+    resolution: int | str, native_hw: tuple[int, int], keep: float = 1.0
+) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(size the masks are loaded at, evaluation grid after a centre crop that keeps the fraction ``keep`` of each
+    side). Without a crop both are :func:`grid_size`; with one (SimpleNet's official resize-then-crop) the masks
+    are loaded at a grid that many times larger and cropped the same way, so the evaluation covers exactly the
+    cropped field of view while keeping the mask rule (area interpolation, >= 0.5)."""
+    if keep == 1.0:
+        grid = grid_size(resolution, native_hw)
+        return grid, grid
+    if resolution == "native":
+        load = (int(native_hw[0]), int(native_hw[1]))
+        return load, (int(round(load[0] * keep)), int(round(load[1] * keep)))
+    side = int(resolution)
+    load_side = int(round(side / keep))
+    return (load_side, load_side), (side, side)

@@ -9,25 +9,21 @@ from __future__ import annotations
 from importlib import import_module
 
 __all__ = [
-    "METHODS",
     "ModelRef",
-    "Predictor",
     "list_images",
     "load_images",
-    "load_predictor",
     "predict_folder",
     "quantile_threshold",
     "resolve_model",
+    "with_overrides",
 ]
 
 _HOME = {
-    "METHODS": "predictors",
-    "ModelRef": "predictors",
-    "Predictor": "predictors",
-    "load_images": "predictors",
-    "load_predictor": "predictors",
-    "resolve_model": "predictors",
+    "ModelRef": "models",
+    "resolve_model": "models",
+    "with_overrides": "models",
     "list_images": "run",
+    "load_images": "run",
     "predict_folder": "run",
     "quantile_threshold": "run",
 }

@@ -16,7 +16,7 @@ def _settings(text: str | None) -> dict | None:
     except json.JSONDecodeError as exc:
         raise ValueError(f"--settings is not JSON ({exc})") from exc
     if not isinstance(value, dict):
-        raise ValueError("--settings must be a JSON object of inference settings")
+        raise ValueError("--settings must be a JSON object: a part of the method's config block")
     return value
 
 
@@ -25,8 +25,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     record = predict_folder(
         args.model, args.images, args.out, normal=args.normal, train_images=args.train_images, fpr=args.fpr,
-        settings=_settings(args.settings), device=args.device, batch_size=args.batch_size,
-        weights_cache=args.weights_cache, overwrite=args.overwrite,
+        settings=_settings(args.settings), fusion_scale=args.fusion_scale, device=args.device,
+        batch_size=args.batch_size, weights_cache=args.weights_cache, overwrite=args.overwrite,
     )  # fmt: skip
     print(
         f"{record['method']}: {record['n_anomalous']} of {record['n_images']} images anomalous at image threshold "
@@ -41,8 +41,8 @@ def add_parsers(sub) -> None:
     p = sub.add_parser(
         "predict",
         help="apply a trained model to a folder of new images: scores, maps, overlays, threshold",
-        description="Score every image of --images with a trained model (a benchmark result JSON: its model and "
-        "recorded settings; or a model file: its method's default settings) and threshold at --fpr on --normal.",
+        description="Score every image of --images with a trained model (a benchmark result JSON: its models and "
+        "recorded settings; or a model file: the settings it was trained with) and threshold at --fpr on --normal.",
     )
     p.add_argument("--model", required=True, help="result JSON (results/runs/...) or model file (*.pt)")
     p.add_argument(
@@ -58,7 +58,11 @@ def add_parsers(sub) -> None:
         "Method B when set), and the threshold when --normal is not given (optimistic)",
     )
     p.add_argument("--fpr", type=float, default=0.01, help="false-alarm rate allowed on the normal images")
-    p.add_argument("--settings", help="inference-setting overrides as JSON, e.g. '{\"smoothing_sigma\": 2}'")
+    p.add_argument("--settings", help="inference-setting overrides: a part of the method's config block as JSON, "
+                   "e.g. '{\"inference\": {\"smoothing_sigma\": 2}}' (Method A/B) or '{\"score_pool\": 5}' (DRAEM)")  # fmt: skip
+    p.add_argument("--fusion-scale", choices=["normal", "folder"], default="normal",
+                   help="Method B: fuse every image at the normal images' scale (normal: scores independent of the "
+                   "other images) or each folder at its own scale, as the benchmark fuses its test set (folder)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=int, help="inference batch (default: the recorded one, else 16)")
     p.add_argument("--weights-cache", help="backbone weight cache (TORCH_HOME), as for the benchmark runs")

@@ -25,7 +25,7 @@ quantile over every pixel of the normal images' maps. Heatmap colours run from t
 (bottom of the scale) through the pixel threshold (middle) to twice that distance (top, clipped).
 
 Noise (the diffusion methods): image i of a folder draws its noise from
-``image_seed(seed, key, i)`` (:mod:`texad.methods.common`) with the run's seed (a model file: its training
+``image_seed(seed, key, i)`` (:mod:`texad.methods.base`) with the run's seed (a model file: its training
 seed) and key ``<class>`` for ``--images`` (as the benchmark's test images), ``<class>/normal`` for
 ``--normal`` and ``<class>/train`` for ``--train-images`` (as the benchmark's training statistics). Runs are
 bit-identical on the CPU and a score does not depend on the batch size (beyond float rounding), but an image's
@@ -41,16 +41,19 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from texad.atomic import atomic_write, atomic_write_text
-from texad.data.layout import IMAGE_SUFFIXES
+from texad.data.layout import IMAGE_SUFFIXES, Sample
+from texad.data.mvtec import MVTecDataset
 
-__all__ = ["list_images", "quantile_threshold", "predict_folder"]
+__all__ = ["FUSION_SCALES", "list_images", "load_images", "quantile_threshold", "predict_folder"]
 
+FUSION_SCALES = ("normal", "folder")
 SCORES = "scores.csv"
 THRESHOLD = "threshold.json"
 _OUTLINE = (255, 0, 255)
@@ -123,6 +126,34 @@ def _refuse_existing(out: Path, paths: Sequence[Path]) -> None:
     if taken:
         more = f" and {len(taken) - 1} more" if len(taken) > 1 else ""
         raise FileExistsError(f"{taken[0]}{more} already exist(s); choose another --out or pass --overwrite")
+
+
+class _FolderImages(MVTecDataset):
+    """Image files outside the MVTec layout, read by ``MVTecDataset.__getitem__`` itself (same decoding,
+    RGB conversion, antialiased bilinear resize and clamp as every method's evaluation)."""
+
+    def __init__(self, paths: Sequence[Path], image_size: int):
+        self.class_dir = None
+        self.split = "predict"
+        self.samples = [Sample(Path(p), 0, "good", None) for p in paths]
+        self.image_size = (int(image_size), int(image_size))
+        self.mask_size = "native"  # no mask to resample: an all-zero one at the image's own size
+
+
+def load_images(paths: Sequence[Path], size: int):
+    """(N, 3, size, size) float32 in [0, 1]; an unreadable file raises DatasetError naming it."""
+    import torch
+
+    data = _FolderImages(paths, size)
+    return torch.stack([data[i]["image"] for i in range(len(data))])
+
+
+def _view(load_size: int, crop: int | None) -> tuple[float, float, float, float]:
+    """The part of the original image the maps cover, (top, left, height, width) as fractions (a centre crop)."""
+    if crop is None:
+        return (0.0, 0.0, 1.0, 1.0)
+    top = int(round((load_size - crop) / 2.0))
+    return (top / load_size, top / load_size, crop / load_size, crop / load_size)
 
 
 # -------------------------------------------------------------------------------------------- outputs
@@ -198,6 +229,7 @@ def predict_folder(
     train_images: str | Path | None = None,
     fpr: float = 0.01,
     settings: dict | None = None,
+    fusion_scale: str = "normal",
     device: str = "auto",
     batch_size: int | None = None,
     weights_cache: str | Path | None = None,
@@ -208,20 +240,27 @@ def predict_folder(
     on ``normal`` (else on ``train_images``, with a warning) and write the outputs into ``out``.
 
     ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by the
-    ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``). Returns the
+    ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``, a part of the
+    method's config block). ``fusion_scale`` (Method B, whose maps are fused at the scale of a set of images):
+    ``normal`` fixes it on the normal images, so each image of ``images`` is scored on its own; ``folder`` fuses
+    each folder at its own scale by ``inference.fusion_norm``, as the benchmark fuses its test set. Returns the
     ``threshold.json`` content.
     """
     import torch
 
     import texad
-    from texad.cli import resolve_device
-    from texad.methods.common import image_seed
+    from texad.methods import get
+    from texad.methods.base import Runtime, image_seed, resolve_device, variant_settings
+    from texad.methods.jobs import method_settings
+    from texad.methods.run import score_images
     from texad.results.record import collect_versions, device_info, utc_now
 
-    from .predictors import load_images, load_predictor, resolve_model
+    from .models import resolve_model, with_overrides
 
     if not (isinstance(fpr, int | float) and 0.0 < fpr < 1.0):
         raise ValueError(f"--fpr must lie strictly between 0 and 1, got {fpr!r}")
+    if fusion_scale not in FUSION_SCALES:
+        raise ValueError(f"--fusion-scale must be one of {FUSION_SCALES}, got {fusion_scale!r}")
     out = Path(out)
     query = list_images(images, "--images")
     _unique_stems(query)
@@ -239,20 +278,28 @@ def predict_folder(
 
     dev = resolve_device(device)
     ref = resolve_model(model)
-    pred = load_predictor(
-        ref, device=dev, batch_size=batch_size, overrides=settings, weights_cache=weights_cache
+    config = {**with_overrides(ref, settings), "device": dev}
+    method = get(ref.method)
+    run_settings = variant_settings(method.variants(method_settings(config, ref.method, ref.run.class_name)),
+                                    "default", ref.method)  # fmt: skip
+    # the weight cache of the machine predicting (None: $TORCH_HOME), not the one the benchmark ran with
+    runtime = replace(
+        Runtime.from_config(config), weights_cache=Path(weights_cache) if weights_cache else None
     )
+    det = method.Detector(run_settings, runtime, ref.run, ref.models)
+    if batch_size is not None:  # noise is drawn per image: the batch changes scores by float rounding only
+        det.batch_size = int(batch_size)
     warnings: list[str] = []
 
     def note(message: str) -> None:
         warnings.append(message)
         warn(message)
 
-    if pred.needs_train_images and train_paths is None:
+    if det.needs_fit and train_paths is None:
         raise ValueError(
             f"{ref.method} normalises its maps with statistics of the training images, and the "
-            f"{'result' if ref.result is not None else 'model file'} does not record its class folder: pass "
-            f"--train-images (e.g. <{ref.dataset} root>/{ref.class_name}/train/good)"
+            f"{ref.settings_source} does not record its class folder: pass --train-images "
+            f"(e.g. <{ref.run.dataset} root>/{ref.run.class_name}/train/good)"
         )
     if normal_paths is not None:
         source = {"kind": "normal", "folder": str(Path(normal).resolve())}
@@ -265,23 +312,29 @@ def predict_folder(
         note(f"{len(overlap)} image(s) of --images are also threshold images (e.g. {sorted(overlap)[0]})")
 
     def seeds(key: str, n: int) -> list[int]:
-        return [image_seed(ref.seed, key, i) for i in range(n)]
+        return [image_seed(ref.run.seed, key, i) for i in range(n)]
 
     def read(paths: Sequence[Path]) -> torch.Tensor:
-        return pred.prepare(load_images(paths, pred.load_size))
+        return load_images(paths, det.load_size)
 
     x_query = read(query)  # every file decoded before any model runs: a corrupt one stops us early
     x_normal = read(normal_paths) if normal_paths is not None else None
     x_train = read(train_paths) if train_paths is not None else None
+    cls = ref.run.class_name
 
     with torch.no_grad():
-        if pred.needs_train_images:
-            pred.fit(x_train, seeds(f"{ref.class_name}/train", len(train_paths)))
+        if det.needs_fit:
+            limit = det.fit_images or len(train_paths)  # the first ones, as the benchmark run took them
+            det.fit(det.prepare(x_train[:limit]), seeds(f"{cls}/train", min(limit, len(train_paths))))
         if x_normal is not None:
-            n_maps, n_scores = pred.calibrate(x_normal, seeds(f"{ref.class_name}/normal", len(normal_paths)))
+            threshold_set = score_images(det, x_normal, seeds(f"{cls}/normal", len(normal_paths)))
         else:
-            n_maps, n_scores = pred.calibrate(x_train, seeds(f"{ref.class_name}/train", len(train_paths)))
-        q_maps, q_scores = pred.maps(x_query, seeds(ref.class_name, len(query)))
+            threshold_set = score_images(det, x_train, seeds(f"{cls}/train", len(train_paths)))
+        if fusion_scale == "normal":  # later images are scored at the normal images' scale, each on its own
+            threshold_set = det.calibrate(threshold_set)
+        scored = score_images(det, x_query, seeds(cls, len(query)))
+    n_maps, n_scores = threshold_set.maps, threshold_set.scores
+    q_maps, q_scores = scored.maps, scored.scores
     for name, values, paths in (
         ("normal", n_scores, normal_paths or train_paths),
         ("--images", q_scores, query),
@@ -303,22 +356,27 @@ def predict_folder(
     hi = pixel_thr + max(pixel_thr - lo, 1e-6 * max(abs(pixel_thr), 1.0))
     q_scores = np.asarray(q_scores, dtype=np.float64)
     flags = q_scores > image_thr
+    view = _view(det.load_size, det.crop)
 
+    detector = det.record()
     record: dict[str, Any] = {
         "method": ref.method,
         "model": {
             "path": str(ref.model_path.resolve()),
             "sha256": _sha256(ref.model_path),
             "model_hash": ref.model_hash,
+            "files": {role: str(p.resolve()) for role, p in ref.models.items()},
             "result": None if ref.result_path is None else str(ref.result_path.resolve()),
-            "dataset": ref.dataset,
-            "class": ref.class_name,
-            "seed": ref.seed,
+            "dataset": ref.run.dataset,
+            "class": cls,
+            "seed": ref.run.seed,
         },
-        "settings": pred.settings,
+        "settings": config["methods"][ref.method],
         "settings_source": ref.settings_source,
         "settings_overrides": dict(settings or {}),
-        "model_settings": pred.model_settings,
+        "fusion_scale": fusion_scale,
+        "fusion_scale_value": detector["extra"].get("fusion_scale"),  # Method B: the fixed max D_f / max D_p
+        "backbone": detector["backbone"],
         "fpr": fpr,
         "image_threshold": image_thr,
         "pixel_threshold": pixel_thr,
@@ -333,7 +391,7 @@ def predict_folder(
         "n_images": len(query),
         "n_anomalous": int(flags.sum()),
         "map_size": list(q_maps.shape[-2:]),
-        "map_view": list(pred.view),
+        "map_view": list(view),
         "maps": "maps/<stem>.npy (float16, model input size) and maps/<stem>.png; overlays/<stem>.png",
         "colour_scale": [lo, hi],
         "warnings": warnings,
@@ -341,7 +399,6 @@ def predict_folder(
         "versions": collect_versions(dev),
         "texad": texad.__version__,
         "created": utc_now(),
-        **pred.record(),
     }
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
 
@@ -352,9 +409,7 @@ def predict_folder(
             out / "maps" / f"{p.stem}.npy", _npy(np.clip(amap, -f16_max, f16_max).astype(np.float16))
         )
         _write_bytes(out / "maps" / f"{p.stem}.png", _png(_colour(amap, lo, hi)))
-        _write_bytes(
-            out / "overlays" / f"{p.stem}.png", _png(_overlay(p, amap, pred.view, pixel_thr, lo, hi))
-        )
+        _write_bytes(out / "overlays" / f"{p.stem}.png", _png(_overlay(p, amap, view, pixel_thr, lo, hi)))
     atomic_write_text(out / THRESHOLD, text)
     atomic_write_text(out / SCORES, _scores_csv(query, q_scores, image_thr, flags))
     return record

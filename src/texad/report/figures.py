@@ -24,11 +24,12 @@ import pandas as pd
 from PIL import Image
 
 from texad.atomic import atomic_write
+from texad.config.settings import per_class
 from texad.data.layout import find_mask
 from texad.report.contact_sheet import _load, _load_mask
 from texad.results.ablation import REFERENCE_VARIANT, _seed_std, ablation_table
 from texad.results.aggregate import collect
-from texad.results.record import read_result
+from texad.results.record import method_block, read_result
 
 __all__ = [
     "DPI",
@@ -107,7 +108,7 @@ def _save(fig, out_png: str | Path, out_pdf: str | Path) -> tuple[Path, Path]:
 # ----------------------------------------------------------------------------------------------- maps files
 @dataclass(frozen=True)
 class MapsFile:
-    """One run's maps file (``texad.methods.common.save_maps``), checked for consistent lengths."""
+    """One run's maps file (``texad.methods.run.save_maps``), checked for consistent lengths."""
 
     path: Path
     maps: np.ndarray  # (N, H, W) float32, on the evaluation grid
@@ -139,7 +140,7 @@ def load_maps(path: str | Path) -> MapsFile:
     missing = [k for k in ("maps", "scores", "labels", "paths") if k not in arrays]
     if missing:
         raise ValueError(
-            f"maps file {path} lacks {', '.join(missing)}; it must be written by texad.methods.common.save_maps"
+            f"maps file {path} lacks {', '.join(missing)}; it must be written by texad.methods.run.save_maps"
         )
     maps, n = arrays["maps"], len(arrays["scores"])
     recon = arrays.get("reconstructions")
@@ -490,16 +491,15 @@ def _stats(runs: pd.DataFrame, keys: list[str], metrics: Iterable[str]) -> pd.Da
 
 
 def _method_a_settings(path: str) -> dict:
-    """The T-scales settings of a Method A run (``extra.settings``, ``evaluation.switches.mode``)."""
+    """The T-scales settings of a Method A run (``extra.config``, ``evaluation.switches.mode``)."""
     result = read_result(path)
-    settings = (result.get("extra") or {}).get("settings") or {}
-    inf = settings.get("inference") or {}
+    inf = method_block(result).get("inference") or {}
     if "n_scales" not in inf or "steps_per_scale" not in inf:
         raise ValueError(
-            f"result {path} lacks extra.settings.inference.n_scales / steps_per_scale; it is not a Method A run "
-            "written by texad (rerun it)"
+            f"result {path} lacks extra.config.methods.method_a.inference.n_scales / steps_per_scale; it is not a "
+            "Method A run written by texad (rerun it)"
         )
-    mode = (result["evaluation"].get("switches") or {}).get("mode") or settings.get("mode")
+    mode = (result["evaluation"].get("switches") or {}).get("mode") or inf.get("mode")
     return {"mode": mode, "n_scales": int(inf["n_scales"]), "steps_per_scale": int(inf["steps_per_scale"]),
             "sigma_hi": float(inf.get("sigma_hi", math.nan))}  # fmt: skip
 
@@ -542,17 +542,18 @@ def _parse_point(value) -> dict | None:
 
 
 def _method_b_point(path: str) -> dict:
-    """A Method B run's (w, s, blur_sigma, t_start): ``extra.ablation_point``, else its reconstruction
-    settings, else its variant name."""
+    """A Method B run's (w, s, blur_sigma, t_start): ``extra.ablation_point``, else its inference settings,
+    else its variant name."""
     result = read_result(path)
-    extra = result.get("extra") or {}
-    recon = (extra.get("settings") or {}).get("reconstruction")
-    for candidate in (extra.get("ablation_point"), recon, result["variant"]):
+    inference = dict(method_block(result).get("inference") or {})
+    if "w" in inference:  # a per-class value: the run's class's
+        inference["w"] = per_class(inference["w"], result["class"])
+    for candidate in ((result.get("extra") or {}).get("ablation_point"), inference, result["variant"]):
         point = _parse_point(candidate)
         if point is not None:
             return point
     raise ValueError(
-        f"result {path}: cannot tell its guidance point (no extra.ablation_point, extra.settings.reconstruction "
+        f"result {path}: cannot tell its guidance point (no extra.ablation_point, extra.config inference "
         "or point-named variant such as w4_s0.5_blur3_t250); rerun it with the current texad"
     )
 

@@ -92,7 +92,9 @@ def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) 
                 row[m] = float(r[m].mean())
                 row[f"{m}_std"] = _seed_std(r, m)
             rows.append(row)
-    table = pd.DataFrame(rows, columns=[c for c in COLUMNS if c not in ("speedup", "nfe_ratio", "d_image_auroc")])
+    table = pd.DataFrame(
+        rows, columns=[c for c in COLUMNS if c not in ("speedup", "nfe_ratio", "d_image_auroc")]
+    )
     table["speedup"] = np.nan
     table["nfe_ratio"] = np.nan
     table["d_image_auroc"] = np.nan
@@ -135,7 +137,10 @@ def format_ablation_markdown(table: pd.DataFrame) -> str:
     ref = table.attrs.get("reference")
     lines = []
     for dataset in table["dataset"].unique():
-        lines += [f"**{table.attrs.get('method')} ablation, {dataset}** (reference: `{ref}`; scores in %)", ""]
+        lines += [
+            f"**{table.attrs.get('method')} ablation, {dataset}** (reference: `{ref}`; scores in %)",
+            "",
+        ]
         lines.append("| " + " | ".join(_HEADER) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(_HEADER) - 1)) + "|")
         for ds, cells in _text_rows(table, "±"):
@@ -164,7 +169,10 @@ def format_ablation_latex(table: pd.DataFrame) -> str:
         lines.append(r"\midrule")
         for ds, cells in _text_rows(table, r"$\pm$"):
             if ds == dataset:
-                cells = [latex_escape(cells[0]), *[c.replace("x", r"$\times$") if c.endswith("x") else c for c in cells[1:]]]
+                cells = [
+                    latex_escape(cells[0]),
+                    *[c.replace("x", r"$\times$") if c.endswith("x") else c for c in cells[1:]],
+                ]
                 lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
     return "\n".join(lines)

@@ -42,6 +42,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "utc_now",
+    "method_block",
 ]
 
 RESULT_SCHEMA_VERSION = 1
@@ -281,3 +282,10 @@ def read_result(path: str | Path) -> dict:
         )
     validate(data, _SCHEMA, what=f"result {path}")
     return data
+
+
+def method_block(result: Mapping) -> dict:
+    """The config block a run ran with (``extra.config.methods.<method>``: its variant applied, its class's
+    per-class values); empty for a result without it."""
+    config = (result.get("extra") or {}).get("config") or {}
+    return dict((config.get("methods") or {}).get(result["method"]) or {})

@@ -1,52 +1,92 @@
 """DRAEM (Zavrtanik et al., ICCV 2021) re-implemented from the spec ``baselines_simplenet_draem.md`` §2.
 
-Pipeline for one class (what the CLI / Snakemake rule passes):
-
-1. ``settings = DraemSettings.from_config(config["methods"]["draem"])``;
-2. ``paths = source_paths(settings.anomaly_source, class_name=cls, dtd_root=<folder holding DTD's images/>,
-   dataset_root=<folder of the class folders>)`` (``synthetic``: the other classes' ``train/good`` images,
-   so the rule must depend on those classes being staged too);
-3. ``train_draem(class_dir, paths, settings, out=<model file named by settings.model_hash(dataset, cls,
-   seed)>, ckpt_dir=<folder outside the rule outputs>, seed=seed, device=device, dataset=dataset,
-   class_name=cls)``;
-4. ``run_draem(model_file, class_dir, RunSpec(run_name, dataset, cls, seed, resolution=...,
-   fpr_limit=..., device=..., score_pool=settings.score_pool), out_result=..., out_maps=...)``.
+The registry module of ``methods.draem`` (see :class:`texad.methods.base.MethodModule`): one model kind,
+``draem`` (both networks, trained from scratch on simulated anomalies), no ablation.
 """
 
-from .anomaly_generator import AnomalyRecipe, SimulatedSample, perlin_mask, recipe_for, simulate_anomaly
-from .infer import image_scores, predict
-from .loss import draem_loss, focal_loss, ssim_loss, ssim_map
-from .model import DiscriminativeNet, ReconstructiveNet, build_networks
-from .perlin import perlin_noise_2d
-from .run import RunSpec, run_draem
-from .settings import FORMAT, DraemSettings
-from .sources import SourceBank, describe_sources, source_paths
-from .train import TrainingStopped, load_draem_model, train_draem
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from texad.methods.base import RunKey, Runtime, Variant, lazy_detector
+
+from .settings import FORMAT, DraemSettings, model_hash, model_identity
+
+NAME = "draem"
+MODELS = ("draem",)
+Settings = DraemSettings
 
 __all__ = [
     "FORMAT",
-    "AnomalyRecipe",
-    "DiscriminativeNet",
+    "MODELS",
+    "NAME",
     "DraemSettings",
-    "ReconstructiveNet",
-    "RunSpec",
-    "SimulatedSample",
-    "SourceBank",
-    "TrainingStopped",
-    "build_networks",
-    "describe_sources",
-    "draem_loss",
-    "focal_loss",
-    "image_scores",
-    "load_draem_model",
-    "perlin_mask",
-    "perlin_noise_2d",
-    "predict",
-    "recipe_for",
-    "run_draem",
-    "simulate_anomaly",
-    "source_paths",
-    "ssim_loss",
-    "ssim_map",
-    "train_draem",
+    "Settings",
+    "backbones",
+    "identity",
+    "model_file",
+    "model_hash",
+    "model_identity",
+    "models",
+    "train",
+    "variants",
 ]
+
+
+def identity(kind: str, settings: DraemSettings, run: RunKey) -> str:
+    return model_hash(settings, run.dataset, run.class_name, run.seed)
+
+
+def model_file(kind: str, settings: DraemSettings, run: RunKey) -> str:
+    return f"draem-{identity(kind, settings, run)}.pt"
+
+
+def models(settings: DraemSettings) -> dict[str, str]:
+    return {"model": "draem"}
+
+
+def backbones(settings: DraemSettings, kind: str | None) -> tuple[str, ...]:
+    return ()
+
+
+def variants(settings: DraemSettings) -> list[Variant]:
+    return [Variant("default", settings)]
+
+
+def train(
+    kind: str,
+    settings: DraemSettings,
+    run: RunKey,
+    runtime: Runtime,
+    *,
+    class_dir: Path,
+    out: Path,
+    ckpt_dir: Path,
+    workers: int = 0,
+    anomaly_root: Path | None = None,
+    source_classes: list[str] | None = None,
+    **_: Any,
+) -> dict:
+    """Train one class's DRAEM on anomalies simulated from ``anomaly_root`` (DTD's folder holding ``images/``, or
+    the synthetic set's root, whose ``source_classes`` other than the trained one serve)."""
+    from .sources import source_paths
+    from .training import train_draem
+
+    if anomaly_root is None:
+        raise ValueError("DRAEM's training needs --anomaly-root (DTD, or the root of the synthetic classes)")
+    dtd = settings.anomaly_source == "dtd"
+    sources = source_paths(
+        settings.anomaly_source,
+        class_name=run.class_name,
+        dtd_root=anomaly_root if dtd else None,
+        dataset_root=None if dtd else anomaly_root,
+        classes=source_classes,
+    )
+    return train_draem(
+        class_dir, sources, settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed, out=out,
+        ckpt_dir=ckpt_dir, device=runtime.torch_device(), num_workers=workers,
+    )  # fmt: skip
+
+
+__getattr__ = lazy_detector(__name__, "DraemDetector")

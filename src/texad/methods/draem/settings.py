@@ -1,67 +1,53 @@
-"""DRAEM's settings: exactly the keys of ``methods.draem`` in ``workflow/schemas/config.schema.yaml``.
+"""DRAEM's settings (the config's ``methods.draem`` block) and the identity of a trained model.
 
-Defaults are the official code's (spec §2.4). The model identity hashes every setting that shapes the
-trained networks plus dataset, class, seed and the recipe version; ``score_pool`` only changes how a
-trained model is scored, so it stays out of the identity and a new pool size reuses the model.
+Defaults live in the schema only (the official code's values, spec §2.4). The model identity hashes every setting
+that shapes the trained networks plus dataset, class, seed and the recipe version; ``score_pool`` only changes how
+a trained model is scored, so it stays out of the identity and a new pool size reuses the model.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from texad.config.identity import settings_hash
+from texad.config.settings import build, to_block
 
-from .anomaly_generator import AnomalyRecipe, recipe_for
+if TYPE_CHECKING:
+    from .anomaly_generator import AnomalyRecipe
 
-__all__ = ["FORMAT", "DraemSettings"]
+__all__ = ["FORMAT", "DraemSettings", "model_identity", "model_hash"]
 
 #: Version of the training recipe and model-file layout; part of the model identity.
-FORMAT = "texad.draem/1"
-_NOT_IN_IDENTITY = ("score_pool",)
+FORMAT = "texad.draem/2"  # 2: the model file keeps its config block; identity spells class_name
+_INFERENCE_ONLY = ("score_pool",)
 
 
 @dataclass(frozen=True)
 class DraemSettings:
-    recipe: str = "code"  # "code" (official repository) or "paper"
-    epochs: int = 700
-    batch_size: int = 8
-    lr: float = 1e-4
-    image_size: int = 256
-    recon_base_width: int = 128
-    disc_base_width: int = 64
-    anomaly_source: str = "dtd"  # "dtd" (official) or "synthetic" (offline demo)
-    p_anomaly: float = 0.5
-    score_pool: int = 21
+    """``methods.draem``, key for key."""
 
-    def __post_init__(self) -> None:
-        if self.recipe not in ("code", "paper"):
-            raise ValueError(f"recipe must be 'code' or 'paper', got {self.recipe!r}")
-        if self.anomaly_source not in ("dtd", "synthetic"):
-            raise ValueError(f"anomaly_source must be 'dtd' or 'synthetic', got {self.anomaly_source!r}")
-        for name in ("epochs", "batch_size", "recon_base_width", "disc_base_width", "score_pool"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if self.image_size < 32 or self.image_size % 32:
-            raise ValueError(
-                f"image_size must be a multiple of 32 (the discriminative network pools 5 times), got {self.image_size}"
-            )
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not 0.0 <= self.p_anomaly <= 1.0:
-            raise ValueError(f"p_anomaly must lie in [0, 1], got {self.p_anomaly!r}")
+    recipe: str  # "code" (official repository) or "paper"
+    epochs: int
+    batch_size: int  # training batch, and the inference batch (scores do not depend on it)
+    lr: float
+    image_size: int
+    recon_base_width: int
+    disc_base_width: int
+    anomaly_source: str  # "dtd" (official) or "synthetic" (offline demo)
+    p_anomaly: float
+    score_pool: int
 
     @classmethod
-    def from_config(cls, block: Mapping) -> DraemSettings:
-        """From the validated ``methods.draem`` block (``enabled`` is ignored; unknown keys are refused)."""
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(block) - names - {"enabled"})
-        if unknown:
-            raise ValueError(f"methods.draem: unknown keys {unknown}")
-        return cls(**{k: v for k, v in block.items() if k in names})
+    def from_config(cls, config: dict, class_name: str | None = None) -> DraemSettings:
+        return build(cls, config["methods"]["draem"], class_name=class_name, where="methods.draem")
+
+    def to_config(self) -> dict:
+        return {"methods": {"draem": to_block(self)}}
 
     def anomaly_recipe(self) -> AnomalyRecipe:
+        from .anomaly_generator import recipe_for  # torch: not needed to plan or hash
+
         return recipe_for(self.recipe, self.p_anomaly)
 
     def lr_schedule(self) -> tuple[list[int], float]:
@@ -76,13 +62,12 @@ class DraemSettings:
             return [round(0.8 * e), round(0.9 * e)], 0.2
         return [round(e * 4 / 7), round(e * 6 / 7)], 0.1
 
-    def shaping_settings(self) -> dict:
-        """The settings that shape the trained networks (all but ``score_pool``): what a train job is given."""
-        return {k: v for k, v in asdict(self).items() if k not in _NOT_IN_IDENTITY}
 
-    def identity(self, dataset: str, class_name: str, seed: int) -> dict:
-        shaping = self.shaping_settings()
-        return {"format": FORMAT, "dataset": dataset, "class": class_name, "seed": int(seed), **shaping}
+def model_identity(settings: DraemSettings, dataset: str, class_name: str, seed: int) -> dict:
+    """What shapes a trained DRAEM model: every setting but ``score_pool``, the run key and the format."""
+    shaping = {k: v for k, v in asdict(settings).items() if k not in _INFERENCE_ONLY}
+    return {"format": FORMAT, "dataset": dataset, "class_name": class_name, "seed": int(seed), **shaping}
 
-    def model_hash(self, dataset: str, class_name: str, seed: int) -> str:
-        return settings_hash(self.identity(dataset, class_name, seed))
+
+def model_hash(settings: DraemSettings, dataset: str, class_name: str, seed: int) -> str:
+    return settings_hash(model_identity(settings, dataset, class_name, seed))

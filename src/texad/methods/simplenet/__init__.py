@@ -1,42 +1,104 @@
 """SimpleNet (Liu et al., CVPR 2023) re-implemented from the official code's behaviour; see spec
-``baselines_simplenet_draem.md`` §1. Fair by default: whole image (no centre crop), last-epoch model."""
+``baselines_simplenet_draem.md`` §1. Fair by default: whole image (no centre crop), last-epoch model.
 
-from .infer import anomaly_maps, image_scores, predict
-from .loss import separation, truncated_l1_loss
-from .model import (
-    Discriminator,
-    FeatureAggregator,
-    SimpleNet,
-    aggregate_features,
-    build_adaptor,
-    local_patches,
-)
-from .run import RunSpec, evaluate_model, run_model_hash, run_simplenet, train_model
-from .settings import SimpleNetSettings, model_hash, model_identity, shaping_settings
-from .train import TrainingStopped, load_simplenet, train_simplenet
+The registry module of ``methods.simplenet`` (see :class:`texad.methods.base.MethodModule`): one model kind,
+``simplenet`` (feature adaptor and discriminator on a frozen pretrained backbone), no ablation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from texad.methods.base import RunKey, Runtime, Variant, lazy_detector
+
+from .settings import FORMAT, SimpleNetSettings, model_hash, model_identity, shaping_settings
+
+NAME = "simplenet"
+MODELS = ("simplenet",)
+Settings = SimpleNetSettings
 
 __all__ = [
-    "Discriminator",
-    "FeatureAggregator",
-    "RunSpec",
-    "SimpleNet",
+    "FORMAT",
+    "MODELS",
+    "NAME",
+    "Settings",
     "SimpleNetSettings",
-    "TrainingStopped",
-    "aggregate_features",
-    "anomaly_maps",
-    "build_adaptor",
-    "evaluate_model",
-    "image_scores",
-    "load_simplenet",
-    "local_patches",
+    "backbones",
+    "identity",
+    "model_file",
     "model_hash",
     "model_identity",
+    "models",
     "shaping_settings",
-    "predict",
-    "run_model_hash",
-    "run_simplenet",
-    "separation",
-    "train_model",
-    "train_simplenet",
-    "truncated_l1_loss",
+    "train",
+    "variants",
 ]
+
+
+def identity(kind: str, settings: SimpleNetSettings, run: RunKey) -> str:
+    return model_hash(settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
+                      backbone_weights=settings.backbone_weights)  # fmt: skip
+
+
+def model_file(kind: str, settings: SimpleNetSettings, run: RunKey) -> str:
+    return f"simplenet-{identity(kind, settings, run)}.pt"
+
+
+def models(settings: SimpleNetSettings) -> dict[str, str]:
+    return {"model": "simplenet"}
+
+
+def backbones(settings: SimpleNetSettings, kind: str | None) -> tuple[str, ...]:
+    return (settings.backbone,)
+
+
+def variants(settings: SimpleNetSettings) -> list[Variant]:
+    return [Variant("default", settings)]
+
+
+def train(
+    kind: str,
+    settings: SimpleNetSettings,
+    run: RunKey,
+    runtime: Runtime,
+    *,
+    class_dir: Path,
+    out: Path,
+    ckpt_dir: Path,
+    **_: Any,
+) -> dict:
+    """Train one class's SimpleNet. ``selection: official`` scores every meta epoch on the test set (at
+    ``runtime``'s evaluation grid) and keeps the best, as the official code; ``last`` never reads it."""
+    from .training import train_simplenet
+
+    selector = None
+    if settings.selection == "official":
+        selector = _test_set_selector(Path(class_dir), settings, runtime)
+    return train_simplenet(
+        class_dir, out, ckpt_dir, settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
+        backbone_weights=settings.backbone_weights, weights_cache=runtime.weights_cache,
+        device=runtime.torch_device(), selector=selector,
+    )  # fmt: skip
+
+
+def _test_set_selector(class_dir: Path, settings: SimpleNetSettings, runtime: Runtime):
+    """The official epoch selector: (image AUROC, pixel AUROC) of the model on the test set."""
+    from texad.evaluation.protocol import evaluate_on_grid
+
+    from .data import load_test_set
+    from .infer import predict
+
+    test = load_test_set(class_dir, settings, runtime.resolution)
+    device = runtime.torch_device()
+
+    def select(model) -> tuple[float | None, float | None]:
+        maps, scores, _ = predict(model, test.images, sigma=settings.smoothing_sigma,
+                                  batch_size=settings.batch_size, device=device)  # fmt: skip
+        metrics, _ = evaluate_on_grid(maps, scores, test.masks, test.labels, fpr_limit=runtime.fpr_limit)
+        return metrics["image_auroc"], metrics["pixel_auroc"]
+
+    return select
+
+
+__getattr__ = lazy_detector(__name__, "SimpleNetDetector")

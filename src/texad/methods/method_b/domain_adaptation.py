@@ -10,7 +10,7 @@ conditioned reconstruction match those of its target, without drifting far from 
                             + lambda (1 - cos(F_l(x_rec), F0_l(x_rec)))
 
 with cosines over each sample's flattened feature map, averaged over the batch; AdamW. With ``feature_size``
-set, the images are resized to it before the extractor, as the anomaly maps resize them (``MapSettings``), so
+set, the images are resized to it before the extractor, as the anomaly maps resize them (``inference.feature_size``), so
 that the extractor is adapted at the scale at which it compares test images. DDAD runs F in
 ``train()`` mode (BatchNorm uses and updates batch statistics) and uses it in ``eval()`` at test time;
 texad does the same. The adapted weights (parameters and BatchNorm buffers) are written atomically with
@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,68 +31,35 @@ from tqdm.auto import tqdm
 
 from texad.backbones.features import FeatureExtractor
 from texad.checkpoints import TrainingStopped, cpu_state, save_torch
-from texad.config.identity import coerce_numbers, settings_hash
+from texad.config.identity import settings_hash
 from texad.diffusion.schedules import NoiseSchedule
-from texad.methods.conditioned_blur.anomaly_map import check_feature_size, resize_for_extractor
-from texad.methods.conditioned_blur.infer import ReconstructionSettings, reconstruct
+
+from .anomaly_map import resize_for_extractor
+from .infer import reconstruct
+from .settings import ADAPTATION_FORMAT as FORMAT
+from .settings import AdaptationSettings, Inference
 
 __all__ = [
     "ADAPTATION_LAYERS",
-    "AdaptationSettings",
+    "adaptation_loop",
     "adaptation_loss",
     "adapt_features",
     "load_adapted_state",
 ]
 
-FORMAT = "texad-fe-adapt/1"
 ADAPTATION_LAYERS = ("layer1", "layer2", "layer3")  # DDAD's extractor returns these three
 _CHECKPOINT = "last.pt"
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-@dataclass(frozen=True)
-class AdaptationSettings:
-    """``epochs``: passes over the training images; ``w``: conditioning weight of the reconstructions
-    (DDAD ``w_DA`` = 3); ``lam``: weight of the two stay-close-to-ImageNet terms (DDAD ``DLlambda``);
-    ``t_start``/``skip``/``eta``: the reconstruction loop (DDAD ``*_DA`` settings); ``feature_size``: the
-    side the extractor sees (the Method B maps' ``feature_size``; None: the model's image size)."""
-
-    epochs: int
-    w: float = 3.0
-    lam: float = 0.1
-    lr: float = 1e-4
-    batch_size: int = 16
-    t_start: int = 250
-    skip: int = 25
-    eta: float = 1.0
-    seed: int = 0
-    feature_size: int | None = None
-
-    def __post_init__(self) -> None:
-        coerce_numbers(self)
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1 (0 means: do not adapt), got {self.epochs}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (half targets, half inputs), got {self.batch_size}")
-        if self.lam < 0 or self.w < 0 or not self.lr > 0:
-            raise ValueError(f"need w >= 0, lam >= 0 and lr > 0, got {self.w}, {self.lam}, {self.lr}")
-        check_feature_size(self.feature_size)
-
-    def reconstruction(self) -> ReconstructionSettings:
-        return ReconstructionSettings(t_start=self.t_start, skip=self.skip, eta=self.eta, w=self.w, s=0.0)
-
-    def identity(self, model_hash: str, backbone: str, weights: str) -> dict:
-        """What shapes the adapted weights: these settings, the diffusion model and the starting backbone
-        (its name and pretrained weights; the weight files themselves are checksum-verified when loaded)."""
-        start = {"name": backbone, "weights": weights}
-        settings = asdict(self)
-        if settings["feature_size"] is None:  # the identity of files adapted before the setting existed
-            del settings["feature_size"]
-        return {"format": FORMAT, "settings": settings, "model_hash": model_hash, "backbone": start}
-
-    def identity_hash(self, model_hash: str, backbone: str, weights: str) -> str:
-        return settings_hash(self.identity(model_hash, backbone, weights))
+def adaptation_loop(settings: AdaptationSettings, inference: Inference) -> Inference:
+    """The reconstruction loop of the adaptation: DDAD's (conditioning weight ``w``, no blur guidance, one draw),
+    on the run's ``t_start``/``skip``/``eta``."""
+    return replace(
+        inference, t_start=settings.t_start, skip=settings.skip, eta=settings.eta, w=settings.w, s=0.0, draws=1,
+        clip_x0=False, first_call_at_ts=False,
+    )  # fmt: skip
 
 
 def _cos_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -131,10 +98,12 @@ def adapt_features(
     extractor: FeatureExtractor,
     images: torch.Tensor,
     settings: AdaptationSettings,
+    inference: Inference,
     *,
     model_hash: str,
     out_path: Path,
     ckpt_dir: Path,
+    config: dict | None = None,
     class_tag: str = "",
     progress: bool | None = None,
     log=print,
@@ -142,6 +111,8 @@ def adapt_features(
 ) -> dict:
     """Fine-tune a copy of ``extractor`` (frozen, returning :data:`ADAPTATION_LAYERS`) on ``images``
     ((N, 3, H, W) in [-1, 1], normal training images) and write it to ``out_path``; returns the summary.
+    ``inference``: the run's Method B inference, whose loop the adaptation reconstructs with
+    (:func:`adaptation_loop`). ``config``: the config block the settings come from, kept in the file.
 
     Resumes from ``ckpt_dir/last.pt`` when it belongs to the same identity. ``_stop_after_epoch`` (tests
     only) raises :class:`~texad.checkpoints.TrainingStopped` after that epoch's checkpoint.
@@ -162,7 +133,7 @@ def adapt_features(
     adapted = extractor.trainable_copy().train()
     optimizer = torch.optim.AdamW(adapted.parameters(), lr=s.lr)
     shuffle = torch.Generator().manual_seed(s.seed)
-    recon = s.reconstruction()
+    recon = adaptation_loop(s, inference)
 
     def extractor_input(t: torch.Tensor) -> torch.Tensor:  # [0, 1], at the maps' comparison size
         return (resize_for_extractor(t, s.feature_size) + 1.0) / 2.0
@@ -228,7 +199,7 @@ def adapt_features(
 
     summary = {"epochs": s.epochs, "losses": losses, "seconds": seconds, "settings_hash": ident_hash}
     save_torch(out_path, {
-        "format": FORMAT, "identity": identity, "identity_hash": ident_hash, "summary": summary,
+        "format": FORMAT, "identity": identity, "identity_hash": ident_hash, "config": config, "summary": summary,
         "state_dict": cpu_state(adapted),
     })  # fmt: skip
     return summary

@@ -21,7 +21,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -34,14 +33,15 @@ from texad.data.mvtec import MVTecDataset
 from .anomaly_generator import simulate_anomaly
 from .loss import draem_loss
 from .model import DiscriminativeNet, ReconstructiveNet, build_networks, count_parameters
-from .settings import FORMAT, DraemSettings
+from .settings import FORMAT, DraemSettings, model_hash
 from .sources import SourceBank, describe_sources
 
 __all__ = ["TrainingStopped", "epoch_batches", "load_draem_model", "load_train_images", "train_draem"]
 
 CHECKPOINT_NAME = "last.pt"
 _CKPT_KEYS = ("model_hash", "epoch", "step", "recon", "disc", "optimizer", "scheduler", "torch_rng")
-_MODEL_KEYS = ("format", "state_dict", "settings", "model_hash", "dataset", "class", "seed")
+_MODEL_KEYS = ("format", "state_dict", "config", "model_hash", "dataset", "class_name", "seed")
+CHECKPOINT_EVERY = 10  # epochs between resumable checkpoints (and the last epoch)
 _SHUFFLE_STREAM = 0x5F1E  # keeps the permutation stream apart from the per-sample streams
 
 
@@ -110,13 +110,13 @@ def train_draem(
     anomaly_source_paths: Sequence[str | Path],
     settings: DraemSettings,
     *,
+    dataset: str,
+    class_name: str,
+    seed: int,
     out: str | Path,
     ckpt_dir: str | Path,
-    seed: int = 0,
-    device: str = "cpu",
-    dataset: str | None = None,
-    class_name: str | None = None,
-    checkpoint_every: int = 10,
+    device: str,
+    checkpoint_every: int = CHECKPOINT_EVERY,
     num_workers: int = 0,
     progress: bool | None = None,
     log=print,
@@ -124,13 +124,11 @@ def train_draem(
 ) -> dict:
     """Train DRAEM on one class, resuming from ``ckpt_dir/last.pt`` when it exists; returns the summary.
 
-    ``dataset`` / ``class_name`` (default: the names of ``class_dir``'s parent and of ``class_dir``) enter
-    the model identity and every message. ``anomaly_source_paths`` must not contain the class's own
-    images (see :func:`~texad.methods.draem.sources.source_paths`).
+    ``dataset`` / ``class_name`` / ``seed`` enter the model identity and every message. ``anomaly_source_paths``
+    must not contain the class's own images (see :func:`~texad.methods.draem.sources.source_paths`). The model
+    file keeps the settings block it was trained with (``config``), inference-only keys included.
     """
     class_dir, out, ckpt_dir = Path(class_dir), Path(out), Path(ckpt_dir)
-    dataset = dataset or class_dir.parent.name
-    class_name = class_name or class_dir.name
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     own = [p for p in anomaly_source_paths if class_dir.resolve() in Path(p).resolve().parents]
@@ -138,10 +136,10 @@ def train_draem(
         raise ValueError(f"anomaly sources include the trained class's own images, e.g. {own[0]}")
     s = settings
     dev = torch.device(device)
-    model_hash = s.model_hash(dataset, class_name, seed)
+    mhash = model_hash(s, dataset, class_name, seed)
     tag = f"{dataset}/{class_name}"
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
-    ckpt = _read_checkpoint(ckpt_path, model_hash, s.epochs) if ckpt_path.exists() else None
+    ckpt = _read_checkpoint(ckpt_path, mhash, s.epochs) if ckpt_path.exists() else None
 
     images = load_train_images(class_dir, s.image_size)
     bank = SourceBank(anomaly_source_paths, s.image_size)
@@ -177,8 +175,7 @@ def train_draem(
             ckpt_path,
             {
                 "format": FORMAT,
-                "model_hash": model_hash,
-                "settings": asdict(s),
+                "model_hash": mhash,
                 "epoch": epoch,
                 "step": step,
                 "seconds": seconds,
@@ -271,10 +268,10 @@ def train_draem(
     }
     final = {
         "format": FORMAT,
-        "model_hash": model_hash,
-        "settings": asdict(s),
+        "model_hash": mhash,
+        "config": s.to_config(),
         "dataset": dataset,
-        "class": class_name,
+        "class_name": class_name,
         "seed": int(seed),
         "recipe": s.anomaly_recipe().as_dict(),
         "anomaly_source": sources,
@@ -283,7 +280,7 @@ def train_draem(
         "train": summary,
     }
     save_torch(out, final)
-    log(f"[{tag}] wrote DRAEM model {model_hash} ({sum(n_params.values())} parameters) to {out}")
+    log(f"[{tag}] wrote DRAEM model {mhash} ({sum(n_params.values())} parameters) to {out}")
     return summary
 
 
@@ -291,21 +288,25 @@ def load_draem_model(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[ReconstructiveNet, DiscriminativeNet, dict]:
     """Read a model written by :func:`train_draem`: both networks in eval mode on ``device`` and the meta
-    dict (settings, dataset, class, seed, model_hash, recipe, anomaly_source, n_params, train summary)."""
+    dict (``settings``: the :class:`DraemSettings` it was trained with; dataset, class_name, seed, model_hash,
+    recipe, anomaly_source, n_params, train summary)."""
     path = Path(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise ValueError(f"DRAEM model file {path} is unreadable ({type(exc).__name__}: {exc})") from exc
+    if isinstance(data, dict) and data.get("format") != FORMAT:
+        raise ValueError(
+            f"{path} is a DRAEM model of format {data.get('format')!r}, not {FORMAT!r}; retrain it"
+        )
     missing = [k for k in _MODEL_KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{path} is not a texad DRAEM model file (missing {missing})")
-    settings = DraemSettings(**data["settings"])
-    expected = settings.model_hash(data["dataset"], data["class"], data["seed"])
+    settings = DraemSettings.from_config(data["config"], data["class_name"])
+    expected = model_hash(settings, data["dataset"], data["class_name"], data["seed"])
     if expected != data["model_hash"]:
         raise ValueError(
-            f"{path} records model {data['model_hash']}, but its settings hash to {expected} "
-            f"(format {data['format']!r} vs {FORMAT!r}); retrain it"
+            f"{path} records model {data['model_hash']}, but its settings hash to {expected}; retrain it"
         )
     recon = ReconstructiveNet(settings.recon_base_width)
     disc = DiscriminativeNet(settings.disc_base_width)

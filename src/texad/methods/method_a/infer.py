@@ -42,18 +42,19 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from texad.diffusion.samplers import randn_like
 from texad.diffusion.schedules import NoiseSchedule
-from texad.diffusion.sde import PREDICTORS, SDE, DiscreteVP, ScoreFn, get_score_fn
+from texad.diffusion.sde import SDE, DiscreteVP, ScoreFn, get_score_fn
+
+if TYPE_CHECKING:
+    from .settings import Inference
 
 __all__ = [
-    "METRICS",
-    "NORMALISE",
-    "InferenceSettings",
     "ScoreModel",
     "score_model_from_net",
     "score_model_from_ddpm",
@@ -61,47 +62,7 @@ __all__ = [
     "chain_levels",
     "full_chain_levels",
     "raw_maps",
-    "time_per_image",
 ]
-
-METRICS = ("score", "recon", "score_clean", "score_residual")
-NORMALISE = ("train_stats", "none")
-
-
-@dataclass(frozen=True)
-class InferenceSettings:
-    """``methods.method_a.inference`` (defaults: spec §3.3-3.4, all CHOSEN, except ``metric`` and ``predictor``:
-    the spec's ``score`` / ``reverse_diffusion`` measured near chance on the synthetic set, see the module docstring).
-    """
-
-    metric: str = "score_residual"
-    n_scales: int = 4
-    sigma_lo: float = 0.05
-    sigma_hi: float = 0.4
-    steps_per_scale: int = 5
-    draws: int = 2
-    normalise: str = "train_stats"
-    smoothing_sigma: float = 4.0
-    batch_size: int = 16
-    predictor: str = "ancestral"
-
-    def __post_init__(self) -> None:
-        if self.metric not in METRICS:
-            raise ValueError(f"metric must be one of {METRICS}, got {self.metric!r}")
-        if self.predictor not in PREDICTORS:
-            raise ValueError(f"predictor must be one of {PREDICTORS}, got {self.predictor!r}")
-        if self.normalise not in NORMALISE:
-            raise ValueError(f"normalise must be one of {NORMALISE}, got {self.normalise!r}")
-        for name in ("n_scales", "steps_per_scale", "draws", "batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
-        if not 0 < self.sigma_lo <= self.sigma_hi:
-            raise ValueError(f"need 0 < sigma_lo <= sigma_hi, got {self.sigma_lo}, {self.sigma_hi}")
-        if self.smoothing_sigma < 0:
-            raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -156,7 +117,7 @@ def _geometric(start: float, stop: float, n: int) -> list[float]:
     return [math.exp(a + (b - a) * j / (n - 1)) for j in range(n)]
 
 
-def scale_levels(settings: InferenceSettings) -> list[float]:
+def scale_levels(settings: Inference) -> list[float]:
     """Start levels of the scales (pixel units), high to low: geometric from sigma_hi to sigma_lo."""
     return _geometric(settings.sigma_hi, settings.sigma_lo, settings.n_scales)
 
@@ -230,16 +191,16 @@ def _clean_score(
 def raw_maps(
     model: ScoreModel,
     x01: torch.Tensor,
-    settings: InferenceSettings,
+    settings: Inference,
     *,
     seeds: Sequence[int],
     sigma_end: float,
-    full_chain: bool = False,
 ) -> tuple[torch.Tensor, dict]:
     """Unnormalised per-pixel maps (B, H, W) of the batch ``x01`` (B, 3, H, W) in [0, 1] (module docstring).
 
-    ``sigma_end``: the level each chain ends at (pixel units; the config's ``sde.sigma_min``). ``full_chain``:
-    the reference run, one chain from ``sigma_hi`` over the SDE's whole grid instead of the T scales.
+    ``sigma_end``: the level each chain ends at (pixel units; the config's ``sde.sigma_min``). ``settings.mode``
+    ``full_chain``: the reference run, one chain from ``sigma_hi`` over the SDE's whole grid instead of the T
+    scales.
     ``settings.predictor``: the reverse step (:meth:`texad.diffusion.sde.SDE.reverse_step`).
     Returns ``(maps, info)`` with info = {"nfe_per_image", "levels" (pixel units, per chain), "seconds",
     "reconstruction"}: the reconstruction is the first draw's clean estimate from the highest level (B, 3, H, W)
@@ -250,7 +211,7 @@ def raw_maps(
     seeds = [int(s) for s in seeds]
     if len(seeds) != x01.shape[0]:
         raise ValueError(f"need one seed per image: {len(seeds)} seeds for a batch of {x01.shape[0]}")
-    if full_chain:
+    if settings.mode == "full_chain":
         if settings.metric == "score_clean":
             raise ValueError(
                 "the full-chain reference needs a chain metric (score, score_residual or recon), not score_clean"
@@ -292,33 +253,3 @@ def raw_maps(
         "reconstruction": model.to_unit(reconstruction).clamp(0, 1),
     }
     return maps, info
-
-
-def time_per_image(
-    model: ScoreModel,
-    x01: torch.Tensor,
-    settings: InferenceSettings,
-    *,
-    batch_size: int,
-    sigma_end: float,
-    full_chain: bool = False,
-    warmup: int = 5,
-    min_images: int = 8,
-) -> float:
-    """Wall seconds per image of :func:`raw_maps` at ``batch_size`` (spec §3.4: after ``warmup`` images; at least
-    ``min_images`` timed images, in whole batches). ``x01`` supplies the images (repeated when too few)."""
-    if batch_size < 1 or x01.shape[0] < 1:
-        raise ValueError("need batch_size >= 1 and at least one image")
-    n_batches = max(1, math.ceil(min_images / batch_size))
-    need = warmup + n_batches * batch_size
-    reps = math.ceil(need / x01.shape[0])
-    xs = x01.repeat(reps, 1, 1, 1)[:need]
-    kw = dict(sigma_end=sigma_end, full_chain=full_chain)
-    for i in range(warmup):
-        raw_maps(model, xs[i : i + 1], settings, seeds=[i], **kw)
-    total = 0.0
-    for b in range(n_batches):
-        batch = xs[warmup + b * batch_size : warmup + (b + 1) * batch_size]
-        _, info = raw_maps(model, batch, settings, seeds=list(range(batch.shape[0])), **kw)
-        total += info["seconds"]
-    return total / (n_batches * batch_size)

@@ -19,8 +19,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,14 +28,14 @@ import torch.nn.functional as F
 from texad.evaluation.grid import gaussian_smooth
 from texad.evaluation.train_stats import normalise_maps, train_statistics
 
+if TYPE_CHECKING:
+    from .settings import Inference
+
 __all__ = [
     "FUSION_NORMS",
-    "NORMALISE",
-    "MapSettings",
     "pixel_distance",
     "aggregate_3x3",
     "feature_distance",
-    "check_feature_size",
     "resize_for_extractor",
     "fusion_scale",
     "fuse",
@@ -44,53 +43,9 @@ __all__ = [
 ]
 
 FUSION_NORMS = ("test_set", "batch16")
-NORMALISE = ("none", "train_stats")
 _DDAD_BATCH = 16
 
 Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
-
-
-@dataclass(frozen=True)
-class MapSettings:
-    """``v``: weight of the pixel term; ``smoothing_sigma``: Gaussian std of the final smoothing (pixels);
-    ``layers``: extractor layers of D_f; ``fusion_norm``: "test_set" (CHOSEN default) or "batch16" (DDAD);
-    ``feature_size``: side the input and reconstruction are resized to (bilinear) before the extractor, None
-    = the diffusion image size (DDAD: 256 = 256). A small model (the 64-px CPU demo) leaves the extractor's
-    layer2/3 grids at 8x8/4x4; feeding it upsampled images keeps ImageNet-scale receptive fields.
-    ``normalise``: "none" (DDAD) or "train_stats" (module docstring); ``normalise_images``: the statistics come
-    from the first that many training images in file order (all of them when the class has fewer; None = all)."""
-
-    v: float = 1.0
-    smoothing_sigma: float = 4.0
-    layers: tuple[str, ...] = ("layer2", "layer3")
-    fusion_norm: str = "test_set"
-    feature_size: int | None = None
-    normalise: str = "none"
-    normalise_images: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.fusion_norm not in FUSION_NORMS:
-            raise ValueError(f"fusion_norm must be one of {FUSION_NORMS}, got {self.fusion_norm!r}")
-        if self.normalise not in NORMALISE:
-            raise ValueError(f"normalise must be one of {NORMALISE}, got {self.normalise!r}")
-        if self.normalise == "train_stats" and self.fusion_norm != "test_set":
-            raise ValueError(
-                "normalise: train_stats needs fusion_norm: test_set (one fusion scale for all maps)"
-            )
-        if self.normalise_images is not None and self.normalise_images < 2:
-            raise ValueError(f"normalise_images must be >= 2 or None, got {self.normalise_images}")
-        if self.v < 0:
-            raise ValueError(f"v must be >= 0, got {self.v}")
-        if self.smoothing_sigma < 0:
-            raise ValueError(f"smoothing_sigma must be >= 0, got {self.smoothing_sigma}")
-        if isinstance(self.layers, str) or not self.layers:
-            raise ValueError(f"layers must be a non-empty tuple of layer names, got {self.layers!r}")
-        check_feature_size(self.feature_size)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["layers"] = list(self.layers)
-        return d
 
 
 def _check_pair(x: torch.Tensor, x_rec: torch.Tensor) -> None:
@@ -109,12 +64,6 @@ def pixel_distance(x: torch.Tensor, x_rec: torch.Tensor) -> torch.Tensor:
 def aggregate_3x3(f: torch.Tensor) -> torch.Tensor:
     """3x3, stride-1 neighbourhood mean with zero padding (border sums are divided by 9)."""
     return F.avg_pool2d(f, kernel_size=3, stride=1, padding=1, count_include_pad=True)
-
-
-def check_feature_size(size: int | None) -> None:
-    """The extractor's input side must leave its layer3 grid (stride 16) at least one cell."""
-    if size is not None and size < 16:
-        raise ValueError(f"feature_size must be >= 16 or None, got {size}")
 
 
 def resize_for_extractor(x: torch.Tensor, size: int | None) -> torch.Tensor:
@@ -202,12 +151,14 @@ def fuse(
 def anomaly_maps(
     d_pixel_all: Any,
     d_feature_all: Any,
-    settings: MapSettings,
+    settings: Inference,
     scale: torch.Tensor | None = None,
     train: tuple[Any, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused, (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map;
-    ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
+    """Fused, (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map.
+
+    ``settings``: the maps' keys of Method B's inference (``v``, ``fusion_norm``, ``normalise``,
+    ``smoothing_sigma``); ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
     ``normalise="train_stats"`` needs."""
     stats = None
     if settings.normalise == "train_stats":

@@ -48,7 +48,7 @@ _MODEL_KEYS = (
     "format",
     "model_hash",
     "identity",
-    "settings",
+    "config",
     "backbone",
     "adaptor",
     "discriminator",
@@ -129,7 +129,7 @@ def train_simplenet(
     seed: int,
     backbone_weights: str,
     weights_cache: Path | str | None = None,
-    device: str = "cpu",
+    device: str,
     selector: Selector | None = None,
     checkpoint_every: int = 1,
     cache_bytes: int = 4 * 2**30,
@@ -299,7 +299,7 @@ def train_simplenet(
         "final_loss": history[-1]["loss"] if history else None,
     }
     save_torch(out_path, {
-        "format": FORMAT, "model_hash": mhash, "identity": ident, "settings": s.as_dict(),
+        "format": FORMAT, "model_hash": mhash, "identity": ident, "config": s.to_config(),
         "backbone": model.aggregator.extractor.describe(),
         "adaptor": adaptor_state, "discriminator": dsc_state, "train": summary,
     })  # fmt: skip
@@ -315,8 +315,8 @@ def load_simplenet(
     """Read a model written by :func:`train_simplenet`: (model in eval mode on ``device``, settings, meta).
 
     The backbone is rebuilt from the recorded name and weights and must have the recorded SHA-256. The
-    settings are those the model was trained with; settings outside the identity (``smoothing_sigma`` under
-    ``selection: last``) may be overridden by the caller at evaluation.
+    settings are those the model was trained with (its config block); a run scores with its own settings, which
+    may differ from these outside the identity (``smoothing_sigma`` under ``selection: last``).
     """
     path = Path(path)
     try:
@@ -327,7 +327,7 @@ def load_simplenet(
     if missing:
         raise ValueError(f"{path} is not a texad SimpleNet model file (missing {missing})")
     ident = data["identity"]
-    settings = SimpleNetSettings(**data["settings"])
+    settings = SimpleNetSettings.from_config(data["config"], ident["class_name"])
     again = model_hash(settings, dataset=ident["dataset"], class_name=ident["class_name"], seed=ident["seed"],
                        backbone_weights=ident["backbone_weights"])  # fmt: skip
     if data.get("format") != FORMAT or again != data["model_hash"]:

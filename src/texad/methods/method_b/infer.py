@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -40,8 +40,10 @@ import torch.nn.functional as F
 from texad.diffusion.samplers import DDIMSampler, randn_like
 from texad.diffusion.schedules import NoiseSchedule
 
+if TYPE_CHECKING:
+    from .settings import Inference
+
 __all__ = [
-    "ReconstructionSettings",
     "gaussian_blur",
     "gaussian_kernel1d",
     "time_grid",
@@ -52,49 +54,6 @@ __all__ = [
 ]
 
 EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-@dataclass(frozen=True)
-class ReconstructionSettings:
-    """Parameters of the reconstruction loop (defaults: spec §3.4).
-
-    ``t_start``: noise level of the partial noising; ``skip``: grid stride; ``eta``: DDIM stochasticity;
-    ``w``: DDAD conditioning weight; ``s``: blur-guidance scale (0 = DDAD exactly); ``blur_sigma`` /
-    ``blur_kernel``: the Gaussian G; ``clip_x0``: clamp x0 estimates to [-1, 1] (SAG ablation);
-    ``first_call_at_ts``: add a first network call at ``t_start`` (11 steps instead of DDAD's 10);
-    ``draws``: reconstructions averaged per image (1 = DDAD; see the module docstring).
-    """
-
-    t_start: int = 250
-    skip: int = 25
-    eta: float = 1.0
-    w: float = 4.0
-    s: float = 0.5
-    blur_sigma: float = 3.0
-    blur_kernel: int = 31
-    clip_x0: bool = False
-    first_call_at_ts: bool = False
-    draws: int = 1
-
-    def __post_init__(self) -> None:
-        if self.draws < 1:
-            raise ValueError(f"draws must be >= 1, got {self.draws}")
-        if self.t_start < 1:
-            raise ValueError(f"t_start must be >= 1, got {self.t_start}")
-        if self.skip < 1:
-            raise ValueError(f"skip must be >= 1, got {self.skip}")
-        if self.eta < 0:
-            raise ValueError(f"eta must be >= 0, got {self.eta}")
-        if self.s < 0:
-            raise ValueError(f"s must be >= 0, got {self.s}")
-        if self.s > 0:
-            if not self.blur_sigma > 0:
-                raise ValueError(f"blur_sigma must be > 0, got {self.blur_sigma}")
-            if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
-                raise ValueError(f"blur_kernel must be a positive odd integer, got {self.blur_kernel}")
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 # ------------------------------------------------------------------------------------------ blur
@@ -131,7 +90,7 @@ def gaussian_blur(x: torch.Tensor, sigma: float, kernel: int) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------- loop pieces
-def time_grid(schedule: NoiseSchedule, settings: ReconstructionSettings) -> list[tuple[int, int]]:
+def time_grid(schedule: NoiseSchedule, settings: Inference) -> list[tuple[int, int]]:
     """(t, t_prev) pairs of the loop: DDAD's ``range(0, t_start, skip)`` walked backwards (first call below
     ``t_start``), preceded by ``(t_start, seq[-1])`` when ``first_call_at_ts``."""
     steps = DDIMSampler(schedule).timesteps(settings.t_start, settings.skip)
@@ -190,7 +149,7 @@ def _reconstruct_once(
     schedule: NoiseSchedule,
     x: torch.Tensor,
     y: torch.Tensor,
-    settings: ReconstructionSettings,
+    settings: Inference,
     steps: list[tuple[int, int]],
     generators: Sequence[torch.Generator],
 ) -> tuple[torch.Tensor, int]:
@@ -222,18 +181,20 @@ def reconstruct(
     eps_model: EpsModel,
     schedule: NoiseSchedule,
     x: torch.Tensor,
-    settings: ReconstructionSettings,
+    settings: Inference,
     *,
     seeds: Sequence[int],
     target: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Reconstruct the batch ``x`` (N, C, H, W) in [-1, 1] (spec §3.2); ``eps_model(x_t, t)`` takes a (N,)
-    long tensor of timesteps and returns the noise estimate. ``target`` is the conditioning image y (default
-    ``x`` itself, as at test time; DDAD's domain adaptation conditions one image on another).
+        long tensor of timesteps and returns the noise estimate; ``settings``: the loop's keys of Method B's inference
+    (``t_start``, ``skip``, ``eta``, ``w``, ``s``, ``blur_sigma``, ``blur_kernel``, ``clip_x0``, ``first_call_at_ts``,
+    ``draws``). ``target`` is the conditioning image y (default
+        ``x`` itself, as at test time; DDAD's domain adaptation conditions one image on another).
 
-    ``seeds[i]`` seeds the CPU generator of image i (see the module docstring). Runs under
-    ``torch.no_grad()``. Returns ``(x_rec, info)`` with ``x_rec`` the final x0 estimate, averaged over the
-    draws (same shape, dtype and device as ``x``), and ``info`` = {"nfe_per_image", "timesteps", "settings"}.
+        ``seeds[i]`` seeds the CPU generator of image i (see the module docstring). Runs under
+        ``torch.no_grad()``. Returns ``(x_rec, info)`` with ``x_rec`` the final x0 estimate, averaged over the
+        draws (same shape, dtype and device as ``x``), and ``info`` = {"nfe_per_image", "timesteps"}.
     """
     if x.ndim != 4:
         raise ValueError(f"expected x of shape (N, C, H, W), got {tuple(x.shape)}")
@@ -257,6 +218,5 @@ def reconstruct(
     info = {
         "nfe_per_image": nfe,
         "timesteps": [t for t, _ in steps],
-        "settings": settings.as_dict(),
     }
     return x_rec, info

@@ -1,0 +1,188 @@
+"""One run of any method on one class: fit, score the test split, evaluate on the grid, write the result.
+
+:func:`run_class` is the only evaluation driver: every method's :class:`~texad.methods.base.Detector` goes
+through it, so the evaluation grid, the per-image noise seeds, the timings, the metrics, the maps file and the
+result JSON are the same code for all of them.
+
+A run writes one result JSON (``texad.results.record``) and one ``.npz`` beside it with the maps on the
+evaluation grid (float16), the image scores, labels, image paths and, for reconstruction methods, the
+reconstructions (uint8, N x H x W x 3) used by the Figure-1 grids.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from texad.atomic import atomic_write
+from texad.config.identity import settings_hash
+from texad.data.mvtec import MVTecDataset
+from texad.evaluation.protocol import center_crop, evaluate_on_grid, mask_geometry
+from texad.methods.base import Detector, RunKey, Runtime, Scored, image_seed
+from texad.results.record import build_result, device_info, write_result
+
+__all__ = ["run_class", "score_images", "save_maps", "to_uint8_hwc", "time_per_image", "load_images"]
+
+_WARMUP_IMAGES = 5
+_MIN_TIMED_IMAGES = 8
+
+
+def to_uint8_hwc(images01: torch.Tensor) -> np.ndarray:
+    """Images (N, C, H, W) in [0, 1] -> uint8 (N, H, W, C), as the maps files store reconstructions."""
+    return (images01.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+
+
+def save_maps(path: Path, **arrays: np.ndarray) -> None:
+    """Maps (float16), scores, labels and reconstructions, compressed, written atomically."""
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write(path, lambda fh: fh.write(buffer.getvalue()), binary=True)
+
+
+def load_images(class_dir: Path, split: str, size: int, limit: int | None = None) -> torch.Tensor:
+    """The first ``limit`` (None: all) images of a split, (N, 3, size, size) float32 in [0, 1]."""
+    data = MVTecDataset(class_dir, split, image_size=size)
+    n = len(data) if limit is None else min(len(data), limit)
+    return torch.stack([data[i]["image"] for i in range(n)])
+
+
+def _seeds(run: RunKey, key: str, indices) -> list[int]:
+    return [image_seed(run.seed, key, int(i)) for i in indices]
+
+
+def time_per_image(detector: Detector, images: torch.Tensor, batch_size: int) -> float:
+    """Wall seconds per image of :meth:`Detector.score` at ``batch_size`` (spec §3.4): after 5 warm-up images
+    scored one by one, at least 8 timed images in whole batches; ``images`` are repeated when too few."""
+    n_batches = max(1, math.ceil(_MIN_TIMED_IMAGES / batch_size))
+    need = _WARMUP_IMAGES + n_batches * batch_size
+    xs = images.repeat(math.ceil(need / images.shape[0]), 1, 1, 1)[:need]
+    for i in range(_WARMUP_IMAGES):
+        detector.score(xs[i : i + 1], [i])
+    total = 0.0
+    for b in range(n_batches):
+        batch = xs[_WARMUP_IMAGES + b * batch_size : _WARMUP_IMAGES + (b + 1) * batch_size]
+        start = time.perf_counter()
+        detector.score(batch, list(range(batch.shape[0])))
+        if detector.device.type == "cuda":
+            torch.cuda.synchronize(detector.device)
+        total += time.perf_counter() - start
+    return total / (n_batches * batch_size)
+
+
+def run_class(
+    detector: Detector, class_dir: Path, run: RunKey, runtime: Runtime, *, out_result: Path, out_maps: Path
+) -> dict:
+    """Run ``detector`` on the test split of ``class_dir`` and write the result JSON and the maps file.
+
+    Image i of the test split draws its noise from ``image_seed(seed, <class>, i)``, training image i from
+    ``image_seed(seed, <class>/train, i)``, so a score does not depend on the batch size. Returns the result.
+    """
+    class_dir = Path(class_dir)
+    start = time.perf_counter()
+    if detector.needs_fit:
+        train = detector.prepare(load_images(class_dir, "train", detector.load_size, detector.fit_images))
+        if train.shape[0] < 2:  # per-pixel statistics need two maps at least
+            raise ValueError(
+                f"{detector.method} normalises with statistics of 2 or more training images; "
+                f"{class_dir}/train has {train.shape[0]}"
+            )
+        detector.fit(train, _seeds(run, f"{run.class_name}/train", range(train.shape[0])))
+    fit_s = time.perf_counter() - start
+
+    probe = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size="native")
+    if len(probe) == 0:
+        raise ValueError(f"{class_dir}: the test split holds no images")
+    keep = 1.0 if detector.crop is None else detector.crop / detector.load_size
+    load_hw, grid = mask_geometry(runtime.resolution, tuple(probe[0]["mask"].shape[-2:]), keep)
+    data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=load_hw)
+    loader = torch.utils.data.DataLoader(data, batch_size=detector.batch_size, shuffle=False)
+
+    t_test = time.perf_counter()
+    parts, masks, labels = [], [], []
+    for batch in loader:
+        parts.append(
+            detector.score(detector.prepare(batch["image"]), _seeds(run, run.class_name, batch["index"]))
+        )
+        batch_masks = batch["mask"][:, 0]
+        masks.append(
+            (batch_masks if detector.crop is None else center_crop(batch_masks, grid)).bool().numpy()
+        )
+        labels.append(batch["label"].numpy())
+    out = detector.finalize(parts)
+    if detector.device.type == "cuda":
+        torch.cuda.synchronize(detector.device)
+    test_s = time.perf_counter() - t_test
+    inference_s = time.perf_counter() - start
+
+    speed = {}
+    if detector.speed_batches:
+        images = torch.stack([data[i]["image"] for i in range(min(len(data), 16))])
+        speed = {
+            str(bs): time_per_image(detector, detector.prepare(images), bs) for bs in detector.speed_batches
+        }
+
+    labels_all = np.concatenate(labels)
+    metrics, on_grid = evaluate_on_grid(
+        out.maps, out.scores, np.concatenate(masks), labels_all, fpr_limit=runtime.fpr_limit
+    )
+    arrays = {} if out.reconstructions is None else {"reconstructions": out.reconstructions}
+    save_maps(
+        out_maps,
+        maps=on_grid.astype(np.float16),
+        scores=np.asarray(out.scores).astype(np.float32),
+        labels=labels_all,
+        paths=np.array([str(s.path) for s in data.samples]),
+        **arrays,
+    )
+
+    rec = detector.record()
+    config = detector.settings.to_config()
+    config["methods"][detector.method].pop("ablation", None)  # the grid is not what this run ran
+    n_images = len(data)
+    evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(grid)}
+    result = build_result(
+        run_name=runtime.run_name,
+        dataset=run.dataset,
+        class_name=run.class_name,
+        method=detector.method,
+        variant=run.variant,
+        seed=run.seed,
+        metrics=metrics,
+        evaluation={**evaluation, "switches": rec["switches"]},
+        timings={
+            "train_s": rec["train_s"],
+            "inference_s": inference_s,
+            "images_per_s": n_images / test_s if test_s > 0 else None,
+            "nfe_per_image": out.nfe_per_image,
+        },
+        device=device_info(str(detector.device), rec["precision"]),
+        config_hash=settings_hash({"config": config, "model_hash": rec["model_hash"], **evaluation}),
+        backbone=rec["backbone"],
+        model_hash=rec["model_hash"],
+        extra={
+            "config": config,
+            **rec["extra"],
+            "timing": {
+                "train_stats_s": fit_s,
+                "test_s": test_s,
+                "s_per_test_image": test_s / n_images if n_images else None,
+                "batch_size": detector.batch_size,
+                "s_per_image_at_batch": speed,
+            },
+        },
+    )
+    write_result(out_result, result)
+    return result
+
+
+def score_images(detector: Detector, images: torch.Tensor, seeds: list[int]) -> Scored:
+    """Score a set of images (N, 3, S, S) at :attr:`Detector.load_size` in the detector's batches."""
+    images = detector.prepare(images)
+    bs = detector.batch_size
+    parts = [detector.score(images[i : i + bs], seeds[i : i + bs]) for i in range(0, images.shape[0], bs)]
+    return detector.finalize(parts)

