@@ -241,7 +241,8 @@ def test_checks_the_schema_cannot_express_name_their_keys():
     cases = [
         ({"method_b": {"enabled": True, "inference": {"blur_kernel": 30}}}, "methods.method_b.inference.blur_kernel"),
         ({"method_a": {"enabled": True, "inference": {"sigma_lo": 0.5}}}, "methods.method_a.inference.sigma_lo"),
-        ({"method_a": {"enabled": True, "inference": {"metric": "score_clean"}}}, "methods.method_a.ablation.full_chain"),
+        ({"method_a": {"enabled": True, "inference": {"metric": "score_clean", "mode": "full_chain"}}},
+         "methods.method_a.inference.mode"),
     ]  # fmt: skip
     for methods, key in cases:
         with pytest.raises(ConfigError, match=re.escape(key)):

@@ -522,3 +522,13 @@ def test_shared_ddpm_runs_as_a_score_model(synth_class, tmp_path):
     with pytest.raises(ValueError, match="synthetic/carpet/seed0"):
         method_a_module.Detector(MethodASettings.from_config(config), runtime,
                                  replace(RUN, class_name="carpet"), {"model": tmp_path / "ddpm.pt"})  # fmt: skip
+
+
+def test_a_chain_free_measure_has_no_full_chain_reference():
+    """score_clean scores one perturbation per scale: there is no chain to run in full, so the ablation leaves its
+    full-chain point out, and a full-chain default is refused at start-up."""
+    names = [v.name for v in variants(make_settings("method_a", {"inference": {"metric": "score_clean"}}))]
+    assert "full_chain" not in names and "metric_score" in names
+    assert "full_chain" in [v.name for v in variants(make_settings("method_a"))]
+    with pytest.raises(ConfigError, match="methods.method_a.inference.mode: full_chain needs a chain metric"):
+        make_settings("method_a", {"inference": {"metric": "score_clean", "mode": "full_chain"}})

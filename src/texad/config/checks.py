@@ -88,25 +88,22 @@ def _blur_kernel_problems(config: dict) -> list[str]:
 
 def _method_a_problems(config: dict) -> list[str]:
     """Method A's T scales run from sigma_lo up to sigma_hi; the full-length chain needs a chain metric."""
-    a = config.get("methods", {}).get("method_a")
-    if not a:
+    inf = config.get("methods", {}).get("method_a", {}).get("inference")
+    if not inf:
         return []
-    inf, problems = a["inference"], []
+    problems = []
     if inf["sigma_lo"] > inf["sigma_hi"]:
         problems.append(
             f"methods.method_a.inference.sigma_lo: {inf['sigma_lo']:g} exceeds sigma_hi = {inf['sigma_hi']:g}; "
             "the scales run from sigma_lo up to sigma_hi"
         )
-    if inf["metric"] == "score_clean":  # one score evaluation per scale: there is no chain to run in full
-        for key, on in (
-            ("inference.mode", inf["mode"] == "full_chain"),
-            ("ablation.full_chain", a["ablation"]["full_chain"]),
-        ):
-            if on:
-                problems.append(
-                    f"methods.method_a.{key}: the full-length chain needs a chain metric, but inference.metric is "
-                    "score_clean; use score_residual, score or recon, or leave the full chain out"
-                )
+    if (
+        inf["metric"] == "score_clean" and inf["mode"] == "full_chain"
+    ):  # one score evaluation: no chain to run
+        problems.append(
+            "methods.method_a.inference.mode: full_chain needs a chain metric, but inference.metric is score_clean; "
+            "use score_residual, score or recon, or mode t_scales"
+        )
     return problems
 
 

@@ -1,7 +1,7 @@
 """Method A's variants: ``default`` and the ablation, one factor at a time around the configured inference.
 
 Points (spec §3.4): T scales (``K{n_scales}_n{steps}_s{sigma_hi}``), the full-length reference chain from
-``sigma_hi`` (``full_chain``), the other anomaly measures (``metric_<name>``) and, for an own score model, the same
+``sigma_hi`` (``full_chain``; not for the chain-free ``score_clean`` measure), the other anomaly measures (``metric_<name>``) and, for an own score model, the same
 inference on Method B's DDPM (``shared_ddpm``: no extra training). No point retrains the score model. The
 ``default`` and ``full_chain`` runs are also timed at ``ablation.speed_batches`` (the speed-up of T scales).
 """
@@ -47,7 +47,9 @@ def variants(settings: MethodASettings) -> list[Variant]:
         inf = replace(base, mode="t_scales", **changes)
         if inf != base:
             out.setdefault(point_name(inf), point(point_name(inf), axis, mode="t_scales", **changes))
-    if abl.full_chain and base.mode != "full_chain":
+    if (
+        abl.full_chain and base.mode != "full_chain" and base.metric != "score_clean"
+    ):  # score_clean runs no chain
         out["full_chain"] = point("full_chain", {"full_chain": True}, mode="full_chain")
     for metric in abl.metric:
         if metric != base.metric:
