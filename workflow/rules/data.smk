@@ -17,7 +17,7 @@ rule synth_class:
     params:
         texad=PYTHON_TEXAD,
         root=lambda wc, output: os.path.dirname(output.marker),
-        settings=PLAN.synth_args(),
+        settings=lambda wc: PLAN.synth_args(),
     shell:
         "{params.texad} synth --class {wildcards.cls} --out {params.root} --marker {output.marker} "
         "{params.settings} > {log} 2>&1"

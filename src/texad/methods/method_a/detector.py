@@ -93,7 +93,6 @@ class MethodADetector(Detector):
 
     def record(self) -> dict:
         s, inf, shared = self.settings, self.inf, self.settings.model == "shared_ddpm"
-        model_train_s = self.meta.get("train", {}).get("seconds")
         return {
             "switches": {
                 "metric": inf.metric,
@@ -104,7 +103,8 @@ class MethodADetector(Detector):
             },  # fmt: skip
             "backbone": None,
             "model_hash": self.meta["model_hash"],
-            "train_s": None if shared else model_train_s,  # the shared DDPM's training belongs to Method B
+            # the shared DDPM's training belongs to Method B
+            "train_s": None if shared else self.meta["train"]["seconds"],
             "precision": self.accel.precision,
             "extra": {
                 "image_size": self.load_size,
@@ -112,6 +112,5 @@ class MethodADetector(Detector):
                 "accel": self.accel.as_dict(),
                 "sde_model": self.model.sde.describe(),
                 "levels_pixel": self.levels,
-                "model_train_s": model_train_s,
             },
         }
