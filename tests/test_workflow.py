@@ -13,6 +13,11 @@ import pytest
 import torch
 import yaml
 
+from texad.config import validate_config
+from texad.methods import get
+from texad.methods.base import RunKey
+from texad.methods.jobs import method_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = str(Path(sys.executable).parent)
 
@@ -179,7 +184,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["image_size"] = 32
     # DDAD's own regime (no EMA, no clipping) written as YAML ints: the identity hashes are the same for 0 and 0.0
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2, "ema": 0, "grad_clip": 0,
-                                           "weight_decay": 0}  # fmt: skip
+                                           "weight_decay": 0, "t_max": 300}  # fmt: skip
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     cfg["methods"]["method_b"]["ablation"] = {"w": [4], "s": [0.5], "joint_w": [4], "joint_s": [0],
                                               "blur_sigma": [3], "t_start": [250]}  # fmt: skip
@@ -243,6 +248,16 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         # the shared_ddpm point reads Method B's DDPM: no model of its own was trained for it
         assert method_a["shared_ddpm"]["model_hash"] == result["model_hash"]
         assert method_a["default"]["model_hash"] != result["model_hash"]
+    # every result records the settings it ran with: a valid config part on its own (texad predict rebuilds the
+    # run from it), naming the model the run loaded
+    for result_path in (tmp_path / "results" / "runs").rglob("*.json"):
+        result = json.loads(result_path.read_text())
+        config = validate_config(result["extra"]["config"], partial=True)
+        settings = method_settings(config, result["method"], result["class"])
+        kind = get(result["method"]).models(settings)["model"]
+        if kind in get(result["method"]).MODELS:
+            run = RunKey(result["dataset"], result["class"], result["seed"], "default")
+            assert get(result["method"]).identity(kind, settings, run) == result["model_hash"], result_path
     models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
     assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
     # each model file keeps the whole block it was trained with: the ints as the schema's floats, and the
@@ -261,7 +276,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     ablation_b = (tmp_path / "results" / "tables" / "ablation_method_b.md").read_text()
     assert "| default | 20 |" in ablation_b and "| w4_s0_blur3_t250 | 10 |" in ablation_b
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
     # evaluation-only changes (a new ablation point, DRAEM's score pool, SimpleNet's map smoothing) retrain nothing
     # and re-run only what they touch
     cfg["methods"]["method_a"]["ablation"]["n_scales"] = [2, 4]

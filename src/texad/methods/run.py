@@ -142,7 +142,9 @@ def run_class(
 
     rec = detector.record()
     config = detector.settings.to_config()
-    config["methods"][detector.method].pop("ablation", None)  # the grid is not what this run ran
+    block = config["methods"][detector.method]
+    if "ablation" in block:  # the grid is not what this run ran: recorded with every axis left out
+        block["ablation"] = {k: [] if isinstance(v, list) else False for k, v in block["ablation"].items()}
     n_images = len(data)
     evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(grid)}
     result = build_result(
