@@ -74,6 +74,40 @@ def time_per_image(detector: Detector, images: torch.Tensor, batch_size: int) ->
     return total / (n_batches * batch_size)
 
 
+def _score_test_split(detector: Detector, class_dir: Path, run: RunKey, runtime: Runtime):
+    """(dataset, evaluation grid, the detector's finalised output, masks on the grid, labels) of the test split; a
+    centre crop of the detector (SimpleNet's official protocol) crops the masks alike."""
+    probe = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size="native")
+    if len(probe) == 0:
+        raise ValueError(f"{class_dir}: the test split holds no images")
+    keep = 1.0 if detector.crop is None else detector.crop / detector.load_size
+    load_hw, grid = mask_geometry(runtime.resolution, tuple(probe[0]["mask"].shape[-2:]), keep)
+    data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=load_hw)
+    parts, masks, labels = [], [], []
+    for batch in torch.utils.data.DataLoader(data, batch_size=detector.batch_size, shuffle=False):
+        seeds = _seeds(run, run.class_name, batch["index"])
+        parts.append(detector.score(detector.prepare(batch["image"]), seeds))
+        batch_masks = batch["mask"][:, 0]
+        masks.append(
+            (batch_masks if detector.crop is None else center_crop(batch_masks, grid)).bool().numpy()
+        )
+        labels.append(batch["label"].numpy())
+    out = detector.finalize(parts)
+    if detector.device.type == "cuda":
+        torch.cuda.synchronize(detector.device)
+    return data, grid, out, np.concatenate(masks), np.concatenate(labels)
+
+
+def _recorded_config(detector: Detector) -> dict:
+    """The settings a run records (``extra.config``): its config part, its variant applied; the ablation grid is
+    not what the run ran and is recorded with every axis left out, so the part validates on its own."""
+    config = detector.settings.to_config()
+    block = config["methods"][detector.method]
+    if "ablation" in block:
+        block["ablation"] = {k: [] if isinstance(v, list) else False for k, v in block["ablation"].items()}
+    return config
+
+
 def run_class(
     detector: Detector, class_dir: Path, run: RunKey, runtime: Runtime, *, out_result: Path, out_maps: Path
 ) -> dict:
@@ -94,28 +128,8 @@ def run_class(
         detector.fit(train, _seeds(run, f"{run.class_name}/train", range(train.shape[0])))
     fit_s = time.perf_counter() - start
 
-    probe = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size="native")
-    if len(probe) == 0:
-        raise ValueError(f"{class_dir}: the test split holds no images")
-    keep = 1.0 if detector.crop is None else detector.crop / detector.load_size
-    load_hw, grid = mask_geometry(runtime.resolution, tuple(probe[0]["mask"].shape[-2:]), keep)
-    data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=load_hw)
-    loader = torch.utils.data.DataLoader(data, batch_size=detector.batch_size, shuffle=False)
-
     t_test = time.perf_counter()
-    parts, masks, labels = [], [], []
-    for batch in loader:
-        parts.append(
-            detector.score(detector.prepare(batch["image"]), _seeds(run, run.class_name, batch["index"]))
-        )
-        batch_masks = batch["mask"][:, 0]
-        masks.append(
-            (batch_masks if detector.crop is None else center_crop(batch_masks, grid)).bool().numpy()
-        )
-        labels.append(batch["label"].numpy())
-    out = detector.finalize(parts)
-    if detector.device.type == "cuda":
-        torch.cuda.synchronize(detector.device)
+    data, grid, out, masks, labels = _score_test_split(detector, class_dir, run, runtime)
     test_s = time.perf_counter() - t_test
     inference_s = time.perf_counter() - start
 
@@ -126,25 +140,18 @@ def run_class(
             str(bs): time_per_image(detector, detector.prepare(images), bs) for bs in detector.speed_batches
         }
 
-    labels_all = np.concatenate(labels)
-    metrics, on_grid = evaluate_on_grid(
-        out.maps, out.scores, np.concatenate(masks), labels_all, fpr_limit=runtime.fpr_limit
-    )
+    metrics, on_grid = evaluate_on_grid(out.maps, out.scores, masks, labels, fpr_limit=runtime.fpr_limit)
     arrays = {} if out.reconstructions is None else {"reconstructions": out.reconstructions}
     save_maps(
         out_maps,
         maps=on_grid.astype(np.float16),
         scores=np.asarray(out.scores).astype(np.float32),
-        labels=labels_all,
+        labels=labels,
         paths=np.array([str(s.path) for s in data.samples]),
         **arrays,
     )
 
-    rec = detector.record()
-    config = detector.settings.to_config()
-    block = config["methods"][detector.method]
-    if "ablation" in block:  # the grid is not what this run ran: recorded with every axis left out
-        block["ablation"] = {k: [] if isinstance(v, list) else False for k, v in block["ablation"].items()}
+    rec, config = detector.record(), _recorded_config(detector)
     n_images = len(data)
     evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(grid)}
     result = build_result(
