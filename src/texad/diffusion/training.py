@@ -16,8 +16,8 @@
   with every state that the rest of the run depends on (weights, EMA, optimiser, scaler, shuffle and
   noise generators, torch RNG), so a killed-and-resumed CPU run ends with bit-identical weights. Keep
   ``ckpt_dir`` outside the Snakemake rule's outputs: Snakemake deletes the outputs of a failed job.
-- The final model file (EMA weights, settings, model hash, schedule, a training summary) is written
-  atomically to ``out_path``; :func:`load_diffusion_model` reads it back.
+- The final model file (EMA weights, the trainer's settings and model hash, the config block they were built from,
+  schedule, a training summary) is written atomically to ``out_path``; :func:`load_diffusion_model` reads it back.
 
 A second objective shares this machinery (spec ``method_a_score_tscales.md`` §3.2): a score model on a VE or VP
 SDE (:class:`ScoreTrainSettings`, Method A). Its differences: data in [0, 1] for VE ([-1, 1] for VP), a random
