@@ -118,6 +118,23 @@ def test_ema_zero_keeps_raw_weights(class_dir, tmp_path):
     _assert_state_equal(ckpt["ema"], ckpt["model"])
 
 
+def test_log_shows_the_gradient_norm_before_clipping_and_the_decay_term(class_dir, tmp_path):
+    """The logged norm is the one before clipping: a first step clipped to 1e-6 logs the same norm as an unclipped
+    one (same data, same noise), and the clipped step then changes the weights less, so epoch 2 differs."""
+    lines: list[str] = []
+    free = _train(class_dir, tmp_path, "free", _settings(epochs=2, grad_clip=0.0), checkpoint_every=1)
+    clipped = _train(class_dir, tmp_path, "clip", _settings(epochs=2, grad_clip=1e-6), checkpoint_every=1,
+                     log=lines.append)  # fmt: skip
+    assert free["epoch_grad_norms"][0] == clipped["epoch_grad_norms"][0] > 1e-3
+    assert free["epoch_grad_norms"][1] != clipped["epoch_grad_norms"][1]
+    assert clipped["grad_clip"] == 1e-6 and free["grad_clip"] == 0.0
+    model, _, _ = load_diffusion_model(tmp_path / "clip.pt")  # ema 0: the raw weights
+    theta = torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()])
+    last = [line for line in lines if "epoch 2/2" in line][0]
+    assert f"grad norm before clipping {clipped['epoch_grad_norms'][1]:.4g}, clipped to 1e-06" in last
+    assert f"weight-decay term 0.05 x |theta| = {0.05 * float(theta):.4g}" in last
+
+
 def test_loss_goes_down_on_tiny_overfit(class_dir, tmp_path):
     summary = _train(class_dir, tmp_path, "m", _settings(epochs=8, lr=1e-3, batch_size=6))
     losses = summary["epoch_losses"]
@@ -261,7 +278,7 @@ def test_model_hash_tracks_shaping_settings():
         weight_decay=0.0,
         optimizer="adamw",
         ema=0.99,
-        grad_clip=0.0,
+        grad_clip=1.0,
         dataset="mvtec",
         class_name="grid",
         t_max=300,
@@ -331,12 +348,17 @@ def test_ema_decay_warms_up_to_the_configured_value():
 # ----------------------------------------------------------------------------------------------------
 def test_ddpm_model_hash_is_pinned():
     """Neither the score objective nor the schema's defaults (they were the dataclass's) rename existing DDPM
-    models (values from before those changes)."""
-    defaults = make_settings(
-        "method_b", class_name="woven"
-    )  # every key at its schema default, image_size 256
+    models (values from before those changes). The defaults became DDAD's regime (no EMA, no clipping): a model
+    trained with the earlier defaults (EMA 0.999, clipping at 1.0, now given explicitly) keeps its name."""
+    earlier = {"train": {"ema": 0.999, "grad_clip": 1.0}}
+    defaults = make_settings("method_b", earlier, class_name="woven")  # image_size 256
     assert ddpm_train_settings(defaults, "synthetic", "woven", 0).model_hash() == "bc52b9e5332f"
-    block = {"diffusion": {"preset": "tiny"}, "train": {"epochs": {"default": 60}, "batch_size": 8}}
+    ddad = make_settings("method_b", class_name="woven")
+    assert ddpm_train_settings(ddad, "synthetic", "woven", 0).model_hash() != "bc52b9e5332f"
+    block = {
+        "diffusion": {"preset": "tiny"},
+        "train": {"epochs": {"default": 60}, "batch_size": 8, **earlier["train"]},
+    }
     s = ddpm_train_settings(
         make_settings("method_b", block, class_name="carpet", image_size=64), "mvtec", "carpet", 0
     )

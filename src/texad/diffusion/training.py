@@ -9,7 +9,10 @@
   ``t_max`` (None: all T levels, DDAD) trains on t < t_max only: partial-noise inference never visits the
   levels above its start step, so a short CPU run spends all its steps where they are used.
 - Optimiser: ``Adam`` with coupled L2 weight decay (DDAD) or ``AdamW``; gradients clipped by global norm
-  (``grad_clip > 0``); an EMA of the weights (``ema > 0``; ``ema == 0`` keeps the raw weights, as DDAD).
+  (``grad_clip > 0``; 0 = no clipping, as DDAD); an EMA of the weights (``ema > 0``; ``ema == 0`` keeps the raw
+  weights, as DDAD). The global gradient norm *before* clipping is averaged per epoch and logged, beside the norm
+  of coupled Adam's decay term ``weight_decay * |theta|``: with clipping at 1.0 the decay term can outweigh the
+  clipped gradient several times over at paper size, and the log is where that shows.
 - Mixed precision only on CUDA (``bf16`` autocast, or ``fp16`` autocast with a GradScaler); on CPU the run
   is forced to fp32 and the precision actually used is recorded.
 - Resumable: ``ckpt_dir/last.pt`` is written atomically every ``checkpoint_every`` epochs and at the end,
@@ -122,6 +125,28 @@ def _resolve_precision(device: torch.device, precision: str, log) -> str:
         log(f"precision {precision} is only used on CUDA; training on {device} in fp32")
         return "fp32"
     return precision
+
+
+def _clip_gradients(model: torch.nn.Module, optimizer, scaler, max_norm: float) -> float:
+    """The global gradient norm before clipping (unscaled first under fp16); clip to ``max_norm`` when it is > 0."""
+    scaler.unscale_(optimizer)
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm > 0:
+        torch.nn.utils.clip_grads_with_norm_(model.parameters(), max_norm, norm)
+    return float(norm)
+
+
+def _decay_note(model: torch.nn.Module, optimizer, grad_clip: float) -> str:
+    """Coupled Adam adds ``weight_decay * theta`` to the gradient after clipping; its norm beside the gradient's
+    shows when the decay term dominates a clipped step. Empty for AdamW (decoupled) or no weight decay."""
+    decay = optimizer.param_groups[0].get("weight_decay", 0.0)
+    if type(optimizer) is not torch.optim.Adam or not decay:
+        return ""
+    with torch.no_grad():
+        theta = float(torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()]))
+    clipped = f", clipped to {grad_clip:g}" if grad_clip > 0 else ""
+    return f"{clipped}; weight-decay term {decay:g} x |theta| = {decay * theta:.4g}"
 
 
 def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
@@ -319,7 +344,7 @@ def train_diffusion(
     shuffle_gen = torch.Generator().manual_seed(s.seed)
     noise_gen = torch.Generator(device=dev).manual_seed(s.seed + 1)
 
-    start_epoch, step, seconds, seen, losses = 0, 0, 0.0, 0, []
+    start_epoch, step, seconds, seen, losses, grad_norms = 0, 0, 0.0, 0, [], []
     resumed_from = None
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
@@ -336,6 +361,7 @@ def train_diffusion(
         seconds = float(ckpt.get("seconds", 0.0))
         seen = int(ckpt.get("images", 0))
         losses = [float(v) for v in ckpt.get("epoch_losses", [])]
+        grad_norms = [float(v) for v in ckpt.get("epoch_grad_norms", [])]
         resumed_from = start_epoch
         log(f"[{tag}] resuming from {ckpt_path} at epoch {start_epoch}/{n_epochs}")
         if ckpt.get("precision") not in (None, precision):
@@ -352,6 +378,7 @@ def train_diffusion(
             "seconds": seconds,
             "images": seen,
             "epoch_losses": list(losses),
+            "epoch_grad_norms": list(grad_norms),
             "precision": precision,
             "model": cpu_state(model),
             "ema": cpu_state(ema_model),
@@ -376,7 +403,7 @@ def train_diffusion(
     for epoch_index in bar:
         epoch = epoch_index + 1
         t0 = time.perf_counter()
-        epoch_loss, epoch_steps = 0.0, 0
+        epoch_loss, epoch_grad_norm, epoch_steps = 0.0, 0.0, 0
         for idx in _epoch_batches(n_images, s.batch_size, shuffle_gen):
             if recipe.max_steps is not None and step >= recipe.max_steps:
                 break  # the score model trains by iterations: the last epoch stops early
@@ -394,9 +421,7 @@ def train_diffusion(
                 )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
-            if s.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            epoch_grad_norm += _clip_gradients(model, optimizer, scaler, s.grad_clip)
             scaler.step(optimizer)
             scaler.update()
             _update_ema(ema_model, model, ema_decay(s.ema, step))
@@ -410,12 +435,14 @@ def train_diffusion(
         seconds += dt
         run_seconds += dt
         losses.append(epoch_loss / max(epoch_steps, 1))
+        grad_norms.append(epoch_grad_norm / max(epoch_steps, 1))
         ips = run_images / run_seconds if run_seconds > 0 else float("nan")
-        bar.set_postfix(loss=f"{losses[-1]:.2f}", img_s=f"{ips:.1f}")
+        bar.set_postfix(loss=f"{losses[-1]:.2f}", grad=f"{grad_norms[-1]:.2f}", img_s=f"{ips:.1f}")
         if epoch % checkpoint_every == 0 or epoch == n_epochs:
             save_checkpoint(epoch)
             log(
                 f"[{tag}] epoch {epoch}/{n_epochs} step {step} loss {losses[-1]:.4f} "
+                f"grad norm before clipping {grad_norms[-1]:.4g}{_decay_note(model, optimizer, s.grad_clip)} "
                 f"{ips:.1f} img/s; checkpoint {ckpt_path}"
             )
         if _stop_after_epoch is not None and epoch >= _stop_after_epoch and epoch < n_epochs:
@@ -433,6 +460,8 @@ def train_diffusion(
         "precision": precision,
         "resumed_from_epoch": resumed_from,
         "epoch_losses": list(losses),
+        "epoch_grad_norms": list(grad_norms),
+        "grad_clip": s.grad_clip,
     }
     final = {
         "format": FORMAT if isinstance(s, DiffusionTrainSettings) else SCORE_FORMAT,
