@@ -381,3 +381,70 @@ def test_real_published_file_fills_method_b_table(data):
     assert row[col + 2] == f"{100 * mean - entry['value']:+.1f}"
     csv = pd.read_csv(io.StringIO(P.to_csv(pt)))
     assert set(csv["published_source"].dropna()) <= {"amirian2024", "simplenet_paper", "draem_paper"}
+
+
+# ------------------------------------------------------------------------------------------- official variants
+def test_official_rows_beside_the_fair_default_with_their_protocol(data, tmp_path):
+    """Official runs (seed 0) of SimpleNet, DRAEM and Method B appear beside each default, labelled with the
+    protocol they used, against the same published number; Method A has no official variant."""
+    root, values, _, pub, _ = data
+    rng = np.random.default_rng(11)
+    runs = tmp_path / "runs"
+    import shutil
+
+    shutil.copytree(root / "runs", runs)
+    official = {}
+    for cls in MVTEC:
+        for method in ("simplenet", "draem", "method_b"):
+            official[(cls, method)] = v = _values(rng)
+            write_run(tmp_path, "mvtec_ad", cls, method, "official", 0, v)
+    df = collect(runs)
+    pt = P.method_b_table1(df, pub)
+    long = pt.long
+    assert pt.layout.group_keys == ("method", "protocol", "metric") and pt.layout.note == P.PROTOCOL_NOTE
+    hit = long[
+        (long["class"] == "carpet") & (long["method"] == "method_b") & (long["metric"] == "image_auroc")
+    ]
+    assert list(hit["variant"]) == ["default", "official"]
+    assert list(hit["protocol"]) == [P.FAIR_PROTOCOL, P.OFFICIAL_PROTOCOLS["method_b"]]
+    assert "224 crop of 256" in hit["protocol"].iloc[1]
+    off = hit.iloc[1]
+    assert off["reproduced_mean"] == pytest.approx(official[("carpet", "method_b")]["image_auroc"])
+    assert off["n_seeds"] == 1 and off["published"] == pytest.approx(0.992)  # the same published number
+    assert off["delta"] == pytest.approx(off["reproduced_mean"] - 0.992)
+    assert hit.iloc[0]["reproduced_mean"] == pytest.approx(expected(values, "mvtec_ad", "carpet", "method_b",
+                                                                     "image_auroc")[0])  # fmt: skip
+    md = P.to_markdown(pt)
+    col = md_col(md, f"Ours (Method B) · {P.OFFICIAL_PROTOCOLS['method_b']} · Image AUROC: Rep.")
+    mean = np.mean([official[(c, "method_b")]["image_auroc"] for c in MVTEC])
+    assert md_row(md, "MVTec AD", "**mean**")[col] == f"{100 * mean:.1f}"
+    assert md_col(md, f"SimpleNet · {P.OFFICIAL_PROTOCOLS['simplenet']} · Image AUROC: Rep.")
+    assert "best test epoch, 288 crop" in P.OFFICIAL_PROTOCOLS["simplenet"]
+    assert md_col(md, "SimpleNet · fair (texad protocol) · Image AUROC: Rep.")
+    # no official runs on DTD-Synthetic: its official cells are n/a, the default's are there
+    mesh = md_row(md, "DTD-Synthetic", "Mesh_114")
+    assert mesh[md_col(md, f"SimpleNet · {P.OFFICIAL_PROTOCOLS['simplenet']} · Image AUROC: Rep.")] == "n/a"
+    # the extended table: one row per method and protocol; an official row only where it ran
+    ext = P.extended_table(df, pub)
+    assert ext.layout.row_keys == ("dataset", "class", "method", "protocol")
+    md = P.to_markdown(ext)
+    assert md_row(md, "MVTec AD", "carpet", "DRAEM", P.OFFICIAL_PROTOCOLS["draem"])
+    assert md_row(md, "MVTec AD", "carpet", "Method A", P.FAIR_PROTOCOL)
+    assert set(ext.long.loc[ext.long["variant"] == "official", "dataset"]) == {"mvtec_ad"}
+    assert set(ext.long.loc[ext.long["variant"] == "official", "method"]) == {
+        "simplenet",
+        "draem",
+        "method_b",
+    }
+    # the CSV names each number's protocol
+    back = pd.read_csv(io.StringIO(P.to_csv(pt)))
+    assert set(back.loc[back["variant"] == "official", "protocol"]) == {
+        P.OFFICIAL_PROTOCOLS[m] for m in ("simplenet", "draem", "method_b")
+    }
+
+
+def test_without_official_runs_the_tables_keep_their_layout(data):
+    _, _, df, pub, _ = data
+    assert P.method_b_table1(df, pub).layout.group_keys == ("method", "metric")
+    assert P.extended_table(df, pub).layout.row_keys == ("dataset", "class", "method")
+    assert set(P.method_b_table1(df, pub).long["protocol"]) == {P.FAIR_PROTOCOL}

@@ -18,7 +18,7 @@ import yaml
 
 from texad.config import ConfigError, load_config, load_settings, validate_config
 from texad.methods import get, model_owner
-from texad.methods.base import RunKey, variant_settings
+from texad.methods.base import RunKey, run_variants, variant_settings
 from texad.methods.jobs import method_settings
 from texad.plan import Plan, settings_arg
 
@@ -72,6 +72,62 @@ def test_run_jobs_resolve_their_variant_as_the_plan_does_and_load_its_models(pla
                 models = plan.run_models(method, dataset, cls, seed, variant)
                 for role, kind in module.models(applied).items():
                     assert models[role] == plan.model_path(kind, dataset, cls, seed)
+
+
+def test_official_variants_are_planned_on_their_seeds_and_load_the_models_their_training_makes(plan):
+    """config.yaml plans SimpleNet's, Method B's and DRAEM's ``official`` variant on seed 0 (the demo none); the
+    job resolves the variant as the plan does; Method B and DRAEM load the default's models, SimpleNet its own,
+    whose train job gets the official settings from the file's identity hash."""
+    official = plan.official_results()
+    if plan.config["run_name"] == "demo":
+        assert official == [] and plan.official_seeds() == []
+        return
+    assert plan.official_seeds() == [0]
+    assert {p.split("/")[4] for p in official} == {"simplenet", "method_b", "draem"}
+    assert len(official) == 3 * len(plan.class_keys()) and all(
+        p.endswith("/official/seed0.json") for p in official
+    )
+    assert set(official) <= set(plan.paper_table_results("extended"))
+    assert not set(official) & set(plan.ablation_results("method_b"))
+    for method in ("simplenet", "method_b", "draem"):
+        module = get(method)
+        for dataset, cls in plan.class_keys():
+            config = _job_config(settings_arg(plan.run_settings(method, cls, "official")))
+            applied = variant_settings(
+                run_variants(module, method_settings(config, method, cls)), "official", method
+            )
+            planned = plan._variant(method, cls, "official").settings
+            if hasattr(planned, "ablation"):
+                applied, planned = replace(applied, ablation=None), replace(planned, ablation=None)
+            assert applied == planned
+            models = plan.run_models(method, dataset, cls, 0, "official")
+            default = plan.run_models(method, dataset, cls, 0, "default")
+            assert (models == default) == (method != "simplenet"), (method, cls)
+            for role, kind in module.models(applied).items():
+                digest = Path(models[role]).stem.rsplit("-", 1)[1]
+                job = _job_config(settings_arg(plan.train_settings(kind, cls, dataset, 0, digest)))
+                owner = get(model_owner(kind))
+                assert (
+                    owner.identity(kind, method_settings(job, owner.NAME, cls), RunKey(dataset, cls, 0, "x"))
+                    == digest
+                )
+    simplenet = plan._variant("simplenet", "carpet", "official").settings
+    assert simplenet.selection == "official" and simplenet.center_crop
+    inference = plan._variant("method_b", "carpet", "official").settings.inference
+    assert (inference.protocol, inference.fusion_norm, inference.normalise) == ("ddad", "batch16", "none")
+    assert plan._variant("draem", "carpet", "official").settings.protocol == "draem"
+    assert not plan.has_official("method_a", "carpet")  # no official code
+
+
+def test_official_seeds_must_be_run_seeds():
+    config = load_config(CONFIGS["paper"])
+    with pytest.raises(ConfigError, match=r"official.seeds \[5\] are not in seeds"):
+        Plan({**config, "official": {"seeds": [5]}})
+    bad = copy.deepcopy(config)
+    bad["methods"]["simplenet"].update(resize=200, image_size=288)  # the official crop cannot cut 288 of 200
+    with pytest.raises(ConfigError, match="resize"):
+        Plan(bad)
+    assert Plan({**bad, "official": {"seeds": []}}).official_results() == []
 
 
 def test_another_point_of_a_grid_leaves_a_run_job_alone():

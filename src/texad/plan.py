@@ -16,7 +16,7 @@ from typing import Any
 
 from texad.config import ConfigError, canonical_json, validate_config
 from texad.methods import METHODS, get, model_owner
-from texad.methods.base import RunKey
+from texad.methods.base import OFFICIAL, RunKey, official_variant, run_variants
 
 __all__ = [
     "CLASS_DATASETS",
@@ -40,6 +40,12 @@ PAPER_TABLES = {
     "paper_method_a_tscales": ("method_a",),
     "extended": METHODS,
 }
+#: The methods whose runs a paper table shows (Method B's Table 1 sets the baselines beside it).
+_TABLE_METHODS = {
+    "paper_method_b_table1": ("simplenet", "draem", "method_b"),
+    "paper_method_a_main": ("method_a",),
+    "extended": METHODS,
+}
 #: The top-level keys a job reads besides its method's block.
 _RUN_KEYS = ("run_name", "device", "precision", "channels_last", "compile", "evaluation", "backbone")
 _TRAIN_KEYS = ("device", "precision", "evaluation", "backbone")
@@ -61,10 +67,18 @@ class Plan:
         """Build every enabled method's settings for every class now, so that a combination the schema cannot
         rule out (an image size the network cannot take) stops the workflow before any job starts."""
         problems = []
+        stray = sorted(set(self.official_seeds()) - set(self.config["seeds"]))
+        if stray:
+            problems.append(
+                f"official.seeds {stray} are not in seeds {self.config['seeds']}: an official variant is planned "
+                "beside the default run of the same seed (it reuses that run's model); add them to seeds or drop them"
+            )
         for method in self.enabled_methods():
             for _, cls in self.class_keys():
                 try:
-                    self.settings(method, cls)
+                    settings = self.settings(method, cls)
+                    if self.official_seeds():  # the official variant's settings must hold too
+                        official_variant(get(method), settings)
                 except ValueError as exc:
                     problems.append(str(exc))
         if problems:
@@ -143,8 +157,17 @@ class Plan:
         """``default`` and the names of the method's ablation points on ``cls``."""
         return [v.name for v in get(method).variants(self.settings(method, cls))]
 
+    def official_seeds(self) -> list[int]:
+        """The seeds the labelled ``official`` variants run on (config ``official.seeds``)."""
+        return list(self.config.get("official", {}).get("seeds", []))
+
+    def has_official(self, method: str, cls: str) -> bool:
+        """Whether ``method``'s official code evaluates differently from texad, so that it has an ``official``
+        variant."""
+        return official_variant(get(method), self.settings(method, cls)) is not None
+
     def _variant(self, method: str, cls: str, variant: str):
-        for v in get(method).variants(self.settings(method, cls)):
+        for v in run_variants(get(method), self.settings(method, cls)):
             if v.name == variant:
                 return v
         raise ValueError(f"{method} defines no variant {variant!r} on class {cls!r}")
@@ -167,7 +190,7 @@ class Plan:
         """The model files a run loads, by role (``model``, and Method B's ``features`` where adapted)."""
         applied = self._variant(method, cls, variant).settings
         return {
-            role: self.model_path(kind, dataset, cls, seed)
+            role: self.model_path(kind, dataset, cls, seed, variant=(method, variant))
             for role, kind in get(method).models(applied).items()
         }
 
@@ -182,25 +205,52 @@ class Plan:
         ]
 
     # -------------------------------------------------------------------------------------------- models
-    def model_hash(self, kind: str, dataset: str, cls: str, seed: int | str) -> str | None:
+    def _model_settings(self, kind: str, cls: str, variant: tuple[str, str] | None) -> Any:
+        """The settings a model of ``kind`` is trained from: its owner's default settings, which every ablation
+        point reuses; an ``official`` variant of the owner trains from its own (SimpleNet's official selection
+        and crop shape the model; where they do not, its identity is the default's and the file is shared)."""
+        owner = model_owner(kind)
+        if variant is not None and variant[1] == OFFICIAL and variant[0] == owner:
+            return self._variant(owner, cls, OFFICIAL).settings
+        return self.settings(owner, cls)
+
+    def model_hash(
+        self, kind: str, dataset: str, cls: str, seed: int | str, variant: tuple[str, str] | None = None
+    ) -> str | None:
         owner = model_owner(kind)
         return get(owner).identity(
-            kind, self.settings(owner, cls), RunKey(dataset, cls, int(seed), "default")
+            kind, self._model_settings(kind, cls, variant), RunKey(dataset, cls, int(seed), "default")
         )
 
-    def model_path(self, kind: str, dataset: str, cls: str, seed: int | str) -> str:
-        """The model file of ``kind``; its name carries the identity hash, so every variant that needs the same
-        model reuses it."""
+    def model_path(
+        self, kind: str, dataset: str, cls: str, seed: int | str, variant: tuple[str, str] | None = None
+    ) -> str:
+        """The model file of ``kind`` that the run ``variant`` = (method, variant name) loads (None: the
+        default's); its name carries the identity hash, so every variant that needs the same model reuses it."""
         owner = model_owner(kind)
         run = RunKey(dataset, cls, int(seed), "default")
-        return (
-            f"{_models_dir(dataset, cls, seed)}/{get(owner).model_file(kind, self.settings(owner, cls), run)}"
-        )
+        settings = self._model_settings(kind, cls, variant)
+        return f"{_models_dir(dataset, cls, seed)}/{get(owner).model_file(kind, settings, run)}"
 
-    def train_settings(self, kind: str, cls: str) -> dict:
+    def train_settings(
+        self, kind: str, cls: str, dataset: str | None = None, seed: int | str | None = None,
+        model_hash: str | None = None,
+    ) -> dict:  # fmt: skip
         """The settings of a train job: the owning method's whole block (the model file keeps it), its class
-        resolved, and the top-level keys a trainer reads."""
-        return self._fragment(self.settings(model_owner(kind), cls), _TRAIN_KEYS)
+        resolved, and the top-level keys a trainer reads. Given the job's ``dataset``, ``seed`` and the
+        ``model_hash`` of its output, the settings are those of the variant whose model has that identity (an
+        ``official`` variant's own model); otherwise the default's."""
+        settings, owner = self._model_settings(kind, cls, None), model_owner(kind)
+        if model_hash is not None and self.has_official(owner, cls):
+            run = RunKey(dataset, cls, int(seed), "default")
+            official = self._model_settings(kind, cls, (owner, OFFICIAL))
+            if (
+                get(owner).identity(kind, settings, run)
+                != model_hash
+                == get(owner).identity(kind, official, run)
+            ):
+                settings = official  # the default's own model keeps the default's settings
+        return self._fragment(settings, _TRAIN_KEYS)
 
     def draem_sources(self, dataset: str, cls: str) -> tuple[list[str], str]:
         """(inputs, arguments) of DRAEM's anomaly sources: DTD (official) or the dataset's other classes."""
@@ -231,6 +281,19 @@ class Plan:
             for s in self.config["seeds"]
         ]
 
+    def official_results(self, methods: tuple[str, ...] | None = None) -> list[str]:
+        """The result JSON of the ``official`` variant of every enabled method (of ``methods``; None: all) that has
+        one, on every class and each of ``official.seeds``."""
+        if not self.official_seeds():
+            return []
+        return [
+            f"results/runs/{d}/{c}/{m}/{OFFICIAL}/seed{s}.json"
+            for d, c in self.class_keys()
+            for m in self.enabled_methods()
+            if (methods is None or m in methods) and self.has_official(m, c)
+            for s in self.official_seeds()
+        ]
+
     def paper_tables(self) -> list[str]:
         return [t for t, needs in PAPER_TABLES.items() if set(needs) & set(self.enabled_methods())]
 
@@ -238,6 +301,8 @@ class Plan:
         results = self.method_results()
         if table == "paper_method_a_tscales":
             results += self.ablation_results("method_a")
+        else:  # the official protocol beside the fair default
+            results += self.official_results(_TABLE_METHODS[table])
         return sorted(set(results))
 
     def default_maps(self, dataset: str, cls: str, methods: tuple[str, ...]) -> list[str]:

@@ -83,10 +83,17 @@ def stage_marker(wildcards):
 
 def train_settings(kind):
     """A train job's settings (the owning method's whole block, kept in the model file). Derived from the
-    output path, whose identity hash names every setting that shapes the model, so Snakemake's params trigger
-    does not retrain a model when only an inference key changes."""
+    output path, whose identity hash names every setting that shapes the model (and picks an `official`
+    variant's own model, e.g. SimpleNet's), so Snakemake's params trigger does not retrain a model when only an
+    inference key changes."""
     return lambda wildcards, output: settings_arg(
-        PLAN.train_settings(kind, wildcards.cls)
+        PLAN.train_settings(
+            kind,
+            wildcards.cls,
+            wildcards.dataset,
+            wildcards.seed,
+            wildcards.get("model_hash", wildcards.get("fe_hash")),
+        )
     )
 
 

@@ -66,7 +66,7 @@ rule simplenet:
     benchmark:
         "results/benchmarks/simplenet/{dataset}/{cls}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
-        variant="default",
+        variant="default|official",
     conda:
         torch_env
     threads: compute_threads(2)
@@ -94,7 +94,7 @@ rule draem:
     benchmark:
         "results/benchmarks/draem/{dataset}/{cls}/{variant}/seed{seed}.tsv"
     wildcard_constraints:
-        variant="default",
+        variant="default|official",
     conda:
         torch_env
     threads: compute_threads(2)

@@ -34,6 +34,9 @@ __all__ = [
     "require_model",
     "resolve_device",
     "variant_settings",
+    "OFFICIAL",
+    "official_variant",
+    "run_variants",
 ]
 
 
@@ -110,6 +113,23 @@ class Variant:
     name: str
     settings: Any
     grid: Any = field(default=None)
+
+
+#: The name of the variant that runs a method under its official code's evaluation.
+OFFICIAL = "official"
+
+
+def official_variant(module: Any, settings: Any) -> Variant | None:
+    """The method's labelled ``official`` variant for these settings; None for a method without one (its official
+    code evaluates as texad does, or there is no official code: Method A)."""
+    make = getattr(module, "official", None)
+    return None if make is None else make(settings)
+
+
+def run_variants(module: Any, settings: Any) -> list[Variant]:
+    """Every variant a run of the method may name: ``default``, the ablation points, and ``official`` if any."""
+    official = official_variant(module, settings)
+    return module.variants(settings) + ([] if official is None else [official])
 
 
 def variant_settings(variants: list[Variant], name: str, what: str) -> Any:
@@ -193,6 +213,9 @@ class Detector:
     settings: Any  #: the method's settings, its variant applied (``settings.to_config()`` is recorded)
     load_size: int  #: side the images are read at (antialiased bilinear, as every method's evaluation)
     crop: int | None = None  #: side of the centre crop taken after loading (SimpleNet's official protocol)
+    #: the evaluation protocol (``texad.evaluation.protocol.PROTOCOLS``): texad's one protocol, or the official
+    #: code's own for a labelled ``official`` variant (``ddad``: Method B; ``draem``: DRAEM)
+    protocol: str = "texad"
     batch_size: int
     needs_fit: bool = False  #: whether :meth:`fit` must see the class's training images before scoring
     fit_images: int | None = None  #: how many of them (the first ones in file order; None: all)
@@ -244,6 +267,9 @@ class MethodModule(Protocol):
     - ``models(settings)``: the model kind of each file a run loads, by role (``{"model": "ddpm", ...}``).
     - ``backbones(settings, kind)``: pretrained backbones whose weights a run (``kind=None``) or a trainer needs.
     - ``variants(settings)``: ``default`` and the ablation points, as :class:`Variant`.
+    - ``official(settings)`` (only a method whose official code evaluates differently from texad's protocol): the
+      labelled ``official`` :class:`Variant`, that code's evaluation (and model selection) beside the fair
+      default; see :func:`official_variant`.
     - ``Detector``: the :class:`Detector` subclass.
     """
 

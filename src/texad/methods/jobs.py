@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from texad.methods import get, model_owner
-from texad.methods.base import RunKey, Runtime, variant_settings
+from texad.methods.base import RunKey, Runtime, run_variants, variant_settings
 
 __all__ = ["method_settings", "train_model", "run_method"]
 
@@ -62,7 +62,7 @@ def run_method(
 
     module = get(method)
     settings = method_settings(config, method, run.class_name)
-    settings = variant_settings(module.variants(settings), run.variant, method)
+    settings = variant_settings(run_variants(module, settings), run.variant, method)
     runtime = Runtime.from_config(config)
     detector = module.Detector(settings, runtime, run, models)
     return run_class(

@@ -22,7 +22,7 @@ import torch
 from texad.atomic import atomic_write
 from texad.config.identity import settings_hash
 from texad.data.mvtec import MVTecDataset
-from texad.evaluation.protocol import center_crop, evaluate_on_grid, mask_geometry
+from texad.evaluation.protocol import evaluate_on_grid, geometry
 from texad.methods.base import Detector, RunKey, Runtime, Scored, image_seed
 from texad.results.record import build_result, device_info, write_result
 
@@ -75,27 +75,25 @@ def time_per_image(detector: Detector, images: torch.Tensor, batch_size: int) ->
 
 
 def _score_test_split(detector: Detector, class_dir: Path, run: RunKey, runtime: Runtime):
-    """(dataset, evaluation grid, the detector's finalised output, masks on the grid, labels) of the test split; a
-    centre crop of the detector (SimpleNet's official protocol) crops the masks alike."""
+    """(dataset, evaluation geometry, the detector's finalised output, masks on the grid, labels) of the test
+    split. The geometry follows the detector's protocol (``texad``, or an official code's: ``ddad``, ``draem``); a
+    centre crop of the detector's input (SimpleNet's official protocol) crops the masks alike."""
     probe = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size="native")
     if len(probe) == 0:
         raise ValueError(f"{class_dir}: the test split holds no images")
-    keep = 1.0 if detector.crop is None else detector.crop / detector.load_size
-    load_hw, grid = mask_geometry(runtime.resolution, tuple(probe[0]["mask"].shape[-2:]), keep)
-    data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=load_hw)
+    geo = geometry(detector.protocol, runtime.resolution, tuple(probe[0]["mask"].shape[-2:]),
+                   map_size=detector.load_size, crop=detector.crop, load=detector.load_size)  # fmt: skip
+    data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=geo.mask_load)
     parts, masks, labels = [], [], []
     for batch in torch.utils.data.DataLoader(data, batch_size=detector.batch_size, shuffle=False):
         seeds = _seeds(run, run.class_name, batch["index"])
         parts.append(detector.score(detector.prepare(batch["image"]), seeds))
-        batch_masks = batch["mask"][:, 0]
-        masks.append(
-            (batch_masks if detector.crop is None else center_crop(batch_masks, grid)).bool().numpy()
-        )
+        masks.append(geo.masks(batch["mask"][:, 0]))
         labels.append(batch["label"].numpy())
     out = detector.finalize(parts)
     if detector.device.type == "cuda":
         torch.cuda.synchronize(detector.device)
-    return data, grid, out, np.concatenate(masks), np.concatenate(labels)
+    return data, geo, out, np.concatenate(masks), np.concatenate(labels)
 
 
 def _recorded_config(detector: Detector) -> dict:
@@ -129,7 +127,7 @@ def run_class(
     fit_s = time.perf_counter() - start
 
     t_test = time.perf_counter()
-    data, grid, out, masks, labels = _score_test_split(detector, class_dir, run, runtime)
+    data, geo, out, masks, labels = _score_test_split(detector, class_dir, run, runtime)
     test_s = time.perf_counter() - t_test
     inference_s = time.perf_counter() - start
 
@@ -140,12 +138,13 @@ def run_class(
             str(bs): time_per_image(detector, detector.prepare(images), bs) for bs in detector.speed_batches
         }
 
-    metrics, on_grid = evaluate_on_grid(out.maps, out.scores, masks, labels, fpr_limit=runtime.fpr_limit)
+    maps, scores = geo.maps_and_scores(out.maps, out.scores)
+    metrics, on_grid = evaluate_on_grid(maps, scores, masks, labels, fpr_limit=runtime.fpr_limit)
     arrays = {} if out.reconstructions is None else {"reconstructions": out.reconstructions}
     save_maps(
         out_maps,
         maps=on_grid.astype(np.float16),
-        scores=np.asarray(out.scores).astype(np.float32),
+        scores=np.asarray(scores).astype(np.float32),
         labels=labels,
         paths=np.array([str(s.path) for s in data.samples]),
         **arrays,
@@ -153,7 +152,8 @@ def run_class(
 
     rec, config = detector.record(), _recorded_config(detector)
     n_images = len(data)
-    evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(grid)}
+    evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(geo.grid),
+                  "protocol": geo.record()}  # fmt: skip
     result = build_result(
         run_name=runtime.run_name,
         dataset=run.dataset,

@@ -41,6 +41,8 @@ from texad.results.tables import PERCENT_METRICS, format_cell, latex_escape, met
 __all__ = [
     "TABLES",
     "CSV_COLUMNS",
+    "OFFICIAL_PROTOCOLS",
+    "protocol_label",
     "NoResultsError",
     "Published",
     "PaperTable",
@@ -58,7 +60,8 @@ __all__ = [
 
 TABLES = ("paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended")
 CSV_COLUMNS = (
-    "table", "dataset", "class", "method", "variant", "metric", "reproduced_mean", "reproduced_std", "n_seeds",
+    "table", "dataset", "class", "method", "variant", "protocol", "metric", "reproduced_mean", "reproduced_std",
+    "n_seeds",
     "published", "published_source", "published_status", "published_ref", "published_note", "delta",
 )  # fmt: skip
 TSCALES_COLUMNS = (
@@ -72,6 +75,23 @@ TSCALES_COLUMNS = (
 )
 
 DEFAULT_VARIANT = "default"
+OFFICIAL_VARIANT = "official"
+#: What each number's protocol is (the CSV's ``protocol`` column, the tables' labels): the fair default runs under
+#: texad's one protocol; a method's ``official`` variant under its official code's evaluation
+#: (``texad.methods.<method>.official``). The published numbers are under the papers' own protocols.
+FAIR_PROTOCOL = "fair (texad protocol)"
+OFFICIAL_PROTOCOLS = {
+    "simplenet": "official (best test epoch, 288 crop of 329)",
+    "method_b": "official (DDAD protocol: 224 crop of 256, masks > 0, fusion per 16)",
+    "draem": "official (DRAEM masks: bilinear, only exact 1s)",
+}
+PROTOCOL_NOTE = (
+    "Pub. = each paper's number under its own protocol (DDAD: 224 centre crop of 256 px, masks > 0; SimpleNet: "
+    "best test-set epoch, 288 crop of 329 px; DRAEM: masks bilinear, only exact 1s). The fair rows use texad's "
+    "one protocol (whole image, masks area-resized >= 0.5, no test-set selection); an official row runs the "
+    "official code's evaluation, so the gap between the two rows is the protocol's and the official row's Δ "
+    "is the implementation's."
+)
 FULL_CHAIN = "full_chain"
 _TSCALES_NAME = re.compile(r"^K(\d+)_n(\d+)_s([0-9.eE+-]+)$")
 
@@ -205,9 +225,17 @@ def _comparable_mean(pub, found: Published, dataset, method, metric, classes: It
 
 
 # ------------------------------------------------------------------------------------------- building
+def protocol_label(method: str, variant: str) -> str:
+    """The protocol a number used: fair (texad's) for every variant but a method's ``official`` one."""
+    if variant == OFFICIAL_VARIANT:
+        return OFFICIAL_PROTOCOLS.get(method, "official")
+    return FAIR_PROTOCOL
+
+
 def _record(table, dataset, cls, method, variant, metric, mean, std, n, found: Published) -> dict:
     return {
-        "table": table, "dataset": dataset, "class": cls, "method": method, "variant": variant, "metric": metric,
+        "table": table, "dataset": dataset, "class": cls, "method": method, "variant": variant,
+        "protocol": protocol_label(method, variant), "metric": metric,
         "reproduced_mean": mean, "reproduced_std": std, "n_seeds": n,
         "published": found.value, "published_source": found.source_id, "published_status": found.status,
         "published_ref": found.ref, "published_note": found.note, "delta": mean - found.value,
@@ -231,31 +259,45 @@ def _defaults(df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     return df[df["method"].isin(methods) & (df["variant"] == DEFAULT_VARIANT)]
 
 
-def _cell(table: pd.DataFrame, row: tuple[str, str], method: str) -> tuple[float, float, object]:
+def _cell(table: pd.DataFrame | None, row: tuple[str, str], method: str) -> tuple[float, float, object]:
     """(mean, std, n) of one method in a metric table; missing when the method has no run there."""
-    if method not in table.columns.get_level_values(0):
+    if table is None or method not in table.columns.get_level_values(0) or row not in table.index:
         return math.nan, math.nan, pd.NA
     return tuple(table.loc[row, (method, stat)] for stat in ("mean", "std", "n"))
 
 
 def _comparison(name: str, df: pd.DataFrame, pub: pd.DataFrame, methods, metrics, sources) -> pd.DataFrame:
-    """The long table of default runs of ``methods``: per (dataset, class incl. mean, method, metric)."""
-    runs = _defaults(df, methods)
-    tables = {m: metric_table(runs, m) for m in metrics}
+    """The long table of default runs of ``methods``, and beside each method that has them its ``official``
+    variant's runs: per (dataset, class incl. mean, method, variant, metric). Both rows of a method are set
+    against the same published number."""
+    tables = {m: metric_table(_defaults(df, methods), m) for m in metrics}
+    official = df[df["method"].isin(methods) & (df["variant"] == OFFICIAL_VARIANT)]
+    official_tables = {m: metric_table(official, m) for m in metrics} if not official.empty else {}
     index = sorted(tables[metrics[0]].index, key=lambda r: (_dataset_key(r[0]), r[1] == MEAN_ROW, r[1]))
     records = []
     for dataset, cls in index:
         classes = [c for d, c in index if d == dataset and c != MEAN_ROW]
         for method in methods:
-            for metric in metrics:
-                mean, std, n = _cell(tables[metric], (dataset, cls), method)
-                found = lookup_published(pub, sources[method], dataset, cls, method, metric)
-                if cls == MEAN_ROW:
-                    found = _comparable_mean(pub, found, dataset, method, metric, classes)
-                records.append(
-                    _record(name, dataset, cls, method, DEFAULT_VARIANT, metric, mean, std, n, found)
-                )
+            variants = [(DEFAULT_VARIANT, tables)]
+            if method in set(official["method"]):
+                variants.append((OFFICIAL_VARIANT, official_tables))
+            for variant, by_metric in variants:
+                for metric in metrics:
+                    mean, std, n = _cell(by_metric.get(metric), (dataset, cls), method)
+                    found = lookup_published(pub, sources[method], dataset, cls, method, metric)
+                    if cls == MEAN_ROW:
+                        found = _comparable_mean(pub, found, dataset, method, metric, classes)
+                    records.append(_record(name, dataset, cls, method, variant, metric, mean, std, n, found))
     return _long_frame(records)
+
+
+def _with_protocol(keys: tuple[str, ...], long: pd.DataFrame) -> tuple[str, ...]:
+    """``keys`` with ``protocol`` after ``method`` when the table holds an official variant (each number then
+    says which protocol it used); unchanged otherwise."""
+    if not (long["variant"] == OFFICIAL_VARIANT).any():
+        return keys
+    i = keys.index("method") + 1
+    return (*keys[:i], "protocol", *keys[i:])
 
 
 def _require(df: pd.DataFrame, methods: Sequence[str]) -> None:
@@ -273,9 +315,10 @@ def method_b_table1(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
         title="Method B (Amirian et al. 2024), layout of its result table: SimpleNet, DRAEM and Ours "
         "(Method B), default settings",
         row_keys=("dataset", "class"),
-        group_keys=("method", "metric"),
+        group_keys=_with_protocol(("method", "metric"), long),
         sources=TABLE1_SOURCES,
         labels={"method_b": "Ours (Method B)"},
+        note=PROTOCOL_NOTE if (long["variant"] == OFFICIAL_VARIANT).any() else "",
     )
     return PaperTable("paper_method_b_table1", long, layout)
 
@@ -303,18 +346,21 @@ def extended_table(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
     long = _drop_empty(_comparison("extended", df, pub, methods, metrics, EXTENDED_SOURCES))
     layout = Layout(
         title="texad extended table: all methods, default settings",
-        row_keys=("dataset", "class", "method"),
+        row_keys=_with_protocol(("dataset", "class", "method"), long),
         group_keys=("metric",),
         sources=EXTENDED_SOURCES,
+        note=PROTOCOL_NOTE if (long["variant"] == OFFICIAL_VARIANT).any() else "",
     )
     return PaperTable("extended", long, layout)
 
 
 def _drop_empty(long: pd.DataFrame) -> pd.DataFrame:
-    """Leave out a (dataset, class, method) row with neither a reproduced nor a published number: a method
-    that was not run on a dataset no source reports would only add rows of n/a."""
-    keys = ["dataset", "class", "method"]
-    has = long["reproduced_mean"].notna() | long["published"].notna()
+    """Leave out a (dataset, class, method, variant) row with neither a reproduced nor a published number: a
+    method that was not run on a dataset no source reports would only add rows of n/a. An official row needs a
+    reproduced number of its own (its published number is the default row's)."""
+    keys = ["dataset", "class", "method", "variant"]
+    published = long["published"].notna() & (long["variant"] == DEFAULT_VARIANT)
+    has = long["reproduced_mean"].notna() | published
     keep = has.groupby([long[k] for k in keys]).transform("any")
     return long[keep].reset_index(drop=True)
 

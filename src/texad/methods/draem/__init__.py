@@ -6,6 +6,7 @@ The registry module of ``methods.draem`` (see :class:`texad.methods.base.MethodM
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "model_hash",
     "model_identity",
     "models",
+    "official",
     "train",
     "variants",
 ]
@@ -52,6 +54,13 @@ def backbones(settings: DraemSettings, kind: str | None) -> tuple[str, ...]:
 
 def variants(settings: DraemSettings) -> list[Variant]:
     return [Variant("default", settings)]
+
+
+def official(settings: DraemSettings) -> Variant:
+    """The official test's evaluation (``protocol: draem``: its eroding mask rule) on the default's model. The
+    rest of DRAEM's test is texad's already: images and maps at 256 px, score = max of the 21 x 21 mean-filtered
+    map."""
+    return Variant("official", replace(settings, protocol="draem"))
 
 
 def train(

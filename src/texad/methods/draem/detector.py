@@ -35,6 +35,7 @@ class DraemDetector(Detector):
         self.settings = settings
         self.load_size = settings.image_size
         self.batch_size = settings.batch_size
+        self.protocol = settings.protocol
 
     def score(self, images: torch.Tensor, seeds: list[int]) -> Scored:
         maps, reconstruction = predict(self.recon, self.disc, images.to(self.device))
@@ -53,6 +54,7 @@ class DraemDetector(Detector):
                 "anomaly_source": meta["anomaly_source"]["kind"],
                 "score_pool": s.score_pool,
                 "color_order": "rgb",
+                "protocol": s.protocol,
             },  # fmt: skip
             "backbone": None,
             "model_hash": meta["model_hash"],

@@ -2,7 +2,8 @@
 
 Defaults live in the schema only (the official code's values, spec §2.4). The model identity hashes every setting
 that shapes the trained networks plus dataset, class, seed and the recipe version; ``score_pool`` only changes how
-a trained model is scored, so it stays out of the identity and a new pool size reuses the model.
+a trained model is scored, and ``protocol`` how it is evaluated, so both stay out of the identity: a new pool size
+or the official variant reuses the model.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ __all__ = ["FORMAT", "DraemSettings", "model_identity", "model_hash"]
 
 #: Version of the training recipe and model-file layout; part of the model identity.
 FORMAT = "texad.draem/2"  # 2: the model file keeps its config block; identity spells class_name
-_INFERENCE_ONLY = ("score_pool",)
+_INFERENCE_ONLY = ("score_pool", "protocol")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class DraemSettings:
     anomaly_source: str  # "dtd" (official) or "synthetic" (offline demo)
     p_anomaly: float
     score_pool: int
+    protocol: str  # "texad", or "draem" (the official test's mask rule: the labelled official variant)
 
     @classmethod
     def from_config(cls, config: dict, class_name: str | None = None) -> DraemSettings:
@@ -64,7 +66,8 @@ class DraemSettings:
 
 
 def model_identity(settings: DraemSettings, dataset: str, class_name: str, seed: int) -> dict:
-    """What shapes a trained DRAEM model: every setting but ``score_pool``, the run key and the format."""
+    """What shapes a trained DRAEM model: every setting but ``score_pool`` and ``protocol``, the run key and the
+    format."""
     shaping = {k: v for k, v in asdict(settings).items() if k not in _INFERENCE_ONLY}
     return {"format": FORMAT, "dataset": dataset, "class_name": class_name, "seed": int(seed), **shaping}
 

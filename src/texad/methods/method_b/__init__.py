@@ -14,7 +14,7 @@ from typing import Any
 from texad.backbones.weights import BACKBONES
 from texad.methods.base import RunKey, Runtime, lazy_detector
 
-from .ablation import inference_point, point_name, variants
+from .ablation import inference_point, official, point_name, variants
 from .settings import MethodBSettings, adaptation_settings, ddpm_train_settings
 
 NAME = "method_b"
@@ -33,6 +33,7 @@ __all__ = [
     "inference_point",
     "model_file",
     "models",
+    "official",
     "point_name",
     "train",
     "variants",

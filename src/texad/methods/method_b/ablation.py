@@ -21,7 +21,7 @@ from texad.methods.base import Variant
 
 from .settings import Ablation, Inference, MethodBSettings
 
-__all__ = ["point_name", "inference_point", "variants"]
+__all__ = ["point_name", "inference_point", "variants", "official"]
 
 
 def point_name(w: float, s: float, blur_sigma: float, t_start: int) -> str:
@@ -33,12 +33,24 @@ def inference_point(inf: Inference) -> str:
     return point_name(inf.w, inf.s, inf.blur_sigma, inf.t_start)
 
 
+_NO_ABLATION = Ablation(w=(), s=(), joint_w=(), joint_s=(), blur_sigma=(), t_start=())
+
+
+def official(settings: MethodBSettings) -> Variant:
+    """DDAD's evaluation on the default's models (spec §1.3, §3.3): ``protocol: ddad`` (maps and masks
+    centre-cropped to 224 of 256, masks > 0 after the bilinear resize, score = max of the cropped map), the fusion
+    scale per test batch of 16 (``fusion_norm: batch16``) and no ``train_stats`` (DDAD has none). Its guidance
+    point is the default's; nothing retrains."""
+    inf = replace(settings.inference, protocol="ddad", fusion_norm="batch16", normalise="none")
+    return Variant("official", replace(settings, inference=inf), _NO_ABLATION)
+
+
 def variants(settings: MethodBSettings) -> list[Variant]:
     """``default``, then every guidance point of ``settings.ablation`` for the settings' class, in axis order,
     without the default point and without repeats."""
     base, abl = settings.inference, settings.ablation
     steps = max(1, round(base.t_start / base.skip))  # the default's step count, kept at every t_start
-    none = Ablation(w=(), s=(), joint_w=(), joint_s=(), blur_sigma=(), t_start=())
+    none = _NO_ABLATION
 
     def point(axis: dict, w=None, s=None, blur=None, t=None) -> Variant:
         inf = replace(

@@ -52,6 +52,7 @@ class MethodBDetector(Detector):
         self.settings, self.inf = settings, inf
         self.load_size = int(self.meta["settings"]["image_size"])
         self.batch_size = inf.batch_size
+        self.protocol = inf.protocol
         self.needs_fit = inf.normalise == "train_stats"
         self.fit_images = inf.normalise_images
         self.train_distances: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -115,6 +116,7 @@ class MethodBDetector(Detector):
         return {
             "switches": {
                 "fusion_norm": inf.fusion_norm,
+                "protocol": inf.protocol,
                 "clip_x0": inf.clip_x0,
                 "normalise": inf.normalise,
                 "draws": inf.draws,

@@ -71,6 +71,7 @@ class Inference:
     v: float
     smoothing_sigma: float
     fusion_norm: str
+    protocol: str  # "texad", or "ddad" (DDAD's 224 crop and mask rule: the labelled official variant)
     normalise: str
     normalise_images: int | None
     clip_x0: bool

@@ -43,6 +43,14 @@ class SimpleNetSettings:
     selection: str
     smoothing_sigma: float
 
+    def __post_init__(self) -> None:
+        if self.center_crop and self.resize < self.image_size:
+            raise ValueError(
+                f"methods.simplenet.resize ({self.resize}) is smaller than image_size ({self.image_size}): the "
+                "centre crop (center_crop, or the official variant) cuts image_size out of the resized image; "
+                "set resize >= image_size"
+            )
+
     @classmethod
     def from_config(cls, config: dict, class_name: str | None = None) -> SimpleNetSettings:
         return build(cls, config["methods"]["simplenet"], class_name=class_name, where="methods.simplenet")
