@@ -44,3 +44,10 @@ lint: install
 
 clean:
 	rm -rf results resources .snakemake
+
+# On a lent GPU (under 8 minutes): every paper-size network in fp32, bf16, channels_last and torch.compile; images/s,
+# peak memory and error against fp32 to benchmarks/gpu.json, whose utilisation `texad cost` then uses.
+.PHONY: gpu-check
+gpu-check: install
+	$(BIN)/python -m texad gpu-check --out benchmarks/gpu.json --budget-s 420
+	$(BIN)/python -m texad cost --configfile config.yaml config/paper-quick.yaml

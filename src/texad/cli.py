@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from texad import __version__
+from texad.cost.cli import add_parsers as add_cost_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
 from texad.report.figures_cli import add_parsers as add_figure_parsers
 from texad.results.paper_tables_cli import add_parsers as add_paper_table_parsers
@@ -346,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_figure_parsers(sub)
     add_paper_table_parsers(sub)
+    add_cost_parsers(sub)
     add_predict_parsers(sub)
     return parser
 
