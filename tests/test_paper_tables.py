@@ -6,6 +6,7 @@ import argparse
 import io
 import math
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -390,8 +391,6 @@ def test_official_rows_beside_the_fair_default_with_their_protocol(data, tmp_pat
     root, values, _, pub, _ = data
     rng = np.random.default_rng(11)
     runs = tmp_path / "runs"
-    import shutil
-
     shutil.copytree(root / "runs", runs)
     official = {}
     for cls in MVTEC:
