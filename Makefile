@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 CORES ?= 2
 export PATH := $(BIN):$(PATH)
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean rehearse
 
 install: $(STAMP)
 
@@ -26,6 +26,12 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# The paper config (config.yaml) at paper size on the CPU, every count shrunk (config/rehearsal-full.yaml), after its
+# cost: random torchvision weights and a generated set, so it checks code paths and sizes, not accuracy.
+rehearse: install
+	$(BIN)/python -m texad cost --configfile config.yaml config/paper-quick.yaml
+	$(BIN)/python -m texad rehearse --profile full --workdir results/rehearsal --cores $(CORES) --root .
 
 bench: install
 	$(BIN)/python benchmarks/bench_metrics.py --out benchmarks/.metrics.json.tmp > /dev/null

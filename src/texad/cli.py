@@ -16,6 +16,7 @@ from pathlib import Path
 from texad import __version__
 from texad.cost.cli import add_parsers as add_cost_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
+from texad.rehearsal.cli import add_parsers as add_rehearsal_parsers
 from texad.report.figures_cli import add_parsers as add_figure_parsers
 from texad.results.paper_tables_cli import add_parsers as add_paper_table_parsers
 
@@ -118,7 +119,11 @@ def cmd_check_class(args) -> int:
         report = check_class(class_dir, {"counts": {k: v for k, v in manifest["counts"].items() if v},
                                          "modes": {manifest["mode"]: None}})  # fmt: skip
     else:
-        expected = get_dataset(args.dataset).expected.get(class_dir.name)
+        from texad.rehearsal.switches import published_counts_checked
+
+        expected = (
+            get_dataset(args.dataset).expected.get(class_dir.name) if published_counts_checked() else None
+        )
         report = check_class(class_dir, expected) if expected else scan_class(class_dir)
     report["dataset"] = args.dataset
     _write_json(Path(args.out), report)
@@ -349,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_paper_table_parsers(sub)
     add_cost_parsers(sub)
     add_predict_parsers(sub)
+    add_rehearsal_parsers(sub)
     return parser
 
 

@@ -205,7 +205,7 @@ class Plan:
         ]
 
     # -------------------------------------------------------------------------------------------- models
-    def _model_settings(self, kind: str, cls: str, variant: tuple[str, str] | None) -> Any:
+    def model_settings(self, kind: str, cls: str, variant: tuple[str, str] | None) -> Any:
         """The settings a model of ``kind`` is trained from: its owner's default settings, which every ablation
         point reuses; an ``official`` variant of the owner trains from its own (SimpleNet's official selection
         and crop shape the model; where they do not, its identity is the default's and the file is shared)."""
@@ -219,7 +219,7 @@ class Plan:
     ) -> str | None:
         owner = model_owner(kind)
         return get(owner).identity(
-            kind, self._model_settings(kind, cls, variant), RunKey(dataset, cls, int(seed), "default")
+            kind, self.model_settings(kind, cls, variant), RunKey(dataset, cls, int(seed), "default")
         )
 
     def model_path(
@@ -229,7 +229,7 @@ class Plan:
         default's); its name carries the identity hash, so every variant that needs the same model reuses it."""
         owner = model_owner(kind)
         run = RunKey(dataset, cls, int(seed), "default")
-        settings = self._model_settings(kind, cls, variant)
+        settings = self.model_settings(kind, cls, variant)
         return f"{_models_dir(dataset, cls, seed)}/{get(owner).model_file(kind, settings, run)}"
 
     def train_settings(
@@ -240,10 +240,10 @@ class Plan:
         resolved, and the top-level keys a trainer reads. Given the job's ``dataset``, ``seed`` and the
         ``model_hash`` of its output, the settings are those of the variant whose model has that identity (an
         ``official`` variant's own model); otherwise the default's."""
-        settings, owner = self._model_settings(kind, cls, None), model_owner(kind)
+        settings, owner = self.model_settings(kind, cls, None), model_owner(kind)
         if model_hash is not None and self.has_official(owner, cls):
             run = RunKey(dataset, cls, int(seed), "default")
-            official = self._model_settings(kind, cls, (owner, OFFICIAL))
+            official = self.model_settings(kind, cls, (owner, OFFICIAL))
             if (
                 get(owner).identity(kind, settings, run)
                 != model_hash

@@ -19,10 +19,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from texad.data.download import ChecksumError, download, file_digest
+from texad.rehearsal.switches import WEIGHTS_ENV, weight_override
 
 __all__ = [
     "BACKBONES",
@@ -122,13 +123,24 @@ STAGING_HINT = (
 
 
 def weight_spec(name: str) -> WeightSpec:
-    """The :class:`WeightSpec` of ``name``; ValueError listing the known names otherwise."""
+    """The :class:`WeightSpec` of ``name``; ValueError listing the known names otherwise. Under the test-only
+    switch of :mod:`texad.rehearsal.switches` a listed backbone's digest and URL are the test's."""
     try:
-        return KNOWN_WEIGHTS[name]
+        spec = KNOWN_WEIGHTS[name]
     except KeyError:
         raise ValueError(
             f"no known weight file for {name!r}; known: {', '.join(sorted(KNOWN_WEIGHTS))}"
         ) from None
+    override = weight_override(name)
+    if override is None:
+        return spec
+    return replace(
+        spec,
+        sha256=override["sha256"].lower(),
+        sha256_prefix=override["sha256"][:8].lower(),
+        url=override.get("url"),
+        source=f"test weights ({WEIGHTS_ENV})",
+    )
 
 
 def default_cache_dir() -> Path:

@@ -238,29 +238,23 @@ def _run_work(plan: Plan, method: str, dataset: str, cls: str, variant: str, cac
     return job
 
 
-def _model_settings(plan: Plan, kind: str, cls: str, run: tuple[str, str]):
-    """The settings the model of ``kind`` that the run (method, variant) loads is trained from (an ``official``
-    variant may train its own, :meth:`texad.plan.Plan.model_path`)."""
-    return plan._model_settings(kind, cls, run)
-
-
 def _train_work(plan: Plan, kind: str, dataset: str, cls: str, run: tuple[str, str], cache) -> JobWork:
     n_train, n_test = class_counts(plan, dataset, cls)
     job = JobWork(_TRAIN_RULES[kind])
     if kind == "ddpm":
-        s = _model_settings(plan, "ddpm", cls, run)
+        s = plan.model_settings("ddpm", cls, run)
         bs = s.train.batch_size
         steps, batch = (1, n_train) if n_train < bs else (n_train // bs, bs)
         job.add(_unet(s), s.train.epochs * steps * batch, batch, True, cache)
     elif kind == "score":
-        s = _model_settings(plan, "score", cls, run)
+        s = plan.model_settings("score", cls, run)
         batch = min(n_train, s.train.batch_size)
         job.add(_ncsnpp(s), s.train.iterations * batch, batch, True, cache)
     elif kind == "features":
         from texad.methods.method_b.domain_adaptation import adaptation_loop
         from texad.methods.method_b.settings import adaptation_settings
 
-        s = _model_settings(plan, "features", cls, run)
+        s = plan.model_settings("features", cls, run)
         a = adaptation_settings(s, 0)
         loop = replace(s, inference=adaptation_loop(a, s.inference))
         steps, half = a.epochs * (n_train // a.batch_size), a.batch_size // 2
@@ -269,7 +263,7 @@ def _train_work(plan: Plan, kind: str, dataset: str, cls: str, run: tuple[str, s
         job.add(ext, steps * 2 * half, 2 * half, True, cache)
         job.add(ext, steps * 2 * half, 2 * half, False, cache)
     elif kind == "simplenet":
-        s = _model_settings(plan, "simplenet", cls, run)
+        s = plan.model_settings("simplenet", cls, run)
         agg, head = _simplenet_nets(s)
         job.add(agg, n_train, s.batch_size, False, cache)
         job.add(head, s.meta_epochs * s.gan_epochs * n_train, s.batch_size, True, cache)
@@ -277,7 +271,7 @@ def _train_work(plan: Plan, kind: str, dataset: str, cls: str, run: tuple[str, s
             job.add(agg, s.meta_epochs * n_test, s.batch_size, False, cache)
             job.add(head, s.meta_epochs * n_test, s.batch_size, False, cache)
     elif kind == "draem":
-        s = _model_settings(plan, "draem", cls, run)
+        s = plan.model_settings("draem", cls, run)
         net = Net.of("draem", image_size=s.image_size, recon_base_width=s.recon_base_width,
                      disc_base_width=s.disc_base_width)  # fmt: skip
         job.add(net, s.epochs * n_train, s.batch_size, True, cache)

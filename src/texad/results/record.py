@@ -228,6 +228,10 @@ def build_result(
         "created": utc_now(),
         "extra": {} if extra is None else extra,
     }
+    from texad.rehearsal.switches import active
+
+    if active():  # a rehearsal's number (random weights, generated data) must never pass for a real one
+        result["extra"] = {**result["extra"], "test_switches": active()}
     result = _plain(result)
     what = f"result {dataset}/{class_name}/{method}/{variant}/seed{seed}"
     validate(result, _SCHEMA, what=what)

@@ -197,7 +197,8 @@ def adapt_features(
         if _stop_after_epoch is not None and epoch + 1 == _stop_after_epoch:
             raise TrainingStopped(f"stopped after epoch {epoch + 1} (test hook)")
 
-    summary = {"epochs": s.epochs, "losses": losses, "seconds": seconds, "settings_hash": ident_hash}
+    summary = {"epochs": s.epochs, "steps": s.epochs * (n // s.batch_size), "losses": losses, "seconds": seconds,
+               "settings_hash": ident_hash}  # fmt: skip
     save_torch(out_path, {
         "format": FORMAT, "identity": identity, "identity_hash": ident_hash, "config": config, "summary": summary,
         "state_dict": cpu_state(adapted),
