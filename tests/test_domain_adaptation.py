@@ -94,18 +94,21 @@ def test_settings_reject_bad_values():
 
 
 def test_adaptation_settings_and_loop_come_from_the_run_settings():
-    """The trainer's settings: the feature_adaptation block, the run's loop keys and the seed; its reconstruction
-    loop is DDAD's: the adaptation's w, no blur guidance, one draw, on the run's t_start, skip and eta."""
-    settings = _method_b({"epochs": 2, "w": 3, "lambda": 0.2, "lr": 1e-3, "batch_size": 4}, t_start=150, skip=15,
-                         eta=0.5, w={"default": 8}, s=0.75, draws=3, clip_x0=True, first_call_at_ts=True,
-                         feature_size=48)  # fmt: skip
+    """The trainer's settings: the feature_adaptation block (with its own loop's t_start and skip, DDAD's *_DA
+    keys), the run's eta and feature size, and the seed; its reconstruction loop is DDAD's: the adaptation's w, no
+    blur guidance, one draw."""
+    fa = {"epochs": 2, "w": 3, "lambda": 0.2, "lr": 1e-3, "batch_size": 4, "t_start": 150, "skip": 15}
+    settings = _method_b(fa, t_start=100, skip=10, eta=0.5, w={"default": 8}, s=0.75, draws=3, clip_x0=True,
+                         first_call_at_ts=True, feature_size=48)  # fmt: skip
     a = adaptation_settings(settings, 7)
     assert a == AdaptationSettings(epochs=2, w=3.0, lam=0.2, lr=1e-3, batch_size=4, t_start=150, skip=15, eta=0.5,
                                    seed=7, feature_size=48)  # fmt: skip
     loop = adaptation_loop(a, settings.inference)
     assert (loop.w, loop.s, loop.draws, loop.t_start, loop.skip, loop.eta) == (3.0, 0.0, 1, 150, 15, 0.5)
     assert not loop.clip_x0 and not loop.first_call_at_ts
-    assert replace(loop, w=8.0, s=0.75, draws=3, clip_x0=True, first_call_at_ts=True) == settings.inference
+    assert replace(
+        loop, w=8.0, s=0.75, draws=3, clip_x0=True, first_call_at_ts=True, t_start=100, skip=10
+    ) == (settings.inference)
 
 
 @pytest.fixture()
@@ -114,7 +117,9 @@ def setup():
     extractor = load_backbone("resnet18", weights="none", cache_dir=None, layers=ADAPTATION_LAYERS)
     schedule = NoiseSchedule.linear(1000, 1e-4, 0.02)
     images = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
-    run = _method_b({"epochs": 2, "batch_size": 4, "lr": 1e-3}, t_start=50, skip=25)
+    run = _method_b(
+        {"epochs": 2, "batch_size": 4, "lr": 1e-3, "t_start": 50, "skip": 25}, t_start=50, skip=25
+    )
     settings = adaptation_settings(run, 0)
 
     def eps_model(x_t, t):  # a fixed, deterministic stand-in for the U-Net
@@ -228,3 +233,22 @@ def test_feature_size_shapes_the_identity_and_none_keeps_the_earlier_one():
     assert sized.identity("m", "resnet18", "none")["settings"]["feature_size"] == 128
     assert base.identity_hash("m", "resnet18", "none") != sized.identity_hash("m", "resnet18", "none")
     _rejected({"inference": {"feature_size": 8}}, "inference.feature_size")
+
+
+def test_every_inference_point_of_the_ablation_reuses_the_adapted_extractor():
+    """The adaptation runs its own loop (DDAD's test_trajectoy_steps_DA / skip_DA): a start-step point of the
+    ablation found the paper rehearsal asking for an extractor adapted at its own t_start, which nothing trains."""
+    block = {"feature_adaptation": {"epochs": {"default": 2}},
+             "ablation": {"t_start": [150, 350], "w": [0, 11], "s": [0, 1.0], "blur_sigma": [9]}}  # fmt: skip
+    settings = make_settings("method_b", block, class_name="wood")
+    run = RunKey("mvtec_ad", "wood", 0, "default")
+    default = method_b_module.identity("features", settings, run)
+    variants = method_b_module.variants(settings)
+    assert {v.settings.inference.t_start for v in variants} == {150, 250, 350}
+    for v in variants:
+        assert method_b_module.identity("features", v.settings, run) == default, v.name
+    # the adaptation's own loop shapes the extractor
+    moved = make_settings("method_b", {**block, "feature_adaptation": {"epochs": {"default": 2}, "t_start": 150}},
+                          class_name="wood")  # fmt: skip
+    assert method_b_module.identity("features", moved, run) != default
+    assert adaptation_settings(moved, 0).t_start == 150 and adaptation_settings(settings, 0).skip == 25

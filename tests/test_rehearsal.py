@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -139,3 +140,5 @@ def test_paper_size_rehearsal(tmp_path):
     assert "results/tables/paper_method_b_table1.md" in summary["paper_tables"]
     results = [json.loads((tmp_path / p).read_text()) for p in summary["runs"]]
     assert {r["extra"]["test_switches"][switches.LAYOUT_ENV] for r in results} == {"first-run"}
+    # about 5 GB of paper-size models, checkpoints and weights; kept when a check fails
+    shutil.rmtree(tmp_path)

@@ -42,6 +42,7 @@ def _trained_level_problems(config: dict) -> list[str]:
         starts += [
             (f"methods.method_b.ablation.t_start[{i}]", t) for i, t in enumerate(b["ablation"]["t_start"])
         ]
+        starts.append(("methods.method_b.feature_adaptation.t_start", b["feature_adaptation"]["t_start"]))
     a = methods.get("method_a", {})
     if (
         a

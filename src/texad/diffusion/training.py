@@ -138,15 +138,15 @@ def _clip_gradients(model: torch.nn.Module, optimizer, scaler, max_norm: float) 
 
 
 def _decay_note(model: torch.nn.Module, optimizer, grad_clip: float) -> str:
-    """Coupled Adam adds ``weight_decay * theta`` to the gradient after clipping; its norm beside the gradient's
-    shows when the decay term dominates a clipped step. Empty for AdamW (decoupled) or no weight decay."""
+    """The clipping threshold and, for coupled Adam, which adds ``weight_decay * theta`` to the gradient after
+    clipping, that term's norm: beside the gradient's it shows when the decay term dominates a clipped step."""
+    note = f", clipped to {grad_clip:g}" if grad_clip > 0 else ""
     decay = optimizer.param_groups[0].get("weight_decay", 0.0)
     if type(optimizer) is not torch.optim.Adam or not decay:
-        return ""
+        return note  # AdamW decays apart from the gradient; no decay, nothing to compare
     with torch.no_grad():
         theta = float(torch.nn.utils.get_total_norm([p.detach() for p in model.parameters()]))
-    clipped = f", clipped to {grad_clip:g}" if grad_clip > 0 else ""
-    return f"{clipped}; weight-decay term {decay:g} x |theta| = {decay * theta:.4g}"
+    return f"{note}; weight-decay term {decay:g} x |theta| = {decay * theta:.4g}"
 
 
 def _epoch_batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:

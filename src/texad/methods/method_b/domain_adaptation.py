@@ -54,8 +54,8 @@ EpsModel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def adaptation_loop(settings: AdaptationSettings, inference: Inference) -> Inference:
-    """The reconstruction loop of the adaptation: DDAD's (conditioning weight ``w``, no blur guidance, one draw),
-    on the run's ``t_start``/``skip``/``eta``."""
+    """The reconstruction loop of the adaptation: DDAD's (conditioning weight ``w``, no blur guidance, one draw,
+    its own ``t_start``/``skip``), with the run's ``eta``."""
     return replace(
         inference, t_start=settings.t_start, skip=settings.skip, eta=settings.eta, w=settings.w, s=0.0, draws=1,
         clip_x0=False, first_call_at_ts=False,

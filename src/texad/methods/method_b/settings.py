@@ -89,6 +89,8 @@ class FeatureAdaptation:
     lam: float = field(metadata=config_key("lambda"))
     lr: float
     batch_size: int
+    t_start: int  # the adaptation's own loop (DDAD's *_DA keys), apart from the inference being ablated
+    skip: int
 
 
 @dataclass(frozen=True)
@@ -201,8 +203,8 @@ def adaptation_settings(settings: MethodBSettings, seed: int) -> AdaptationSetti
         lam=fa.lam,
         lr=fa.lr,
         batch_size=fa.batch_size,
-        t_start=inf.t_start,
-        skip=inf.skip,
+        t_start=fa.t_start,
+        skip=fa.skip,
         eta=inf.eta,
         seed=int(seed),
         feature_size=inf.feature_size,
