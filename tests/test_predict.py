@@ -446,6 +446,109 @@ def test_a_result_outside_its_results_tree_says_what_it_lacks(data, draem_run, t
         predict_folder(moved, data.flat, tmp_path / "out", normal=data.normal, device="cpu")
 
 
+# ------------------------------------------------------------------------------ the run's thresholds
+def _with_thresholds(data: Data, run: Path, kind: str, name: str, root: Path, block: dict) -> Path:
+    """A copy of ``run``'s results tree (result and model) with ``texad threshold``'s file beside the result."""
+    from texad.cli import main
+    from texad.evaluation.thresholds import threshold_path
+
+    method = json.loads(run.read_text())["method"]
+    result = data.run_path(method, root)
+    result.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(run, result)
+    data.model_dir(root).mkdir(parents=True, exist_ok=True)
+    shutil.copy(_model_file(data, run, kind), data.model_dir(root))
+    settings = json.dumps({"evaluation": {"threshold": block}})
+    assert main(["threshold", "--result", str(result), "--maps", str(data.maps_path(name)), "--settings",
+                 settings, "--out", str(threshold_path(result))]) == 0  # fmt: skip
+    return result
+
+
+def test_a_result_with_its_run_thresholds_needs_no_normal_images(data, draem_run, tmp_path, capsys):
+    """Without --normal, the run's threshold file (chosen on the benchmark's normal test images) sets both
+    thresholds; --normal still wins; an --fpr it cannot honour and a stale file are refused."""
+    from texad.evaluation.thresholds import threshold_path
+
+    result = _with_thresholds(
+        data, draem_run, "draem", "draem", tmp_path / "results", {"rule": "fpr", "fpr": 0.25}
+    )
+    file = threshold_path(result)
+    run_thr = json.loads(file.read_text())
+    bench = _benchmark_scores(data, "draem")
+    assert run_thr["image_threshold"] == quantile_threshold(bench[data.labels == 0], 0.25)
+
+    rec = predict_folder(result, data.flat, tmp_path / "out", device="cpu")
+    names, scores, thresholds, flags = _scores(tmp_path / "out")
+    assert rec["normal_source"] == {"kind": "run", "file": str(file.resolve()), "rule": "fpr", "fpr": 0.25,
+                                    "optimistic": False}  # fmt: skip
+    assert (
+        rec["image_threshold"] == run_thr["image_threshold"]
+        and rec["pixel_threshold"] == run_thr["pixel_threshold"]
+    )
+    assert rec["fpr"] == 0.25 and rec["optimistic"] is False and rec["n_normal"] == run_thr["n_normal"] == 4
+    assert rec["normal_scores"] == {} and np.all(thresholds == run_thr["image_threshold"])
+    np.testing.assert_allclose(scores, bench, rtol=1e-5, atol=1e-6)  # the benchmark's own test images...
+    assert np.array_equal(flags, (scores > rec["image_threshold"]).astype(int))
+    assert flags[data.labels == 0].sum() <= 0.25 * 4  # ...so at most fpr of its normal ones are flagged
+
+    # the user's normal images win over the run's file
+    rec = predict_folder(result, data.flat, tmp_path / "normal", normal=data.normal, device="cpu")
+    assert rec["normal_source"]["kind"] == "normal" and rec["fpr"] == 0.01 and len(rec["normal_scores"]) == 8
+
+    # an --fpr that the file was not chosen at needs --normal; the file's own is fine
+    with pytest.raises(ValueError, match=r"--fpr 0.1 needs normal images.*pass --normal"):
+        predict_folder(result, data.flat, tmp_path / "x", fpr=0.1, device="cpu")
+    assert not (tmp_path / "x").exists()
+    assert (
+        predict_folder(result, data.flat, tmp_path / "same", fpr=0.25, device="cpu")["normal_source"]["kind"]
+        == "run"
+    )
+
+    # the command line says where the thresholds came from
+    parser = argparse.ArgumentParser(prog="texad")
+    add_parsers(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["predict", "--model", str(result), "--images", str(data.flat), "--out",
+                              str(tmp_path / "cli"), "--device", "cpu"])  # fmt: skip
+    assert args.fpr is None and args.func(args) == 0
+    assert "the run's fpr thresholds" in capsys.readouterr().out
+
+    # rule f1_max: labelled optimistic wherever it is used
+    _with_thresholds(data, draem_run, "draem", "draem", tmp_path / "results", {"rule": "f1_max", "fpr": 0.01})
+    warnings: list[str] = []
+    rec = predict_folder(result, data.flat, tmp_path / "f1", device="cpu", warn=warnings.append)
+    assert rec["optimistic"] is True and rec["normal_source"]["rule"] == "f1_max" and rec["fpr"] is None
+    assert any("optimistic" in w for w in warnings)
+    # a class without masks has no pixel threshold: the overlays outline nothing, the colours span the maps
+    no_pixel = {**json.loads(file.read_text()), "pixel_threshold": None, "pixel_threshold_reason": "no masks"}
+    file.write_text(json.dumps(no_pixel))
+    rec = predict_folder(result, data.flat, tmp_path / "nopix", device="cpu", warn=warnings.append)
+    assert rec["pixel_threshold"] is None and any("no pixel threshold: no masks" in w for w in warnings)
+    assert len(list((tmp_path / "nopix" / "overlays").iterdir())) == len(data.labels)
+
+    # a file left from another run of the same name is not used silently
+    stale = json.loads(file.read_text())
+    stale["model"]["config_hash"] = "0" * 12
+    file.write_text(json.dumps(stale))
+    with pytest.raises(ValueError, match="another run of this name"):
+        predict_folder(result, data.flat, tmp_path / "stale", device="cpu")
+
+
+def test_method_b_with_its_run_thresholds_fuses_as_the_benchmark(data, method_b_run, tmp_path):
+    """The run's thresholds were chosen on maps fused at the test set's scale: with no image set to fix a scale
+    on, Method B must fuse each folder at its own (--fusion-scale folder), as the benchmark did."""
+    result = _with_thresholds(
+        data, method_b_run, "ddpm", "method_b", tmp_path / "results", {"rule": "fpr", "fpr": 0.0}
+    )
+    with pytest.raises(ValueError, match="--fusion-scale folder"):
+        predict_folder(result, data.flat, tmp_path / "x", device="cpu")
+    rec = predict_folder(
+        result, data.flat, tmp_path / "out", device="cpu", fusion_scale="folder", batch_size=5
+    )
+    bench = _benchmark_scores(data, "method_b")
+    assert rec["image_threshold"] == bench[data.labels == 0].max()  # fpr 0: the largest normal test score
+    np.testing.assert_allclose(_scores(tmp_path / "out")[1], bench, rtol=1e-5, atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- errors
 def test_corrupt_image_is_named_and_nothing_is_written(data, simplenet_run, tmp_path):
     images = tmp_path / "images"

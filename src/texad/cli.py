@@ -15,6 +15,7 @@ from pathlib import Path
 
 from texad import __version__
 from texad.cost.cli import add_parsers as add_cost_parsers
+from texad.evaluation.thresholds_cli import add_parsers as add_threshold_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
 from texad.rehearsal.cli import add_parsers as add_rehearsal_parsers
 from texad.report.figures_cli import add_parsers as add_figure_parsers
@@ -353,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_figure_parsers(sub)
     add_paper_table_parsers(sub)
     add_cost_parsers(sub)
+    add_threshold_parsers(sub)
     add_predict_parsers(sub)
     add_rehearsal_parsers(sub)
     return parser

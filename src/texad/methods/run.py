@@ -5,8 +5,8 @@ through it, so the evaluation grid, the per-image noise seeds, the timings, the 
 result JSON are the same code for all of them.
 
 A run writes one result JSON (``texad.results.record``) and one ``.npz`` beside it with the maps on the
-evaluation grid (float16), the image scores, labels, image paths and, for reconstruction methods, the
-reconstructions (uint8, N x H x W x 3) used by the Figure-1 grids.
+evaluation grid (float16), the image scores, labels, the masks on the grid (bool), image paths and, for
+reconstruction methods, the reconstructions (uint8, N x H x W x 3) used by the Figure-1 grids.
 """
 
 from __future__ import annotations
@@ -146,6 +146,7 @@ def run_class(
         maps=on_grid.astype(np.float16),
         scores=np.asarray(scores).astype(np.float32),
         labels=labels,
+        masks=np.asarray(masks, dtype=bool),  # as the metrics saw them: thresholds are chosen on them later
         paths=np.array([str(s.path) for s in data.samples]),
         **arrays,
     )

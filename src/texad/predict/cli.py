@@ -28,10 +28,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
         settings=_settings(args.settings), fusion_scale=args.fusion_scale, device=args.device,
         batch_size=args.batch_size, weights_cache=args.weights_cache, overwrite=args.overwrite,
     )  # fmt: skip
+    source = record["normal_source"]
+    if source["kind"] == "run":
+        how = f"the run's {source['rule']} thresholds, {source['file']}"
+        how += ", optimistic" if source["optimistic"] else ""
+    else:
+        how = f"fpr {record['fpr']:g} on {record['n_normal']} {source['kind']} images"
     print(
         f"{record['method']}: {record['n_anomalous']} of {record['n_images']} images anomalous at image threshold "
-        f"{record['image_threshold']:.6g} (fpr {record['fpr']:g} on {record['n_normal']} "
-        f"{record['normal_source']['kind']} images); outputs in {args.out}"
+        f"{record['image_threshold']:.6g} ({how}); outputs in {args.out}"
     )
     return 0
 
@@ -42,7 +47,8 @@ def add_parsers(sub) -> None:
         "predict",
         help="apply a trained model to a folder of new images: scores, maps, overlays, threshold",
         description="Score every image of --images with a trained model (a benchmark result JSON: its models and "
-        "recorded settings; or a model file: the settings it was trained with) and threshold at --fpr on --normal.",
+        "recorded settings; or a model file: the settings it was trained with) and threshold at --fpr on --normal "
+        "(without --normal: the run's thresholds, <result>.threshold.json from texad threshold, when there).",
     )
     p.add_argument("--model", required=True, help="result JSON (results/runs/...) or model file (*.pt)")
     p.add_argument(
@@ -51,13 +57,23 @@ def add_parsers(sub) -> None:
     p.add_argument(
         "--out", required=True, help="output folder (scores.csv, threshold.json, maps/, overlays/)"
     )
-    p.add_argument("--normal", help="known-good images the model did not train on: they set the threshold")
+    p.add_argument(
+        "--normal",
+        help="known-good images the model did not train on: they set the threshold (without them, a result JSON's "
+        "<stem>.threshold.json from texad threshold sets it)",
+    )
     p.add_argument(
         "--train-images",
         help="the model's training images (<class>/train/good): the train_stats normalisation (Method A, and "
-        "Method B when set), and the threshold when --normal is not given (optimistic)",
+        "Method B when set), and the threshold when neither --normal nor the run's threshold file is there "
+        "(optimistic)",
     )
-    p.add_argument("--fpr", type=float, default=0.01, help="false-alarm rate allowed on the normal images")
+    p.add_argument(
+        "--fpr",
+        type=float,
+        help="false-alarm rate allowed on the normal images (default 0.01; not with the run's "
+        "threshold file, which was chosen at its own)",
+    )
     p.add_argument("--settings", help="inference-setting overrides: a part of the method's config block as JSON, "
                    "e.g. '{\"inference\": {\"smoothing_sigma\": 2}}' (Method A/B) or '{\"score_pool\": 5}' (DRAEM)")  # fmt: skip
     p.add_argument("--fusion-scale", choices=["normal", "folder"], default="normal",

@@ -18,11 +18,15 @@ An output that exists already is refused (the message names it, and the model of
 touched, so maps of images no longer in ``--images`` stay behind (``scores.csv`` lists this run's images).
 ``threshold.json`` also lists every normal image's score, to see which ones sit near the threshold.
 
-Thresholds (``fpr``): the image threshold is the normal score of 0-based rank ``ceil((1 - fpr) (n - 1))``
-among the n normal images' sorted scores (numpy's ``quantile(..., 1 - fpr, method="higher")``), so at most a
-fraction ``fpr`` of them lies above it; with fewer than 1/fpr normal images that is their maximum. The pixel threshold is the same
-quantile over every pixel of the normal images' maps. Heatmap colours run from the normal maps' median value
-(bottom of the scale) through the pixel threshold (middle) to twice that distance (top, clipped).
+Thresholds (``fpr``, default 0.01): the image threshold is the normal score of 0-based rank
+``ceil((1 - fpr) (n - 1))`` among the n normal images' sorted scores (numpy's ``quantile(..., 1 - fpr,
+method="higher")``, :func:`texad.evaluation.thresholds.quantile_threshold`), so at most a fraction ``fpr`` of them
+lies above it; with fewer than 1/fpr normal images that is their maximum. The pixel threshold is the same quantile
+over every pixel of the normal images' maps. Without ``--normal``, a result JSON with its run's threshold file
+beside it (``<stem>.threshold.json``, ``texad threshold``: chosen on the run's normal test images, or at F1-max on
+its test set, optimistic) gives both thresholds instead, and ``--train-images`` serve the normalisation (and
+Method B's fusion scale) only. Heatmap colours run from the normal maps' median value (bottom of the scale)
+through the pixel threshold (middle) to twice that distance (top, clipped).
 
 Noise (the diffusion methods): image i of a folder draws its noise from
 ``image_seed(seed, key, i)`` (:mod:`texad.methods.base`) with the run's seed (a model file: its training
@@ -50,10 +54,12 @@ import numpy as np
 from texad.atomic import atomic_write, atomic_write_text
 from texad.data.layout import IMAGE_SUFFIXES, Sample
 from texad.data.mvtec import MVTecDataset
+from texad.evaluation.thresholds import quantile_threshold, read_thresholds, threshold_path
 
 __all__ = ["FUSION_SCALES", "list_images", "load_images", "quantile_threshold", "predict_folder"]
 
 FUSION_SCALES = ("normal", "folder")
+DEFAULT_FPR = 0.01  # false-alarm rate allowed on --normal (or --train-images) when none is given
 SCORES = "scores.csv"
 THRESHOLD = "threshold.json"
 _OUTLINE = (255, 0, 255)
@@ -85,10 +91,13 @@ def _unique_stems(paths: Sequence[Path]) -> None:
         seen[p.stem] = p
 
 
-def quantile_threshold(values: np.ndarray, fpr: float) -> float:
-    """The ``1 - fpr`` quantile of ``values`` taken at a data point at or above it (at most a fraction
-    ``fpr`` of the values is larger)."""
-    return float(np.quantile(np.asarray(values, dtype=np.float64).ravel(), 1.0 - fpr, method="higher"))
+def _run_threshold_file(model: str | Path) -> Path | None:
+    """The run's threshold file beside a result JSON (``texad threshold``), when there is one."""
+    model = Path(model)
+    if model.suffix != ".json":
+        return None
+    path = threshold_path(model)
+    return path if path.is_file() else None
 
 
 def _sha256(path: Path) -> str:
@@ -165,9 +174,9 @@ def _colour(maps: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return (colormaps["jet"](t)[..., :3] * 255.0).round().astype(np.uint8)
 
 
-def _overlay(path: Path, amap: np.ndarray, view, pixel_thr: float, lo: float, hi: float) -> np.ndarray:
+def _overlay(path: Path, amap: np.ndarray, view, pixel_thr: float | None, lo: float, hi: float) -> np.ndarray:
     """The original image with the map (resized onto the part it covers) blended in, above-threshold region
-    outlined."""
+    outlined (nothing outlined without a pixel threshold)."""
     from scipy import ndimage as ndi
 
     from texad.data.mvtec import read_image
@@ -181,7 +190,7 @@ def _overlay(path: Path, amap: np.ndarray, view, pixel_thr: float, lo: float, hi
     region = image[top : top + vh, left : left + vw]
     region[:] = (1 - _ALPHA) * region + _ALPHA * _colour(m, lo, hi)
     out = image.round().clip(0, 255).astype(np.uint8)
-    above = m > pixel_thr
+    above = m > pixel_thr if pixel_thr is not None else np.zeros(m.shape, bool)
     width = max(1, round(min(h, w) / 256))
     edge = above & ~ndi.binary_erosion(above, iterations=width, border_value=1)
     out[top : top + vh, left : left + vw][edge] = _OUTLINE
@@ -227,7 +236,7 @@ def predict_folder(
     *,
     normal: str | Path | None = None,
     train_images: str | Path | None = None,
-    fpr: float = 0.01,
+    fpr: float | None = None,
     settings: dict | None = None,
     fusion_scale: str = "normal",
     device: str = "auto",
@@ -237,7 +246,8 @@ def predict_folder(
     warn: Callable[[str], None] = _warn,
 ) -> dict:
     """Score every image of ``images`` with ``model`` (a result JSON or a model file), threshold at ``fpr``
-    on ``normal`` (else on ``train_images``, with a warning) and write the outputs into ``out``.
+    (None: 0.01) on ``normal`` (else with the run's threshold file beside a result JSON, else on
+    ``train_images`` with a warning) and write the outputs into ``out``.
 
     ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by the
     ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``, a part of the
@@ -250,14 +260,14 @@ def predict_folder(
 
     import texad
     from texad.methods import get
-    from texad.methods.base import Runtime, image_seed, resolve_device, variant_settings
+    from texad.methods.base import Detector, Runtime, image_seed, resolve_device, variant_settings
     from texad.methods.jobs import method_settings
     from texad.methods.run import score_images
     from texad.results.record import collect_versions, device_info, utc_now
 
     from .models import resolve_model, with_overrides
 
-    if not (isinstance(fpr, int | float) and 0.0 < fpr < 1.0):
+    if fpr is not None and not (isinstance(fpr, int | float) and 0.0 < fpr < 1.0):
         raise ValueError(f"--fpr must lie strictly between 0 and 1, got {fpr!r}")
     if fusion_scale not in FUSION_SCALES:
         raise ValueError(f"--fusion-scale must be one of {FUSION_SCALES}, got {fusion_scale!r}")
@@ -269,15 +279,24 @@ def predict_folder(
     if not overwrite:
         _refuse_existing(out, query)
 
-    if normal_paths is None and train_paths is None:
+    run_file = _run_threshold_file(model) if normal_paths is None else None  # --normal wins
+    if normal_paths is None and train_paths is None and run_file is None:
         raise ValueError(
             "the threshold needs known-good images the model did not train on: pass --normal DIR (texad results "
             "and model files do not record their class folder; --train-images <class>/train/good gives an "
-            "optimistic threshold)"
+            "optimistic threshold), or run `texad threshold` on the result JSON: its <stem>.threshold.json beside "
+            "it gives the run's thresholds"
         )
 
     dev = resolve_device(device)
     ref = resolve_model(model)
+    run_thr = None if run_file is None else read_thresholds(run_file, ref.result)
+    if run_thr is not None and fpr is not None and (run_thr["rule"] != "fpr" or run_thr["fpr"] != fpr):
+        chosen = f"fpr {run_thr['fpr']:g}" if run_thr["rule"] == "fpr" else run_thr["rule"]
+        raise ValueError(
+            f"--fpr {fpr:g} needs normal images to threshold on; without --normal the run's threshold file "
+            f"{run_file} ({chosen}) is used: pass --normal DIR to threshold at --fpr {fpr:g}, or leave --fpr out"
+        )
     config = {**with_overrides(ref, settings), "device": dev}
     method = get(ref.method)
     run_settings = variant_settings(method.variants(method_settings(config, ref.method, ref.run.class_name)),
@@ -301,15 +320,35 @@ def predict_folder(
             f"{ref.settings_source} does not record its class folder: pass --train-images "
             f"(e.g. <{ref.run.dataset} root>/{ref.run.class_name}/train/good)"
         )
-    if normal_paths is not None:
+    # a transductive protocol (Method B's fusion scale) fixes its scale on a set of images before scoring alone
+    rescales = fusion_scale == "normal" and type(det).calibrate is not Detector.calibrate
+    if run_thr is not None:
+        source = {"kind": "run", "file": str(run_file.resolve()), "rule": run_thr["rule"], "fpr": run_thr["fpr"],
+                  "optimistic": run_thr["optimistic"]}  # fmt: skip
+        if rescales and train_paths is None:
+            raise ValueError(
+                f"{ref.method} fuses its maps at the scale of a set of images: with the run's thresholds and no "
+                "--normal, pass --train-images to fix that scale on the training images, or --fusion-scale folder "
+                "(each folder at its own scale, as the benchmark fused the test set the thresholds come from)"
+            )
+        if rescales:
+            note("the run's thresholds were chosen on maps fused at its test set's own scale; these are fused at "
+                 "the training images' (--fusion-scale normal): --fusion-scale folder fuses as the benchmark did")  # fmt: skip
+        if settings:
+            note(f"the run's thresholds ({run_file.name}) were chosen with the run's own settings, not with the "
+                 "--settings overrides; pass --normal to threshold under the overrides")  # fmt: skip
+        if run_thr["optimistic"]:
+            note(f"the run's thresholds are {run_thr['rule']}: chosen with its test labels, so optimistic")
+    elif normal_paths is not None:
         source = {"kind": "normal", "folder": str(Path(normal).resolve())}
     else:
         source = {"kind": "train", "folder": str(Path(train_images).resolve())}
         note("no --normal: the threshold is chosen on the model's training images, which it fits better than new "
              "normal images; expect more false alarms than fpr says. Pass --normal with held-out good images")  # fmt: skip
-    overlap = {p.resolve() for p in query} & {p.resolve() for p in (normal_paths or train_paths)}
-    if overlap:
-        note(f"{len(overlap)} image(s) of --images are also threshold images (e.g. {sorted(overlap)[0]})")
+    if run_thr is None:
+        overlap = {p.resolve() for p in query} & {p.resolve() for p in (normal_paths or train_paths)}
+        if overlap:
+            note(f"{len(overlap)} image(s) of --images are also threshold images (e.g. {sorted(overlap)[0]})")
 
     def seeds(key: str, n: int) -> list[int]:
         return [image_seed(ref.run.seed, key, i) for i in range(n)]
@@ -326,34 +365,59 @@ def predict_folder(
         if det.needs_fit:
             limit = det.fit_images or len(train_paths)  # the first ones, as the benchmark run took them
             det.fit(det.prepare(x_train[:limit]), seeds(f"{cls}/train", min(limit, len(train_paths))))
+        threshold_set = None
         if x_normal is not None:
             threshold_set = score_images(det, x_normal, seeds(f"{cls}/normal", len(normal_paths)))
-        else:
+        elif run_thr is None or rescales:  # with the run's thresholds: only to fix the fusion scale
             threshold_set = score_images(det, x_train, seeds(f"{cls}/train", len(train_paths)))
-        if fusion_scale == "normal":  # later images are scored at the normal images' scale, each on its own
+        if threshold_set is not None and fusion_scale == "normal":  # then each image is scored on its own
             threshold_set = det.calibrate(threshold_set)
         scored = score_images(det, x_query, seeds(cls, len(query)))
-    n_maps, n_scores = threshold_set.maps, threshold_set.scores
     q_maps, q_scores = scored.maps, scored.scores
-    for name, values, paths in (
-        ("normal", n_scores, normal_paths or train_paths),
-        ("--images", q_scores, query),
-    ):
+    checked = [("--images", q_scores, query)]
+    if run_thr is None:
+        n_maps, n_scores = threshold_set.maps, threshold_set.scores
+        checked.insert(0, ("normal", n_scores, normal_paths or train_paths))
+    for name, values, paths in checked:
         bad = [p.name for p, v in zip(paths, values, strict=True) if not math.isfinite(float(v))]
         if bad:
             raise ValueError(
                 f"{ref.method} gave non-finite scores for {len(bad)} {name} image(s), e.g. {bad[0]}"
             )
 
-    n_normal = len(n_scores)
-    image_thr = quantile_threshold(n_scores, fpr)
-    pixel_thr = quantile_threshold(n_maps, fpr)
-    is_max = image_thr == float(np.max(n_scores))
-    if n_normal < 1.0 / fpr:
-        note(f"only {n_normal} normal images (fewer than 1/fpr = {1.0 / fpr:g}): the image threshold is their "
-             "maximum score, so the false-alarm rate is not controlled at fpr")  # fmt: skip
-    lo = min(float(np.median(n_maps)), pixel_thr)
-    hi = pixel_thr + max(pixel_thr - lo, 1e-6 * max(abs(pixel_thr), 1.0))
+    if run_thr is None:
+        fpr = DEFAULT_FPR if fpr is None else fpr
+        n_normal = len(n_scores)
+        image_thr = quantile_threshold(n_scores, fpr)
+        pixel_thr = quantile_threshold(n_maps, fpr)
+        is_max = image_thr == float(np.max(n_scores))
+        median = float(np.median(n_maps))
+        normal_scores = {p.name: float(v) for p, v in zip(normal_paths or train_paths, n_scores, strict=True)}
+        rule = "numpy.quantile(normal values, 1 - fpr, method='higher'); anomalous = score > threshold"
+        optimistic = normal_paths is None
+        if n_normal < 1.0 / fpr:
+            note(f"only {n_normal} normal images (fewer than 1/fpr = {1.0 / fpr:g}): the image threshold is their "
+                 "maximum score, so the false-alarm rate is not controlled at fpr")  # fmt: skip
+    else:
+        fpr, n_normal = run_thr["fpr"], run_thr["n_normal"]
+        image_thr, pixel_thr = run_thr["image_threshold"], run_thr["pixel_threshold"]
+        is_max = bool((run_thr["threshold_is_max"] or {}).get("image"))
+        median = run_thr["normal_pixel_median"]
+        normal_scores = {}  # the run's normal test images were scored by the benchmark, not here
+        rule = f"the run's threshold file ({run_thr['chosen_on']}); anomalous = score > threshold"
+        optimistic = bool(run_thr["optimistic"])
+        if is_max and fpr:  # fpr 0 asks for the largest score
+            note(f"the run's image threshold is the largest score of its {n_normal} normal test images (fewer than "
+                 f"1/fpr = {1.0 / fpr:g} of them), so the false-alarm rate is not controlled at fpr")  # fmt: skip
+    if median is None:  # no normal image anywhere: the bottom of the colour scale from these maps
+        median = float(np.median(q_maps))
+    if pixel_thr is None:  # the run has no pixel threshold (no masks): colours over these maps, no outline
+        note(f"no pixel threshold: {run_thr['pixel_threshold_reason']}; the overlays outline nothing")
+        lo, top = median, float(np.max(q_maps))
+        hi = max(top, lo + 1e-6 * max(abs(lo), 1.0))
+    else:
+        lo = min(median, pixel_thr)
+        hi = pixel_thr + max(pixel_thr - lo, 1e-6 * max(abs(pixel_thr), 1.0))
     q_scores = np.asarray(q_scores, dtype=np.float64)
     flags = q_scores > image_thr
     view = _view(det.load_size, det.crop)
@@ -380,13 +444,12 @@ def predict_folder(
         "fpr": fpr,
         "image_threshold": image_thr,
         "pixel_threshold": pixel_thr,
-        "threshold_rule": "numpy.quantile(normal values, 1 - fpr, method='higher'); anomalous = score > threshold",
+        "threshold_rule": rule,
         "image_threshold_is_max": bool(is_max),
+        "optimistic": optimistic,
         "n_normal": n_normal,
         "normal_source": source,
-        "normal_scores": {
-            p.name: float(v) for p, v in zip(normal_paths or train_paths, n_scores, strict=True)
-        },
+        "normal_scores": normal_scores,
         "images": str(Path(images).resolve()),
         "n_images": len(query),
         "n_anomalous": int(flags.sum()),

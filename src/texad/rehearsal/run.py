@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from texad.evaluation.thresholds import SUFFIX as THRESHOLD_SUFFIX
 from texad.rehearsal.workspace import Sizes, build_workspace
 
 __all__ = ["PROFILES", "Profile", "RehearsalError", "check_outputs", "merged_config", "rehearse"]
@@ -116,6 +117,8 @@ def check_outputs(workdir: Path, config: dict) -> dict:
         if not (workdir / target).is_file():
             raise RehearsalError(f"{target} was not written")
     for path in sorted((workdir / "results" / "runs").rglob("*.json")):
+        if path.name.endswith(THRESHOLD_SUFFIX):  # a run's thresholds, beside its result
+            continue
         n = json.loads(path.read_text())["metrics"]["n_images"]
         runs[str(path.relative_to(workdir))] = n
         if n < 2:

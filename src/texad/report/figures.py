@@ -116,6 +116,7 @@ class MapsFile:
     labels: np.ndarray  # (N,) 0 normal / 1 anomalous
     paths: tuple[str, ...]  # test image paths, relative to the repository root
     reconstructions: np.ndarray | None  # (N, h, w, 3) uint8 for the diffusion methods
+    masks: np.ndarray | None = None  # (N, H, W) bool on the grid; None in older maps files
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -143,7 +144,7 @@ def load_maps(path: str | Path) -> MapsFile:
             f"maps file {path} lacks {', '.join(missing)}; it must be written by texad.methods.run.save_maps"
         )
     maps, n = arrays["maps"], len(arrays["scores"])
-    recon = arrays.get("reconstructions")
+    recon, masks = arrays.get("reconstructions"), arrays.get("masks")
     problems = []
     if maps.ndim != 3 or len(maps) != n:
         problems.append(f"maps has shape {maps.shape}, expected ({n}, H, W)")
@@ -155,6 +156,8 @@ def load_maps(path: str | Path) -> MapsFile:
         problems.append("labels must be 0 or 1")
     if recon is not None and (recon.ndim != 4 or len(recon) != n):
         problems.append(f"reconstructions has shape {recon.shape}, expected ({n}, h, w, 3)")
+    if masks is not None and masks.shape != maps.shape:
+        problems.append(f"masks has shape {masks.shape}, expected the maps' {maps.shape}")
     if n == 0:
         problems.append("it holds no test image")
     if problems:
@@ -166,6 +169,7 @@ def load_maps(path: str | Path) -> MapsFile:
         labels=arrays["labels"].astype(np.int64),
         paths=tuple(str(p) for p in arrays["paths"]),
         reconstructions=recon,
+        masks=None if masks is None else masks.astype(bool),
     )
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from texad.config.schema import ConfigError
+from texad.evaluation.thresholds import SUFFIX as THRESHOLD_SUFFIX
 from texad.results.record import atomic_write_text, read_result
 from texad.results.tables import format_latex, format_markdown
 
@@ -78,7 +79,9 @@ def _result_files(paths_or_dirs) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths_or_dirs):
         if p.is_dir():
-            files.extend(sorted(f for f in p.rglob("*.json") if f.is_file() and not f.name.startswith(".")))
+            found = (f for f in p.rglob("*.json") if f.is_file() and not f.name.startswith("."))
+            # a run's threshold file sits beside its result
+            files.extend(sorted(f for f in found if not f.name.endswith(THRESHOLD_SUFFIX)))
         elif p.is_file():
             files.append(p)
         else:
@@ -124,7 +127,7 @@ def collect(paths_or_dirs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     """One row per result JSON found in ``paths_or_dirs`` (files, or folders searched recursively).
 
     Every ``*.json`` under a folder must be a valid result (point it at the runs folder, not at one that
-    holds other JSON files); a malformed or invalid one raises ConfigError naming the file, and so does a
+    holds other JSON files; the runs' ``*.threshold.json`` beside them are skipped); a malformed or invalid one raises ConfigError naming the file, and so does a
     run (dataset, class, method, variant, seed) found in two files.  Columns: the run key, one per metric,
     one per timing, then ``resolution`` (a string: "256" or "native"), ``fpr_limit``, ``device``,
     ``precision``, ``run_name``, ``config_hash``, ``model_hash``, ``created`` and ``path``.  Rows are
@@ -280,6 +283,15 @@ def _split_label(label: str) -> tuple[str, str]:
 # ----------------------------------------------------------------------------------------------------
 # writing
 # ----------------------------------------------------------------------------------------------------
+def with_class_titles(df: pd.DataFrame, titles: dict[str, str] | None) -> pd.DataFrame:
+    """``df`` with each class that ``titles`` names ("dataset/class" -> title) shown by its title: a user's class
+    folder whose own name was not safe in file names appears as ``safe (folder name)``."""
+    if not titles:
+        return df
+    keys = df["dataset"] + "/" + df["class"]
+    return df.assign(**{"class": [titles.get(k, c) for k, c in zip(keys, df["class"], strict=True)]})
+
+
 def write_tables(
     df: pd.DataFrame,
     out_dir: str | Path,
