@@ -41,7 +41,11 @@ def test_shipped_configs_are_valid():
 
 def test_defaults_are_filled_from_the_schema():
     cfg = validate_config(MINIMAL)
-    assert cfg["evaluation"] == {"resolution": 256, "fpr_limit": 0.3, "threshold": {"rule": "fpr", "fpr": 0.01}}
+    assert cfg["evaluation"] == {
+        "resolution": 256,
+        "fpr_limit": 0.3,
+        "threshold": {"rule": "fpr", "fpr": 0.01},
+    }
     assert cfg["seeds"] == [0]
     assert cfg["datasets"]["synthetic"]["classes"] == ["woven", "carpet", "wood"]
     assert MINIMAL["datasets"]["synthetic"] == {"enabled": True}  # the input is not modified

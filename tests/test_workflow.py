@@ -78,7 +78,9 @@ def test_paper_config_plans_every_data_job():
                         "train_draem": 24, "adapt_features": 9}  # fmt: skip
     # 1075 without the official variants (issue 19): + 8 SimpleNet models and 8 runs each of SimpleNet, Method B
     # and DRAEM
-    assert sum(counts.values()) == 1075 + 32
+    assert sum(counts.values()) == 1075 + 32 + 96
+    # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
+    assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
         assert f"/{name}/layout.json" in run.stdout + run.stderr
 
@@ -108,6 +110,7 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "train_draem": 3,
         "draem": 3,
         "aggregate": 1,
+        "threshold": 4 * 3,  # a deployment threshold beside each default run
         # the report: tables (4 benchmark, 4 paper, 2 ablation) as HTML, and the figures
         "paper_table": 4,
         "table_html": 10,

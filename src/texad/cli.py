@@ -113,10 +113,19 @@ def cmd_check_class(args) -> int:
     from texad.data.layout import check_class, scan_class
 
     class_dir = Path(args.class_dir)
-    if args.dataset == "synthetic":
-        manifest = read_marker(Path(args.manifest)) if args.manifest else None
+    manifest = read_marker(Path(args.manifest)) if args.manifest else None
+    if args.manifest and manifest is None:
+        raise FileNotFoundError(
+            f"class manifest {args.manifest} is missing: run `texad synth` / `texad index-folder`"
+        )
+    if manifest is not None and "report" in manifest:  # a user's folder: its view against its index
+        indexed = manifest["report"]
+        report = {**indexed, **check_class(class_dir, {"counts": indexed["counts"]})}
+    elif args.dataset == "synthetic":
         if manifest is None:
-            raise FileNotFoundError(f"synthetic manifest {args.manifest} is missing: run `texad synth` first")
+            raise FileNotFoundError(
+                "the synthetic set needs --manifest (the generator's): run `texad synth` first"
+            )
         report = check_class(class_dir, {"counts": {k: v for k, v in manifest["counts"].items() if v},
                                          "modes": {manifest["mode"]: None}})  # fmt: skip
     else:
@@ -133,6 +142,23 @@ def cmd_check_class(args) -> int:
     return 0
 
 
+def cmd_index_folder(args) -> int:
+    from texad.config import validate_config
+    from texad.data.folder import FolderSpec, index_class, safe_name
+
+    block = json.loads(args.settings)
+    entry = validate_config({"datasets": {"folder": [block]}}, partial=True)["datasets"]["folder"][0]
+    spec = FolderSpec.from_config(entry, args.index)
+    manifest = index_class(spec, safe_name(args.class_name), args.class_name, view=Path(args.view),
+                           marker=Path(args.marker))  # fmt: skip
+    r = manifest["report"]
+    print(f"{spec.name}/{r['class']}: {r['n_train']} train, {r['n_test']} test ({r['n_defective']} defective), "
+          f"{r['skipped']['n']} file(s) not used; view in {args.view}")  # fmt: skip
+    for note in r["notes"]:
+        print(f"  note: {note}")
+    return 0
+
+
 def cmd_contact_sheet(args) -> int:
     from texad.report.contact_sheet import make_contact_sheet
 
@@ -142,9 +168,10 @@ def cmd_contact_sheet(args) -> int:
 
 
 def cmd_aggregate(args) -> int:
-    from texad.results.aggregate import collect, write_tables
+    from texad.results.aggregate import collect, with_class_titles, write_tables
 
-    df = collect([Path(p) for p in args.results])
+    titles = json.loads(args.class_titles) if args.class_titles else None
+    df = with_class_titles(collect([Path(p) for p in args.results]), titles)
     written = write_tables(df, Path(args.out_dir), metrics=tuple(args.metrics))
     for path in written:
         print(path)
@@ -276,11 +303,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "check-class", help="count a class folder against the expected layout; write a JSON report"
     )
-    p.add_argument("--dataset", required=True, choices=["mvtec_ad", "dtd_synthetic", "synthetic"])
+    p.add_argument(
+        "--dataset", required=True, help="mvtec_ad, dtd_synthetic, synthetic or a datasets.folder name"
+    )
     p.add_argument("--class-dir", required=True)
-    p.add_argument("--manifest", help="the synthetic generator's manifest (dataset synthetic)")
+    p.add_argument(
+        "--manifest", help="the class's manifest (the synthetic set's generator, a user folder's index)"
+    )
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_check_class)
+
+    p = sub.add_parser(
+        "index-folder",
+        help="check one class of a user's image folder (datasets.folder) and build its view in the MVTec layout",
+    )
+    p.add_argument("--settings", required=True, help="the dataset's datasets.folder entry as JSON")
+    p.add_argument("--index", required=True, type=int, help="the entry's position in datasets.folder")
+    p.add_argument("--class-name", required=True, help="the class folder's name")
+    p.add_argument("--view", required=True, help="where the view (symbolic links) goes")
+    p.add_argument("--marker", required=True, help="the manifest, written last")
+    p.set_defaults(func=cmd_index_folder)
 
     p = sub.add_parser("contact-sheet", help="PNG of normal images, defects and masks of one class")
     p.add_argument("--class-dir", required=True)
@@ -335,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", nargs="+", required=True, help="result JSON files or folders holding them")
     p.add_argument("--out-dir", required=True)
     p.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro", "pixel_ap"])
+    p.add_argument(
+        "--class-titles", help='JSON {"dataset/class": "title"}: how tables name renamed user classes'
+    )
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser(

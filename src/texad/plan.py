@@ -15,6 +15,8 @@ from functools import cache, cached_property
 from typing import Any
 
 from texad.config import ConfigError, canonical_json, validate_config
+from texad.data.folder import FolderSpec, class_names, fingerprint
+from texad.data.layout import LayoutError
 from texad.methods import METHODS, get, model_owner
 from texad.methods.base import OFFICIAL, RunKey, official_variant, run_variants
 
@@ -66,6 +68,10 @@ class Plan:
     def _check(self) -> None:
         """Build every enabled method's settings for every class now, so that a combination the schema cannot
         rule out (an image size the network cannot take) stops the workflow before any job starts."""
+        try:
+            _ = self._folder_classes  # users' class folders: a missing path or class stops the run here
+        except LayoutError as exc:
+            raise ConfigError(f"invalid config:\n  {exc}") from None
         problems = []
         stray = sorted(set(self.official_seeds()) - set(self.config["seeds"]))
         if stray:
@@ -73,6 +79,17 @@ class Plan:
                 f"official.seeds {stray} are not in seeds {self.config['seeds']}: an official variant is planned "
                 "beside the default run of the same seed (it reuses that run's model); add them to seeds or drop them"
             )
+        if "draem" in self.enabled_methods():
+            for name, classes in self._folder_classes.items():
+                if (
+                    len(classes) == 1
+                    and self.settings("draem", next(iter(classes))).anomaly_source == "synthetic"
+                ):
+                    problems.append(
+                        f"methods.draem.anomaly_source: synthetic pastes the other classes' training images as "
+                        f"anomalies, and dataset {name} has one class; set anomaly_source: dtd with "
+                        "datasets.dtd.enabled: true (DRAEM's own source), add a class, or disable DRAEM"
+                    )
         for method in self.enabled_methods():
             for _, cls in self.class_keys():
                 try:
@@ -88,12 +105,60 @@ class Plan:
     def dataset(self, name: str) -> dict:
         return self.config["datasets"].get(name, {"enabled": False})
 
+    @cached_property
+    def folders(self) -> dict[str, FolderSpec]:
+        """The users' own datasets (``datasets.folder``) by name."""
+        blocks = self.config["datasets"].get("folder", [])
+        return {b["name"]: FolderSpec.from_config(b, i) for i, b in enumerate(blocks)}
+
+    @cached_property
+    def _folder_classes(self) -> dict[str, dict[str, str]]:
+        """Safe class name -> the class folder's name, per user dataset (read from the disk once)."""
+        return {name: class_names(spec) for name, spec in self.folders.items()}
+
     def class_datasets(self) -> list[str]:
-        """The enabled datasets made of classes."""
-        return [d for d in CLASS_DATASETS if self.dataset(d)["enabled"]]
+        """The enabled datasets made of classes: the built-in ones, then the users' own."""
+        return [d for d in CLASS_DATASETS if self.dataset(d)["enabled"]] + list(self.folders)
+
+    def dataset_names(self) -> list[str]:
+        """Every dataset name a job may carry (the ``{dataset}`` wildcard)."""
+        return [*CLASS_DATASETS, "dtd", *self.folders]
+
+    def paper_datasets(self) -> list[str]:
+        """The datasets the papers' tables cover (users' own datasets go to the extended table only)."""
+        return [d for d in self.class_datasets() if d not in self.folders]
 
     def classes(self, dataset: str) -> list[str]:
+        if dataset in self.folders:
+            return list(self._folder_classes[dataset])
         return list(self.dataset(dataset)["classes"])
+
+    def class_title(self, dataset: str, cls: str) -> str:
+        """The name a table shows for a class: ``safe (folder name)`` where the folder's name was not safe."""
+        original = self._folder_classes.get(dataset, {}).get(cls, cls)
+        return cls if original == cls else f"{cls} ({original})"
+
+    def class_titles_arg(self) -> str:
+        """``--class-titles`` of the table jobs: the user classes whose folder name is not their safe name."""
+        titles = {
+            f"{d}/{c}": self.class_title(d, c) for d, c in self.class_keys() if self.class_title(d, c) != c
+        }
+        return f"--class-titles {settings_arg(titles)}" if titles else ""
+
+    def folder_index_args(self, dataset: str, cls: str) -> str:
+        """``texad index-folder`` arguments: the dataset's config entry and the class's folder name."""
+        spec = self.folders[dataset]
+        index = int(spec.key.rsplit("[", 1)[1].rstrip("]"))
+        return (
+            f"--settings {settings_arg(self.config['datasets']['folder'][index])} --index {index} "
+            f"--class-name {shlex.quote(self._folder_classes[dataset][cls])}"
+        )
+
+    def folder_fingerprint(self, dataset: str, cls: str) -> str:
+        """Relative path, size and mtime of every file of a user class folder, hashed: a parameter of its indexing
+        job, so that a changed folder makes every result built from it stale."""
+        spec = self.folders[dataset]
+        return fingerprint(spec.path / self._folder_classes[dataset][cls])
 
     def class_keys(self) -> list[tuple[str, str]]:
         """Every enabled (dataset, class)."""
@@ -110,11 +175,10 @@ class Plan:
     def class_dir(self, dataset: str, cls: str) -> str:
         return f"{self.dataset_root(dataset)}/{cls}"
 
-    @staticmethod
-    def stage_marker(dataset: str, cls: str) -> str:
-        """The completion marker of the job that puts a class folder in place."""
-        if dataset == "synthetic":
-            return f"resources/datasets/synthetic/{cls}.manifest.json"
+    def stage_marker(self, dataset: str, cls: str) -> str:
+        """The completion marker of the job that puts a class folder in place (a user class: its view)."""
+        if dataset == "synthetic" or dataset in self.folders:
+            return f"resources/datasets/{dataset}/{cls}.manifest.json"
         return f"resources/datasets/{dataset}.staged.json"
 
     def synth_args(self) -> str:
@@ -173,7 +237,20 @@ class Plan:
         raise ValueError(f"{method} defines no variant {variant!r} on class {cls!r}")
 
     def _fragment(self, settings: Any, keys: tuple[str, ...]) -> dict:
-        return {**{k: self.config[k] for k in keys}, **settings.to_config()}
+        top = {k: self.config[k] for k in keys}
+        if (
+            "evaluation" in top
+        ):  # the deployment threshold is chosen after a run (threshold_settings): not its input
+            top["evaluation"] = {k: v for k, v in top["evaluation"].items() if k != "threshold"}
+        return {**top, **settings.to_config()}
+
+    def threshold_settings(self) -> dict:
+        """The settings of a ``texad threshold`` job: ``evaluation.threshold`` alone."""
+        return {"evaluation": {"threshold": self.config["evaluation"]["threshold"]}}
+
+    def threshold_outputs(self) -> list[str]:
+        """The deployment thresholds beside every default run's result (``texad threshold``)."""
+        return [r.removesuffix(".json") + ".threshold.json" for r in self.method_results()]
 
     def run_settings(self, method: str, cls: str, variant: str) -> dict:
         """The settings of one run job: the method's block (its class resolved, the ablation reduced to the entry
@@ -295,7 +372,11 @@ class Plan:
         ]
 
     def paper_tables(self) -> list[str]:
-        return [t for t, needs in PAPER_TABLES.items() if set(needs) & set(self.enabled_methods())]
+        return [
+            t
+            for t, needs in PAPER_TABLES.items()
+            if set(needs) & set(self.enabled_methods()) and self.paper_table_results(t)
+        ]
 
     def paper_table_results(self, table: str) -> list[str]:
         results = self.method_results()
@@ -303,6 +384,8 @@ class Plan:
             results += self.ablation_results("method_a")
         else:  # the official protocol beside the fair default
             results += self.official_results(_TABLE_METHODS[table])
+        if table != "extended":  # the papers' tables cover their datasets; users' own go to the extended one
+            results = [r for r in results if r.split("/")[2] not in self.folders]
         return sorted(set(results))
 
     def default_maps(self, dataset: str, cls: str, methods: tuple[str, ...]) -> list[str]:
@@ -342,6 +425,7 @@ class Plan:
             targets.append("resources/datasets/dtd.staged.json")
         if self.method_results():
             targets.append("results/tables/image_auroc.csv")
+            targets += self.threshold_outputs()
         targets += [f"results/tables/ablation_{m}.csv" for m in ABLATED_METHODS if self.ablation_results(m)]
         targets += [f"results/report/tables/{g}/{t}.html" for g, t in self.report_tables()]
         return targets + self.report_figures()

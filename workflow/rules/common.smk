@@ -7,7 +7,6 @@ from snakemake.exceptions import WorkflowError
 from texad.config import ConfigError, validate_config
 from texad.plan import (
     ABLATED_METHODS,
-    CLASS_DATASETS,
     DIFFUSION_METHODS,
     METRIC_TABLES,
     PAPER_TABLES,
@@ -31,7 +30,7 @@ PUBLISHED = os.path.join(workflow.basedir, "workflow", "report", "published.yaml
 
 
 wildcard_constraints:
-    dataset="|".join(CLASS_DATASETS + ("dtd",)),
+    dataset="|".join(PLAN.dataset_names()),
     cls=r"[A-Za-z0-9_]+",
     seed=r"\d+",
     model_hash=r"[0-9a-f]+",

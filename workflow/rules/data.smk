@@ -23,6 +23,33 @@ rule synth_class:
         "{params.settings} > {log} 2>&1"
 
 
+# A user's class folder (datasets.folder), read in place: checked, and a view of symbolic links built in the MVTec
+# layout. The fingerprint (path, size and mtime of every file) is a parameter, so a changed folder reruns this job
+# and makes everything built from the class stale.
+rule index_folder_class:
+    output:
+        marker="resources/datasets/{dataset}/{cls}.manifest.json",
+    log:
+        "results/logs/index_folder/{dataset}/{cls}.log",
+    benchmark:
+        "results/benchmarks/index_folder/{dataset}/{cls}.tsv"
+    wildcard_constraints:
+        dataset="|".join(PLAN.folders) or "(?!)",
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        texad=PYTHON_TEXAD,
+        view=class_dir,
+        args=lambda wc: PLAN.folder_index_args(wc.dataset, wc.cls),
+        fingerprint=lambda wc: PLAN.folder_fingerprint(wc.dataset, wc.cls),
+    shell:
+        "{params.texad} index-folder {params.args} --view {params.view} --marker {output.marker} > {log} 2>&1"
+
+
 # Downloads run on the head node (localrule): cluster compute nodes often have no internet. Partial
 # archives live in resources/downloads, outside the declared output, so a killed download resumes.
 rule stage_dataset:
@@ -68,7 +95,9 @@ rule check_class:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
         manifest=lambda wc, input: (
-            f"--manifest {input.marker}" if wc.dataset == "synthetic" else ""
+            f"--manifest {input.marker}"
+            if input.marker.endswith(".manifest.json")
+            else ""
         ),
     shell:
         "{params.texad} check-class --dataset {wildcards.dataset} --class-dir {params.class_dir} "

@@ -22,9 +22,10 @@ rule aggregate:
         texad=PYTHON_TEXAD,
         out_dir=lambda wc, output: os.path.dirname(output.table),
         metrics=" ".join(METRIC_TABLES),
+        titles=PLAN.class_titles_arg(),
     shell:
         "{params.texad} aggregate --results {input.results} --out-dir {params.out_dir} "
-        "--metrics {params.metrics} > {log} 2>&1"
+        "--metrics {params.metrics} {params.titles} > {log} 2>&1"
 
 
 # One method's ablation (Method A: every T-scales point, the other measures, the shared DDPM, and the full
@@ -84,6 +85,36 @@ rule paper_table:
     params:
         texad=PYTHON_TEXAD,
         out_dir=lambda wc, output: os.path.dirname(output.table),
+        titles=PLAN.class_titles_arg(),
     shell:
         "{params.texad} paper-tables --results {input.results} --published {input.published} "
-        "--out-dir {params.out_dir} --tables {wildcards.table} > {log} 2>&1"
+        "--out-dir {params.out_dir} --tables {wildcards.table} {params.titles} > {log} 2>&1"
+
+
+# The deployment threshold of one run (image and pixel), chosen on its normal test images at evaluation.threshold's
+# false-positive rate, or at F1-max on the test set (labelled optimistic); `texad predict --model <result>` uses it.
+rule threshold:
+    input:
+        result="results/runs/{dataset}/{cls}/{method}/{variant}/seed{seed}.json",
+        maps="results/maps/{dataset}/{cls}/{method}/{variant}/seed{seed}.npz",
+    output:
+        "results/runs/{dataset}/{cls}/{method}/{variant}/seed{seed}.threshold.json",
+    log:
+        "results/logs/threshold/{dataset}/{cls}/{method}/{variant}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/threshold/{dataset}/{cls}/{method}/{variant}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="|".join(METHODS),
+    localrule: True
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        texad=PYTHON_TEXAD,
+        settings=settings_arg(PLAN.threshold_settings()),
+    shell:
+        "{params.texad} threshold --result {input.result} --maps {input.maps} --settings {params.settings} "
+        "--out {output} > {log} 2>&1"

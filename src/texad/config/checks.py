@@ -108,10 +108,36 @@ def _method_a_problems(config: dict) -> list[str]:
     return problems
 
 
+_FOLDER_LAYOUT_KEYS = ("normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
+_BUILT_IN_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic", "dtd")
+
+
+def _folder_problems(config: dict) -> list[str]:
+    """datasets.folder: unique names that are not built-in ones; the layout's keys."""
+    problems, seen = [], set()
+    for i, entry in enumerate(config.get("datasets", {}).get("folder", [])):
+        key = f"datasets.folder[{i}]"
+        if entry["name"] in _BUILT_IN_DATASETS:
+            problems.append(f"{key}.name: {entry['name']!r} is a built-in dataset's name; choose another")
+        elif entry["name"] in seen:
+            problems.append(f"{key}.name: {entry['name']!r} names two datasets; give each its own name")
+        seen.add(entry["name"])
+        given = [k for k in _FOLDER_LAYOUT_KEYS if entry[k] is not None]
+        if entry["layout"] == "folder" and entry["normal_dir"] is None:
+            problems.append(f"{key}.normal_dir: layout folder needs the folder (or glob) of normal images")
+        if entry["layout"] == "mvtec" and given:
+            problems.append(
+                f"{key}.{given[0]}: only layout folder reads {', '.join(_FOLDER_LAYOUT_KEYS)}; set layout: folder, "
+                "or remove the key (layout mvtec reads train/good, test/<defect> and ground_truth/<defect>)"
+            )
+    return problems
+
+
 def cross_key_problems(config: dict) -> list[str]:
     """Every cross-key problem of a config whose defaults are filled in (empty: none)."""
     return (
-        _trained_level_problems(config)
+        _folder_problems(config)
+        + _trained_level_problems(config)
         + _normalise_problems(config)
         + _method_a_problems(config)
         + _blur_kernel_problems(config)

@@ -146,6 +146,8 @@ def fill_defaults(instance: Any, schema: dict, root: dict | None = None) -> Any:
             if key in out:
                 out[key] = fill_defaults(out[key], sub_r, root)
         return out
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):  # e.g. datasets.folder entries
+        return [fill_defaults(item, schema["items"], root) for item in instance]
     return instance
 
 

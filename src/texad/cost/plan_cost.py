@@ -309,10 +309,14 @@ def plan_jobs(plan: Plan, cache: Path | None = None) -> list[JobWork]:
     keys = plan.class_keys()
     io = Counter()
     io["synth_class"] = sum(1 for d, _ in keys if d == "synthetic")
-    io["stage_dataset"] = len({d for d, _ in keys if d != "synthetic"}) + int(dtd_needed)
+    io["index_folder_class"] = sum(1 for d, _ in keys if d in plan.folders)
+    io["stage_dataset"] = len({d for d, _ in keys if d != "synthetic" and d not in plan.folders}) + int(
+        dtd_needed
+    )
     io["check_class"] = io["contact_sheet"] = len(keys)
     io["stage_weights"] = len(weights)
     io["aggregate"] = int(bool(plan.method_results()))
+    io["threshold"] = len(plan.threshold_outputs())
     io["ablation_table"] = sum(1 for m in ABLATED_METHODS if plan.ablation_results(m))
     io["paper_table"] = len(plan.paper_tables()) if plan.method_results() else 0
     io["table_html"] = len(plan.report_tables())

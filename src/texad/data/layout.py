@@ -7,6 +7,7 @@ Pairing is by file stem, never by sorted order, and any mismatch is an error tha
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from texad.data.catalog import DTD_EXPECTED_CATEGORIES, DTD_EXPECTED_IMAGES, Cla
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
+#: Written in the view of a user's class folder (:mod:`texad.data.folder`): what the view's layout cannot say.
+VIEW_INFO = ".texad_view.json"
 
 
 class DatasetError(RuntimeError):
@@ -53,6 +56,13 @@ def find_mask(class_dir: Path, defect: str, image: Path) -> Path | None:
     return None
 
 
+def image_metrics_only(class_dir: str | Path) -> bool:
+    """Whether ``class_dir`` is the view of a user's class that has no masks: its defect images are scored and
+    evaluated per image; pixel metrics are not computed. Any other class needs a mask for every defect image."""
+    info = Path(class_dir) / VIEW_INFO
+    return info.is_file() and bool(json.loads(info.read_text(encoding="utf-8")).get("image_metrics_only"))
+
+
 def _mask_stem(mask: Path) -> str:
     return mask.stem[: -len("_mask")] if mask.stem.endswith("_mask") else mask.stem
 
@@ -74,11 +84,15 @@ def list_samples(class_dir: str | Path, split: str) -> list[Sample]:
         if extra:
             raise LayoutError(f"{split_dir} must hold only good/, found {', '.join(extra)}")
         return samples
+    masks_optional = image_metrics_only(class_dir)
     for defect_dir in sorted(d for d in split_dir.iterdir() if d.is_dir() and d.name != GOOD):
         images = _images(defect_dir)
         paired = set()
         for image in images:
             mask = find_mask(class_dir, defect_dir.name, image)
+            if mask is None and masks_optional:
+                samples.append(Sample(image, 1, defect_dir.name, None))
+                continue
             if mask is None:
                 raise LayoutError(
                     f"no mask for {image}: expected {class_dir / 'ground_truth' / defect_dir.name / (image.stem + '_mask.png')}"

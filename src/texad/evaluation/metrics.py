@@ -358,6 +358,7 @@ def evaluate(
     *,
     labels: Any = None,
     fpr_limit: float = 0.3,
+    pixel_metrics: bool = True,
 ) -> dict:
     """All metrics of one class.
 
@@ -375,20 +376,28 @@ def evaluate(
     if labels is None:
         labels = g.reshape(n, -1).any(axis=1)
     s, lab = _validate_image_level(image_scores, labels)
+    image = {
+        "image_auroc": float(roc_auc_score(lab, s)),
+        "image_ap": image_ap(s, lab),
+        "n_images": int(n),
+        "n_anomalous": int(np.count_nonzero(lab)),
+        "grid": [int(m.shape[1]), int(m.shape[2])],
+    }
+    if not pixel_metrics:  # a class without masks (a user's folder): image metrics only
+        return {
+            **image,
+            **dict.fromkeys(("pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max", "pixel_f1_threshold")),
+        }
 
     ranking = _PixelRanking(m, g, "pixel metrics")
     # AUPRO first: its temporaries are freed before scikit-learn's counts are built (lower peak memory).
     aupro_value = ranking.aupro(limit)
     f1, thr = ranking.f1_max()
     return {
-        "image_auroc": float(roc_auc_score(lab, s)),
-        "image_ap": image_ap(s, lab),
+        **image,
         "pixel_auroc": ranking.auroc(),
         "pixel_ap": ranking.ap(),
         "aupro": aupro_value,
         "pixel_f1_max": f1,
         "pixel_f1_threshold": thr,
-        "n_images": int(n),
-        "n_anomalous": int(np.count_nonzero(lab)),
-        "grid": [int(m.shape[1]), int(m.shape[2])],
     }

@@ -40,7 +40,13 @@ def grid_size(resolution: int | str, native_hw: tuple[int, int]) -> tuple[int, i
 
 
 def evaluate_on_grid(
-    maps: Any, image_scores: Any, masks_on_grid: np.ndarray, labels: Any, *, fpr_limit: float = 0.3
+    maps: Any,
+    image_scores: Any,
+    masks_on_grid: np.ndarray,
+    labels: Any,
+    *,
+    fpr_limit: float = 0.3,
+    pixel_metrics: bool = True,
 ) -> tuple[dict, np.ndarray]:
     """Resize ``maps`` (N, h, w) to the masks' grid and compute every metric; returns (metrics, maps on grid).
 
@@ -49,7 +55,9 @@ def evaluate_on_grid(
     """
     masks_on_grid = np.asarray(masks_on_grid, dtype=bool)
     on_grid = resize_maps(maps, tuple(masks_on_grid.shape[-2:]))
-    metrics = evaluate(image_scores, on_grid, masks_on_grid, labels=labels, fpr_limit=fpr_limit)
+    metrics = evaluate(
+        image_scores, on_grid, masks_on_grid, labels=labels, fpr_limit=fpr_limit, pixel_metrics=pixel_metrics
+    )
     return metrics, on_grid
 
 

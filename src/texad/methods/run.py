@@ -21,6 +21,7 @@ import torch
 
 from texad.atomic import atomic_write
 from texad.config.identity import settings_hash
+from texad.data.layout import image_metrics_only
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import evaluate_on_grid, geometry
 from texad.methods.base import Detector, RunKey, Runtime, Scored, image_seed
@@ -139,7 +140,14 @@ def run_class(
         }
 
     maps, scores = geo.maps_and_scores(out.maps, out.scores)
-    metrics, on_grid = evaluate_on_grid(maps, scores, masks, labels, fpr_limit=runtime.fpr_limit)
+    metrics, on_grid = evaluate_on_grid(
+        maps,
+        scores,
+        masks,
+        labels,
+        fpr_limit=runtime.fpr_limit,
+        pixel_metrics=not image_metrics_only(class_dir),
+    )
     arrays = {} if out.reconstructions is None else {"reconstructions": out.reconstructions}
     save_maps(
         out_maps,

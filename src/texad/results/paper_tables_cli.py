@@ -6,6 +6,7 @@ code) happen only when the command runs.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 __all__ = ["add_parsers", "cmd_paper_tables"]
@@ -20,13 +21,13 @@ def cmd_paper_tables(args) -> int:
     A table whose method has no results is skipped with a note; nothing to write at all is an error naming
     the inputs (ConfigError, like every bad input: missing published file, malformed result JSON)."""
     from texad.config.schema import ConfigError
-    from texad.results.aggregate import collect
+    from texad.results.aggregate import collect, with_class_titles
     from texad.results.paper_tables import build_paper_tables, write_paper_tables
     from texad.results.published import load_published
 
     pub = load_published(Path(args.published))  # first: a bad published file fails before any work
     inputs = [Path(p) for p in args.results]
-    df = collect(inputs)
+    df = with_class_titles(collect(inputs), json.loads(args.class_titles) if args.class_titles else None)
     built, skipped = build_paper_tables(df, pub, args.tables)
     for name, reason in skipped.items():
         print(f"paper-tables: skipped {name}: {reason}")
@@ -53,6 +54,7 @@ def add_parsers(sub) -> None:
         help=f"the published numbers (default: {_DEFAULT_PUBLISHED})",
     )
     p.add_argument("--out-dir", required=True, help="where <table>.csv / .md / .tex are written")
+    p.add_argument("--class-titles", help='JSON {"dataset/class": "title"}: how tables name renamed user classes')
     p.add_argument(
         "--tables",
         nargs="+",
