@@ -33,7 +33,7 @@ def _synth(tmp: Path, name: str, seed: int, defects=("scratch", "hole"), n_train
 
 def build_folder_datasets(root: Path) -> dict:
     """Two user datasets with names of their own: ``surfaces`` (MVTec layout: ``brick`` in RGB PNG with a stray
-    text file, ``Gravel Pit`` in grayscale JPEG with PNG masks) and ``line_cam`` (anomalib's Folder layout:
+    text file, ``Gravel Pit`` in grayscale JPEG without masks) and ``line_cam`` (anomalib's Folder layout:
     ``grass`` with good/bad/masks and a held-out split, ``moss`` likewise with one image of another size).
     Returns the datasets.folder entries."""
     tmp = root / ".gen"
@@ -43,9 +43,7 @@ def build_folder_datasets(root: Path) -> dict:
     for p in woven.rglob("*.png"):
         out = root / "surfaces" / "Gravel Pit" / p.relative_to(woven)
         out.parent.mkdir(parents=True, exist_ok=True)
-        if "ground_truth" in p.parts:
-            shutil.copy(p, out)
-        else:
+        if "ground_truth" not in p.parts:  # no masks: image metrics only
             Image.open(p).convert("L").save(out.with_suffix(".jpg"), quality=95)
     for cls, texture, seed in (("grass", "carpet", 3), ("moss", "tile", 4)):
         src, dst = _synth(tmp, texture, seed), root / "line_cam" / cls
@@ -123,6 +121,7 @@ def test_index_checks_reports_and_builds_a_view_the_methods_read(folders, tmp_pa
         _spec(surfaces), "Gravel_Pit", "Gravel Pit", view=tmp_path / "g", marker=tmp_path / "g.json"
     )
     assert gravel["report"]["modes"] == {"L": 8} and gravel["report"]["class_name"] == "Gravel Pit"
+    assert gravel["report"]["image_metrics_only"] and image_metrics_only(tmp_path / "g")
 
     # anomalib's layout: a seeded fifth of the normal images held out for testing, recorded by name
     spec = _spec(line_cam, 1)
@@ -234,6 +233,12 @@ def test_a_single_class_dataset_needs_another_draem_source(folders):
     assert plan.class_keys() == [("surfaces", "Gravel_Pit"), ("surfaces", "brick")]
     assert plan.class_title("surfaces", "Gravel_Pit") == "Gravel_Pit (Gravel Pit)"
     assert plan.paper_tables() == ["extended"]  # the papers' tables leave users' datasets out
+    # the cost model counts a user class's images on the disk, before anything runs
+    assert plan.folder_counts("surfaces", "brick") == (4, 4)
+    from texad.cost.plan_cost import plan_jobs
+
+    jobs = [j.rule for j in plan_jobs(plan, None)]
+    assert jobs.count("index_folder_class") == 2 and jobs.count("threshold") == 2 * 4
 
 
 # ---------------------------------------------------------------------------------------------- workflow
@@ -281,8 +286,16 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
                                      "seed0.json").read_text())  # fmt: skip
                 assert result["metrics"]["n_images"] == layout["n_test"]
                 assert 0 <= result["metrics"]["image_auroc"] <= 1
+                # Gravel Pit has no masks: image metrics only
+                assert (
+                    (result["metrics"]["pixel_auroc"] is None)
+                    == (cls == "Gravel_Pit")
+                    == layout["image_metrics_only"]
+                )
     table = (work / "results" / "tables" / "image_auroc.md").read_text()
     assert "| surfaces | Gravel_Pit (Gravel Pit) |" in table and "| line_cam | grass |" in table
+    pixel = (work / "results" / "tables" / "pixel_auroc.md").read_text()
+    assert "| surfaces | Gravel_Pit (Gravel Pit) | n/a | n/a | n/a | n/a |" in pixel
     extended = (work / "results" / "tables" / "extended.md").read_text()
     assert "Gravel_Pit (Gravel Pit)" in extended and "moss" in extended
     assert not list((work / "results" / "tables").glob("paper_method_*"))
@@ -299,6 +312,32 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
     )  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     assert (out / "scores.csv").read_text().count("\n") == 2  # header and the one hole image
+    # without --normal: the run's deployment thresholds, chosen on the class's normal test images
+    run_thresholds = json.loads(
+        (work / "results/runs/surfaces/brick/simplenet/default/seed0.threshold.json").read_text()
+    )
+    assert run_thresholds["rule"] == "fpr" and run_thresholds["n_normal"] == 2
+    predicted = subprocess.run(
+        [sys.executable, "-m", "texad", "predict", "--model",
+         "results/runs/surfaces/brick/simplenet/default/seed0.json", "--images", str(images), "--out",
+         str(tmp_path / "predicted_at_run"), "--device", "cpu"],
+        cwd=work, capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    record = json.loads((tmp_path / "predicted_at_run" / "threshold.json").read_text())
+    assert record["normal_source"]["kind"] == "run"
+    assert record["image_threshold"] == pytest.approx(run_thresholds["image_threshold"])
+    # the report: every user class's contact sheet and figures, and the extended table
+    report = _smk("--cores", "1", "--configfile", str(path), "--report", str(work / "report.html"), cwd=work)
+    assert report.returncode == 0, report.stderr[-3000:]
+    from report_browser import embedded
+
+    shown = set(embedded(work / "report.html", "results"))
+    for dataset, names in classes.items():
+        for cls in names:
+            assert f"results/data/{dataset}/{cls}/contact_sheet.png" in shown
+            assert f"results/figures/{dataset}/{cls}/roc.png" in shown
+    assert "results/report/tables/paper/extended.html" in shown
     assert _smk("-n", "--configfile", str(path), cwd=work).stdout.count("rule ") == 0
     # a file of one class changes: that class's index, and what is built from it, is stale; the others are not
     image = Path(entries[0]["path"]) / "brick" / "train" / "good" / "000.png"
@@ -313,3 +352,25 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
     assert not [o for o in outputs if o.startswith(("results/models/line_cam", "results/runs/line_cam"))], (
         outputs
     )
+
+
+def test_the_readme_snippet_makes_a_folder_the_example_config_plans(tmp_path):
+    """README "Your own images": its commands, verbatim but for `make install` and a dry run at the end, in a
+    fresh folder that holds the repository's Snakefile, workflow, configs and venv."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Your own images", 1)[1].split("```bash\n", 1)[1].split("```", 1)[0]
+    lines = [line.replace("make install && ", "") for line in block.splitlines() if line.strip()]
+    assert lines[0] == ". .venv/bin/activate" and "config/folder-example.yaml" in lines[-1]
+    lines[-1] += " -n"
+    for name in ("Snakefile", "workflow", "config", ".venv"):
+        (tmp_path / name).symlink_to(ROOT / name if name != ".venv" else Path(sys.executable).parent.parent)
+    run = subprocess.run(["bash", "-euc", "\n".join(lines)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = run.stdout + run.stderr
+    assert sorted(d.name for d in (tmp_path / "my_images").iterdir() if d.is_dir()) == ["felt", "oak planks"]
+    assert "wildcards: dataset=my_surfaces, cls=oak_planks" in out and "rule index_folder_class" in out
+    assert "results/runs/my_surfaces/felt/method_b/default/seed0.json" in out
+    block = yaml.safe_load((ROOT / "config" / "folder-example.yaml").read_text())
+    assert block == {"datasets": {"synthetic": {"enabled": False},
+                                  "folder": [{"name": "my_surfaces", "path": "my_images"}]}}  # fmt: skip

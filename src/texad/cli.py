@@ -238,10 +238,14 @@ def cmd_run(args) -> int:
         models=models, out_result=Path(args.out), out_maps=Path(args.maps),
     )  # fmt: skip
     m, t = result["metrics"], result["timings"]
+
+    def shown(key: str) -> str:  # pixel metrics are null for a class without masks
+        return "n/a" if m[key] is None else f"{m[key]:.4f}"
+
     print(
         f"{args.method} {args.dataset}/{args.class_name} {args.variant} seed {args.seed}: image AUROC "
-        f"{m['image_auroc']:.4f}, pixel AUROC {m['pixel_auroc']:.4f}, AUPRO {m['aupro']:.4f}, pixel AP "
-        f"{m['pixel_ap']:.4f}; inference {t['inference_s']:.1f} s, {t['nfe_per_image']} network evaluations per image"
+        f"{shown('image_auroc')}, pixel AUROC {shown('pixel_auroc')}, AUPRO {shown('aupro')}, pixel AP "
+        f"{shown('pixel_ap')}; inference {t['inference_s']:.1f} s, {t['nfe_per_image']} network evaluations per image"
     )
     return 0
 

@@ -15,7 +15,7 @@ from functools import cache, cached_property
 from typing import Any
 
 from texad.config import ConfigError, canonical_json, validate_config
-from texad.data.folder import FolderSpec, class_names, fingerprint
+from texad.data.folder import FolderSpec, class_names, fingerprint, split_counts
 from texad.data.layout import LayoutError
 from texad.methods import METHODS, get, model_owner
 from texad.methods.base import OFFICIAL, RunKey, official_variant, run_variants
@@ -153,6 +153,10 @@ class Plan:
             f"--settings {settings_arg(self.config['datasets']['folder'][index])} --index {index} "
             f"--class-name {shlex.quote(self._folder_classes[dataset][cls])}"
         )
+
+    def folder_counts(self, dataset: str, cls: str) -> tuple[int, int]:
+        """(training images, test images) of a user class, counted on the disk."""
+        return split_counts(self.folders[dataset], self._folder_classes[dataset][cls])
 
     def folder_fingerprint(self, dataset: str, cls: str) -> str:
         """Relative path, size and mtime of every file of a user class folder, hashed: a parameter of its indexing

@@ -1,5 +1,6 @@
 # Config validation and the input functions the rule files share; what the workflow plans is texad.plan.
 import os
+import shlex
 from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
@@ -74,6 +75,13 @@ def torch_env(wildcards):
 
 def class_dir(wildcards):
     return PLAN.class_dir(wildcards.dataset, wildcards.cls)
+
+
+def figure_title(wildcards):
+    """A class's figure title: dataset / class, a renamed user class with its folder's name."""
+    return shlex.quote(
+        f"{wildcards.dataset} / {PLAN.class_title(wildcards.dataset, wildcards.cls)}"
+    )
 
 
 def stage_marker(wildcards):

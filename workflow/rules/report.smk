@@ -25,9 +25,10 @@ rule contact_sheet:
     params:
         texad=PYTHON_TEXAD,
         class_dir=class_dir,
+        title=figure_title,
     shell:
         "{params.texad} contact-sheet --class-dir {params.class_dir} --out {output} "
-        "--title '{wildcards.dataset} / {wildcards.cls}' > {log} 2>&1"
+        "--title {params.title} > {log} 2>&1"
 
 
 # Every table as an HTML page: the report shows HTML in its main panel (CSV would only be a download).
@@ -87,9 +88,10 @@ rule figure_grid:
     params:
         texad=PYTHON_TEXAD,
         labels=lambda wc, input: " ".join(Path(p).parts[-3] for p in input.maps),
+        title=figure_title,
     shell:
         "{params.texad} figure-grid --maps {input.maps} --labels {params.labels} "
-        "--out-png {output.png} --out-pdf {output.pdf} --title '{wildcards.dataset} / {wildcards.cls}' "
+        "--out-png {output.png} --out-pdf {output.pdf} --title {params.title} "
         "> {log} 2>&1"
 
 
@@ -119,9 +121,10 @@ rule roc_curves:
     params:
         texad=PYTHON_TEXAD,
         labels=lambda wc, input: " ".join(Path(p).parts[-3] for p in input.maps),
+        title=figure_title,
     shell:
         "{params.texad} roc-curves --maps {input.maps} --labels {params.labels} "
-        "--out-png {output.png} --out-pdf {output.pdf} --title '{wildcards.dataset} / {wildcards.cls}' "
+        "--out-png {output.png} --out-pdf {output.pdf} --title {params.title} "
         "> {log} 2>&1"
 
 

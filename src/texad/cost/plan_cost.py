@@ -108,6 +108,8 @@ def class_counts(plan: Plan, dataset: str, cls: str) -> tuple[int, int]:
         return c["n_train"], c["n_test_good"] + c["n_test_per_defect"] * len(DEFECT_TYPES)
     if dataset == "dtd_synthetic":
         return DTD_SYNTHETIC_ASSUMED
+    if dataset in plan.folders:  # a user's folder: counted on the disk
+        return plan.folder_counts(dataset, cls)
     raise ValueError(f"no image counts for dataset {dataset!r}")
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "fingerprint",
     "index_class",
     "safe_name",
+    "split_counts",
 ]
 
 _SAFE = re.compile(r"[^A-Za-z0-9_]+")
@@ -314,6 +315,15 @@ def _collect_folder(spec: FolderSpec, class_dir: Path) -> tuple[list[_Entry], bo
             )
         _pair_masks(entries, per_defect, f"{class_dir / spec.mask_dir}")
     return entries, has_masks, split
+
+
+def split_counts(spec: FolderSpec, original: str) -> tuple[int, int]:
+    """(training images, test images) of a class, from its listing alone (no file is read): what the cost model
+    needs before anything runs."""
+    class_dir = spec.path / original
+    entries = _collect_mvtec(class_dir)[0] if spec.layout == "mvtec" else _collect_folder(spec, class_dir)[0]
+    n_train = sum(e.split == "train" for e in entries)
+    return n_train, len(entries) - n_train
 
 
 # ------------------------------------------------------------------------------------------------- checks

@@ -25,7 +25,7 @@ from PIL import Image
 
 from texad.atomic import atomic_write
 from texad.config.settings import per_class
-from texad.data.layout import find_mask
+from texad.data.layout import find_mask, image_metrics_only
 from texad.report.contact_sheet import _load, _load_mask
 from texad.results.ablation import REFERENCE_VARIANT, _seed_std, ablation_table
 from texad.results.aggregate import collect
@@ -200,6 +200,8 @@ def ground_truth(rel: str, label: int, root: Path, shape: tuple[int, int]) -> np
     image = _image_path(rel, root)
     class_dir, defect = image.parent.parent.parent, image.parent.name
     mask = find_mask(class_dir, defect, image)
+    if mask is None and image_metrics_only(class_dir):  # a user's class without masks
+        return np.zeros(shape, bool)
     if mask is None:
         expected = class_dir / "ground_truth" / defect / f"{image.stem}_mask.png"
         raise FileNotFoundError(
@@ -370,7 +372,7 @@ class RocCurves:
     label: str
     path: Path
     image: Roc
-    pixel: Roc
+    pixel: Roc | None  # None: the class has no masks (image metrics only)
     n_pixels: int  # pixels behind the pixel-level curve (after subsampling)
 
 
@@ -394,13 +396,16 @@ def image_roc(mf: MapsFile) -> Roc:
 
 def pixel_roc(
     mf: MapsFile, root: str | Path = ".", *, max_pixels: int = 2_000_000, seed: int = 0
-) -> tuple[Roc, int]:
+) -> tuple[Roc | None, int]:
     """Pixel-level ROC of a run's maps against the ground-truth masks on the map grid; above ``max_pixels``
-    pixels a fixed-seed uniform subsample is used (same pixels on every call). Returns the curve and pixel count."""
+    pixels a fixed-seed uniform subsample is used (same pixels on every call). Returns the curve and pixel count;
+    (None, 0) for a user's class without masks."""
     root = Path(root)
     masks = np.stack(
         [ground_truth(p, int(y), root, mf.grid) for p, y in zip(mf.paths, mf.labels, strict=True)]
     )
+    if not masks.any() and image_metrics_only(_image_path(mf.paths[0], root).parent.parent.parent):
+        return None, 0
     y, s = masks.ravel(), mf.maps.ravel()
     if len(y) > max_pixels:
         keep = np.sort(np.random.default_rng(seed).choice(len(y), size=max_pixels, replace=False))
@@ -444,12 +449,16 @@ def roc_figure(
         for ax, level in zip(axes, ("image", "pixel"), strict=True):
             for c in curves:
                 roc = getattr(c, level)
-                ax.plot(roc.fpr, roc.tpr, lw=1.2, label=f"{c.label} (AUROC {100 * roc.auroc:.1f})")
+                if roc is not None:
+                    ax.plot(roc.fpr, roc.tpr, lw=1.2, label=f"{c.label} (AUROC {100 * roc.auroc:.1f})")
+            if all(getattr(c, level) is None for c in curves):
+                ax.text(0.5, 0.5, "no masks:\nimage metrics only", ha="center", va="center")
             ax.plot([0, 1], [0, 1], ls=":", lw=0.8, color="0.5")
             ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="false positive rate", ylabel="true positive rate")
             ax.set_title(f"{level}-level ROC")
             ax.set_aspect("equal")
-            ax.legend(loc="lower right", frameon=False)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(loc="lower right", frameon=False)
         if title:
             fig.suptitle(title)
         fig.tight_layout()
@@ -629,6 +638,12 @@ def _draw_method_a(
     axes, points: pd.DataFrame, reference: pd.DataFrame, dataset: str, annotate_nfe: bool
 ) -> None:
     for ax, metric in zip(axes, ("image_auroc", "pixel_auroc"), strict=True):
+        if not np.isfinite(points[metric].to_numpy(dtype=float)).any():  # users' classes without masks
+            ax.text(
+                0.5, 0.5, "no masks:\nimage metrics only", ha="center", va="center", transform=ax.transAxes
+            )
+            ax.set(title=f"{dataset}: {_METRIC_LABEL[metric]}", xticks=[], yticks=[])
+            continue
         for line, pts in points.groupby("line"):
             _errorbar(ax, pts, metric, marker="o", label=f"{line} step{'s' if line != 1 else ''}/scale")
             _ring_defaults(ax, pts, metric)
