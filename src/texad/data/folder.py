@@ -484,8 +484,10 @@ def index_class(spec: FolderSpec, safe: str, original: str, *, view: Path, marke
     manifest = {
         "report": report,
         "fingerprint": fingerprint(class_dir),
-        "view": {name_e: e.image.relative_to(class_dir).as_posix() for name_e, e in zip(
-            (f"{e.split}/{e.defect}/{n}" for e, n in zip(entries, names, strict=True)), entries, strict=True)},
+        "view": {  # each link of the view -> the file it points to, relative to the class folder
+            f"{e.split}/{e.defect}/{name}": e.image.relative_to(class_dir).as_posix()
+            for e, name in zip(entries, names, strict=True)
+        },
         "files": files,
     }  # fmt: skip
     write_marker(marker, manifest)
