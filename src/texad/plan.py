@@ -124,10 +124,6 @@ class Plan:
         """Every dataset name a job may carry (the ``{dataset}`` wildcard)."""
         return [*CLASS_DATASETS, "dtd", *self.folders]
 
-    def paper_datasets(self) -> list[str]:
-        """The datasets the papers' tables cover (users' own datasets go to the extended table only)."""
-        return [d for d in self.class_datasets() if d not in self.folders]
-
     def classes(self, dataset: str) -> list[str]:
         if dataset in self.folders:
             return list(self._folder_classes[dataset])
@@ -147,8 +143,7 @@ class Plan:
 
     def folder_index_args(self, dataset: str, cls: str) -> str:
         """``texad index-folder`` arguments: the dataset's config entry and the class's folder name."""
-        spec = self.folders[dataset]
-        index = int(spec.key.rsplit("[", 1)[1].rstrip("]"))
+        index = self.folders[dataset].index
         return (
             f"--settings {settings_arg(self.config['datasets']['folder'][index])} --index {index} "
             f"--class-name {shlex.quote(self._folder_classes[dataset][cls])}"

@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from texad.data.download import write_marker
-from texad.data.layout import GOOD, IMAGE_SUFFIXES, VIEW_INFO, LayoutError
+from texad.data.download import file_digest, write_marker
+from texad.data.layout import GOOD, IMAGE_SUFFIXES, VIEW_INFO, LayoutError, decode_image
 
 __all__ = [
     "FolderSpec",
@@ -67,7 +67,12 @@ class FolderSpec:
     normal_test_dir: str | None
     normal_test_fraction: float
     split_seed: int
-    key: str
+    index: int  # the entry's position in datasets.folder
+
+    @property
+    def key(self) -> str:
+        """The entry's config path, which messages name."""
+        return f"datasets.folder[{self.index}]"
 
     @classmethod
     def from_config(cls, block: dict, index: int) -> FolderSpec:
@@ -79,7 +84,7 @@ class FolderSpec:
             abnormal_dir=(abnormal,) if isinstance(abnormal, str) else tuple(abnormal or ()),
             mask_dir=block["mask_dir"], normal_test_dir=block["normal_test_dir"],
             normal_test_fraction=float(block["normal_test_fraction"]), split_seed=int(block["split_seed"]),
-            key=f"datasets.folder[{index}]",
+            index=index,
         )  # fmt: skip
 
 
@@ -147,10 +152,24 @@ def class_names(spec: FolderSpec) -> dict[str, str]:
 def fingerprint(folder: Path) -> str:
     """SHA-256 of the relative path, size and mtime (ns) of every file under ``folder``: cheap (no file is read),
     and changes whenever a file is added, removed, replaced or edited."""
-    digest = hashlib.sha256()
+    return _fingerprint_of(_listing(folder))
+
+
+def _listing(folder: Path) -> list[dict]:
+    """Relative path, size and mtime (ns) of every file under ``folder``, in walk order."""
+    listing = []
     for entry in _walk(folder):
         st = entry.stat()
-        digest.update(f"{entry.relative_to(folder).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        listing.append(
+            {"path": entry.relative_to(folder).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+        )
+    return listing
+
+
+def _fingerprint_of(listing: list[dict]) -> str:
+    digest = hashlib.sha256()
+    for f in listing:
+        digest.update(f"{f['path']}\0{f['size']}\0{f['mtime_ns']}\n".encode())
     return digest.hexdigest()
 
 
@@ -328,14 +347,7 @@ def split_counts(spec: FolderSpec, original: str) -> tuple[int, int]:
 
 # ------------------------------------------------------------------------------------------------- checks
 def _decode(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise LayoutError(
-            f"cannot read image {path} ({exc}); re-export it or remove it from the folder"
-        ) from exc
+    return decode_image(path, "re-export it or remove it from the folder")
 
 
 def _check_mask(mask: Path, image: Path, image_size: tuple[int, int]) -> None:
@@ -352,14 +364,6 @@ def _check_mask(mask: Path, image: Path, image_size: tuple[int, int]) -> None:
             f"{' ...' if values.size > 6 else ''}); save it as a PNG with 0 for normal and one value (e.g. 255) for "
             "defect pixels (JPEG compression makes masks non-binary)"
         )
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------------- view
@@ -439,20 +443,16 @@ def index_class(spec: FolderSpec, safe: str, original: str, *, view: Path, marke
         )
 
     sizes, modes = Counter(), Counter()
-    files = []
     for e in entries:
         im = _decode(e.image)
         sizes[f"{im.size[0]}x{im.size[1]}"] += 1
         modes[im.mode] += 1
         if e.mask is not None:
             _check_mask(e.mask, e.image, im.size)
-    listed = {e.image for e in entries} | {e.mask for e in entries if e.mask is not None}
-    for path in _walk(class_dir):
-        st = path.stat()
-        files.append({
-            "path": path.relative_to(class_dir).as_posix(), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "sha256": _sha256(path), "used": path in listed,
-        })  # fmt: skip
+    listed = {p.relative_to(class_dir).as_posix() for e in entries for p in (e.image, e.mask) if p}
+    files = _listing(class_dir)
+    for f in files:
+        f["sha256"], f["used"] = file_digest(class_dir / f["path"]), f["path"] in listed
 
     names = _view_names(entries)
     _build_view(entries, names, view)
@@ -483,7 +483,7 @@ def index_class(spec: FolderSpec, safe: str, original: str, *, view: Path, marke
     }  # fmt: skip
     manifest = {
         "report": report,
-        "fingerprint": fingerprint(class_dir),
+        "fingerprint": _fingerprint_of(files),
         "view": {  # each link of the view -> the file it points to, relative to the class folder
             f"{e.split}/{e.defect}/{name}": e.image.relative_to(class_dir).as_posix()
             for e, name in zip(entries, names, strict=True)

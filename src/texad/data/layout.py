@@ -112,16 +112,21 @@ def list_samples(class_dir: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def _decode(path: Path) -> tuple[tuple[int, int], str]:
-    """Size and mode of an image, decoding it fully so a truncated or corrupt file is caught here."""
+def decode_image(path: Path, fix: str = "re-download the dataset or remove the file") -> Image.Image:
+    """An image decoded fully, so that a truncated or corrupt file is caught here: a LayoutError naming it and
+    ``fix``, what to do about it."""
     try:
         with Image.open(path) as im:
             im.load()
-            return im.size, im.mode
-    except (UnidentifiedImageError, OSError) as exc:
-        raise LayoutError(
-            f"cannot read image {path}: {exc}; re-download the dataset or remove the file"
-        ) from exc
+            return im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise LayoutError(f"cannot read image {path} ({exc}); {fix}") from exc
+
+
+def _decode(path: Path) -> tuple[tuple[int, int], str]:
+    """Size and mode of an image (fully decoded)."""
+    im = decode_image(path)
+    return im.size, im.mode
 
 
 def scan_class(class_dir: str | Path) -> dict:

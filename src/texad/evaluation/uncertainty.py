@@ -46,10 +46,6 @@ class Interval:
     level: float
     n: int
 
-    @property
-    def half_width(self) -> float:
-        return (self.high - self.low) / 2.0
-
 
 def interval(values: np.ndarray, level: float = 0.95) -> Interval:
     """The central percentile interval of bootstrap ``values`` (NaN resamples dropped)."""
