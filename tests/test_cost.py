@@ -16,7 +16,8 @@ from texad.config import load_config
 from texad.cost.devices import Device, measured_utilisation, resolve
 from texad.cost.flops import count_flops, profile
 from texad.cost.networks import Net
-from texad.cost.plan_cost import method_b_nfe, plan_jobs, rule_costs
+from texad.cost.plan_cost import _run_work, method_b_nfe, plan_jobs, rule_costs
+from texad.methods.method_b import inference_point
 from texad.plan import Plan
 
 
@@ -64,6 +65,21 @@ def test_method_b_nfe_follows_the_loop():
     cfg = load_config(ROOT / "config.yaml")
     s = Plan(cfg).settings("method_b", "grid")  # t_start 250, skip 25: 10 steps, blur guidance doubles them
     assert method_b_nfe(s) == 20
+
+
+def test_a_map_terms_point_costs_what_the_default_costs(cache):
+    """Method B's map-terms points reuse the default's loop (the same reconstructions, both distances): the same
+    network evaluations, FLOPs and networks as the class's default run."""
+    plan = Plan(load_config(ROOT / "config.yaml"))
+    for cls in ("carpet", "grid"):
+        default = _run_work(plan, "method_b", "mvtec_ad", cls, "default", cache)
+        point = inference_point(plan.settings("method_b", cls).inference)  # w0_s0.5_blur3_t250 on carpet
+        for terms in ("pixel", "feature"):
+            assert f"{point}_{terms}" in plan.variants("method_b", cls)
+            work = _run_work(plan, "method_b", "mvtec_ad", cls, f"{point}_{terms}", cache)
+            assert (work.flops, work.nets) == (default.flops, default.nets), (cls, terms)
+            settings = plan._variant("method_b", cls, f"{point}_{terms}").settings
+            assert method_b_nfe(settings) == method_b_nfe(plan.settings("method_b", cls)) == 20
 
 
 def _smk_counts(config: str) -> dict[str, int]:

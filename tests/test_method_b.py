@@ -17,6 +17,7 @@ from settings_checks import assert_settings_mirror_the_schema
 from texad.config import ConfigError, validate_config
 from texad.diffusion import DDIMSampler, NoiseSchedule, partial_noise
 from texad.evaluation.grid import gaussian_smooth
+from texad.evaluation.train_stats import normalise_maps, train_statistics
 from texad.methods import make_settings
 from texad.methods.method_b import MethodBSettings
 from texad.methods.method_b.anomaly_map import (
@@ -25,7 +26,9 @@ from texad.methods.method_b.anomaly_map import (
     feature_distance,
     fuse,
     fusion_scale,
+    fusion_v,
     pixel_distance,
+    term_maps,
 )
 from texad.methods.method_b.infer import (
     blur_guidance_input,
@@ -543,6 +546,107 @@ def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():
     for norm in ("test_set", "batch16"):
         torch.testing.assert_close(fuse(dp, df, 2.0, norm, scale), df + 2.0 * scale * dp)
     assert fusion_scale(torch.zeros(2, 3, 3), df[:2], 1.0) is None and fusion_scale(dp, df, 0.0) is None
+
+
+def _reference_fusion_maps(dp, df, inf, scale=None, train=None):
+    """The maps of both terms written out from the formula, as before the map_terms key: A = D_f + v (max D_f /
+    max D_p) D_p over the test set (or at a fixed scale), standardised by the training maps fused at that scale."""
+    if scale is None:
+        scale = df.max() / dp.max()
+    a = df + inf.v * scale * dp
+    if train is not None:
+        a = normalise_maps(a, train_statistics(train[1] + inf.v * scale * train[0]))
+    return gaussian_smooth(a, inf.smoothing_sigma)
+
+
+def test_map_terms_both_is_the_fusion_unchanged():
+    """``both`` (the default) is DDAD's fusion: the formula written out, bit for bit at a fixed scale and on the
+    test set's own, with and without the train_stats normalisation."""
+    g = torch.Generator().manual_seed(11)
+    dp, df = torch.rand(4, 12, 12, generator=g), torch.rand(4, 12, 12, generator=g) * 2
+    tp, tf = torch.rand(3, 12, 12, generator=g), torch.rand(3, 12, 12, generator=g) * 2
+    inf = _inf(v=1.5, smoothing_sigma=1.0)
+    assert inf.map_terms == "both" and fusion_v(inf) == 1.5  # the schema's default
+    maps, scores = anomaly_maps(dp, df, inf)
+    np.testing.assert_array_equal(maps, _reference_fusion_maps(dp, df, inf))
+    np.testing.assert_array_equal(scores, maps.reshape(4, -1).max(1))
+    scale = torch.tensor(0.7)
+    fixed = anomaly_maps(dp, df, inf, scale=scale)[0]
+    np.testing.assert_array_equal(fixed, _reference_fusion_maps(dp, df, inf, scale=scale))
+    normalised = anomaly_maps(dp, df, replace(inf, normalise="train_stats"), train=(tp, tf))[0]
+    expected = _reference_fusion_maps(dp, df, inf, train=(tp, tf))
+    np.testing.assert_allclose(normalised, expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(term_maps(dp, df, "both", 1.5, "batch16"), fuse(dp, df, 1.5, "batch16"))
+
+
+@pytest.mark.parametrize("normalise", ["none", "train_stats"])
+def test_map_terms_pixel_is_the_pixel_distance_alone(normalise):
+    """``pixel``: the smoothed D_p (standardised by the training images' D_p under train_stats), whatever v, the
+    fusion norm or a fixed scale say."""
+    g = torch.Generator().manual_seed(12)
+    dp, df = torch.rand(20, 10, 10, generator=g), torch.rand(20, 10, 10, generator=g) * 3
+    tp, tf = torch.rand(3, 10, 10, generator=g), torch.rand(3, 10, 10, generator=g)
+    dp[4, 3, 3] += 5.0  # the pixel term's peak
+    df[9, 7, 7] += 50.0  # the feature term's: not in a pixel map
+    train = (tp, tf) if normalise == "train_stats" else None
+    inf = _inf(map_terms="pixel", v=2.0, smoothing_sigma=1.0, normalise=normalise)
+    expected = dp.double().numpy() if train is None else normalise_maps(dp, train_statistics(tp))
+    maps, scores = anomaly_maps(dp, df, inf, train=train)
+    np.testing.assert_allclose(maps, gaussian_smooth(expected, 1.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(scores, maps.reshape(20, -1).max(1))
+    assert int(np.argmax(scores)) == 4 and fusion_v(inf) == 0.0
+    for other in ({"v": 0.0}, {"fusion_norm": "batch16"} if train is None else {}):
+        np.testing.assert_array_equal(anomaly_maps(dp, df, replace(inf, **other), train=train)[0], maps)
+    np.testing.assert_array_equal(anomaly_maps(dp, df, inf, scale=torch.tensor(3.0), train=train)[0], maps)
+    torch.testing.assert_close(term_maps(dp, df, "pixel", 2.0, "test_set"), dp)
+    with pytest.raises(ValueError, match="equal shapes"):
+        term_maps(dp, df[:3], "pixel", 1.0, "test_set")
+    with pytest.raises(ValueError, match="map terms"):
+        term_maps(dp, df, "pixels", 1.0, "test_set")
+
+
+@pytest.mark.parametrize("normalise", ["none", "train_stats"])
+def test_map_terms_feature_is_the_fusion_at_v0(normalise):
+    """``feature``: the result of v = 0 with both terms (D_f alone), whatever v says, on its own scale or a fixed
+    one, and per batch of 16."""
+    g = torch.Generator().manual_seed(13)
+    dp, df = torch.rand(20, 10, 10, generator=g), torch.rand(20, 10, 10, generator=g) * 3
+    tp, tf = torch.rand(3, 10, 10, generator=g), torch.rand(3, 10, 10, generator=g)
+    train = (tp, tf) if normalise == "train_stats" else None
+    feature = _inf(map_terms="feature", v=2.0, smoothing_sigma=1.0, normalise=normalise)
+    v0 = _inf(v=0.0, smoothing_sigma=1.0, normalise=normalise)
+    maps, scores = anomaly_maps(dp, df, feature, train=train)
+    np.testing.assert_array_equal(maps, anomaly_maps(dp, df, v0, train=train)[0])
+    expected = df.double().numpy() if train is None else normalise_maps(df, train_statistics(tf))
+    np.testing.assert_allclose(maps, gaussian_smooth(expected, 1.0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(scores, maps.reshape(20, -1).max(1))
+    scale = torch.tensor(3.0)
+    fixed = anomaly_maps(dp, df, feature, scale=scale, train=train)[0]
+    np.testing.assert_array_equal(fixed, anomaly_maps(dp, df, v0, scale=scale, train=train)[0])
+    if train is None:
+        batch = replace(feature, fusion_norm="batch16")
+        np.testing.assert_array_equal(anomaly_maps(dp, df, batch)[0], maps)
+    assert not np.allclose(maps, anomaly_maps(dp, df, replace(feature, map_terms="both"), train=train)[0])
+    _rejected({"inference": {"map_terms": "pixels"}}, "inference.map_terms")
+
+
+def test_map_terms_key_reaches_the_maps_from_a_config():
+    """``methods.method_b.inference.map_terms`` in a config is the settings' key that :func:`anomaly_maps` reads;
+    a default block keeps the fusion."""
+    g = torch.Generator().manual_seed(14)
+    dp, df = torch.rand(3, 8, 8, generator=g), torch.rand(3, 8, 8, generator=g)
+    config = validate_config(
+        {
+            "image_size": 32,
+            "methods": {"method_b": {"inference": {"map_terms": "pixel", "smoothing_sigma": 1}}},
+        },
+        partial=True,
+    )
+    inf = MethodBSettings.from_config(config, "grid").inference
+    assert inf.map_terms == "pixel"
+    np.testing.assert_allclose(anomaly_maps(dp, df, inf)[0], gaussian_smooth(dp, 1.0), rtol=1e-6, atol=1e-6)
+    defaults = validate_config({"methods": {"method_b": {}}}, partial=True)
+    assert MethodBSettings.from_config(defaults).inference.map_terms == "both"
 
 
 # ----------------------------------------------------------------------------------------- settings

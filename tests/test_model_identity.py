@@ -101,7 +101,10 @@ def _candidates(value, schema: dict, root: dict) -> list:
     if kind in ("integer", "number"):
         return _number_candidates(value, schema)
     if kind == "array":
-        return [value[:-1], [*value, value[-1]]] if value else [[1]]
+        if value:
+            return [value[:-1], [*value, value[-1]]]
+        items = _resolve(schema.get("items", {}), root)
+        return [[items["enum"][-1]]] if "enum" in items else [[1]]  # an empty axis gets one point
     if kind == "object":  # per class: the run's class, or only another class, gets its own value
         extra = _resolve(schema["additionalProperties"], root)
         default = value["default"]

@@ -162,6 +162,19 @@ def method_b_normalised_run(data, method_b_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def method_b_pixel_run(data, method_b_run, tmp_path_factory) -> Path:
+    """Method B whose maps are the pixel distance alone (``map_terms: pixel``, the map-terms ablation), on the same
+    DDPM (a results tree of its own, the model copied in)."""
+    results = tmp_path_factory.mktemp("results_pixel")
+    block = {**METHOD_B, "inference": {**METHOD_B["inference"], "map_terms": "pixel"}}
+    config = data.config("method_b", block, image_size=32)
+    (model,) = data.model_dir().glob("ddpm-*.pt")
+    data.model_dir(results).mkdir(parents=True)
+    shutil.copy(model, data.model_dir(results) / model.name)
+    return _run(data, "method_b", config, data.model_dir(results) / model.name, "method_b_pixel", results)
+
+
+@pytest.fixture(scope="module")
 def method_a_run(data) -> Path:
     config = data.config("method_a", METHOD_A, image_size=32)
     return _run(data, "method_a", config, _train(data, "score", "method_a", config), "method_a")
@@ -298,6 +311,25 @@ def test_method_b_default_fixes_the_fusion_scale_on_the_normal_images(data, meth
     with pytest.raises(ValueError, match="--fusion-scale"):
         predict_folder(method_b_run, data.flat, tmp_path / "x", normal=data.normal, fusion_scale="test_set")
     assert not (tmp_path / "x").exists()
+
+
+def test_method_b_pixel_map_terms_reproduce_the_benchmark(data, method_b_run, method_b_pixel_run, tmp_path):
+    """A pixel-only map has no fusion scale to fix (0): each image scored on its own gives the benchmark's scores
+    and maps, which differ from the fused ones; the run records its suffixed point."""
+    result = json.loads(method_b_pixel_run.read_text())
+    assert result["extra"]["ablation_point"] == "w4_s0.5_blur3_t100_pixel"
+    assert result["extra"]["fusion_scale"] is None and result["timings"]["nfe_per_image"] == 2 * 2
+    rec = predict_folder(
+        method_b_pixel_run, data.flat, tmp_path / "p", normal=data.normal, fpr=0.25, device="cpu"
+    )
+    _check_outputs(data, tmp_path / "p", 0.25, map_side=32)
+    assert rec["fusion_scale"] == "normal" and rec["fusion_scale_value"] == 0.0
+    assert rec["settings"]["inference"]["map_terms"] == "pixel"
+    np.testing.assert_allclose(
+        _scores(tmp_path / "p")[1], _benchmark_scores(data, "method_b_pixel"), rtol=1e-5, atol=1e-6
+    )
+    _check_maps_match_the_benchmark(data, tmp_path / "p", "method_b_pixel")
+    assert not np.allclose(_benchmark_scores(data, "method_b_pixel"), _benchmark_scores(data, "method_b"))
 
 
 def test_method_b_train_stats_normalisation_reproduces_the_benchmark(data, method_b_normalised_run, tmp_path):

@@ -51,9 +51,10 @@ def test_paper_config_plans_every_data_job():
     assert counts["stage_dataset"] == 3  # MVTec AD, DTD-Synthetic, DTD
     assert counts["check_class"] == 8 and counts["contact_sheet"] == 8  # 5 MVTec textures + 3 DTD-Synthetic
     # one DDPM per (class, seed), shared by Method B; its torchvision backbone is staged once
-    # Method B: the default and 20 guidance points per (class, seed) (w, s, joint w x s, blur sigma, start step
-    # around the class's own default), all on that one DDPM
-    assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3 * 21 + 8
+    # Method B: the default and 22 points per (class, seed) (20 guidance points: w, s, joint w x s, blur sigma,
+    # start step; and the 2 map-terms points: pixel alone, feature alone; around the class's own default), all on
+    # that one DDPM
+    assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3 * 23 + 8
     # SimpleNet: one model per (class, seed), one evaluation each; plus the official variant on seed 0 (best
     # test-set epoch, 288 crop of 329: a model of its own per class)
     assert counts["train_simplenet"] == 8 * 3 + 8 and counts["simplenet"] == 8 * 3 + 8
@@ -77,8 +78,8 @@ def test_paper_config_plans_every_data_job():
     assert training == {"train_diffusion": 24, "train_score_model": 24, "train_simplenet": 24 + 8,
                         "train_draem": 24, "adapt_features": 9}  # fmt: skip
     # 1075 without the official variants (issue 19): + 8 SimpleNet models and 8 runs each of SimpleNet, Method B
-    # and DRAEM
-    assert sum(counts.values()) == 1075 + 32 + 96
+    # and DRAEM; + Method B's 2 map-terms points per (class, seed)
+    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2
     # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
     assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):

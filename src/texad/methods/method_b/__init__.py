@@ -14,7 +14,7 @@ from typing import Any
 from texad.backbones.weights import BACKBONES
 from texad.methods.base import RunKey, Runtime, lazy_detector
 
-from .ablation import inference_point, official, point_name, variants
+from .ablation import inference_point, neighbour_point, official, parse_point, point_name, variants
 from .settings import MethodBSettings, adaptation_settings, ddpm_train_settings
 
 NAME = "method_b"
@@ -33,7 +33,9 @@ __all__ = [
     "inference_point",
     "model_file",
     "models",
+    "neighbour_point",
     "official",
+    "parse_point",
     "point_name",
     "train",
     "variants",

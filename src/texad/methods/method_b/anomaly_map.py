@@ -7,11 +7,13 @@
   layer maps are summed.
 - A = D_f + v * (max D_f / max D_p) * D_p, the maxima taken over the whole test set ("test_set") or over
   consecutive chunks of 16 maps ("batch16", DDAD's test batches).
+- ``map_terms`` (spec §3.5's "map terms" ablation): ``both`` is that fusion; ``feature`` the map D_f alone (the
+  fusion at v = 0); ``pixel`` the map D_p alone (no fusion scale). What follows applies to every choice alike.
 - ``normalise="train_stats"`` (CHOSEN, not in DDAD; default "none"): the fused maps are standardised per pixel
-  by the fused maps of normal *training* images (:mod:`texad.evaluation.train_stats`, Method A's step), fused at
-  the test maps' scale so that both are the same function of D_p and D_f. It removes the score that normal
-  texture gets anyway, and the reconstruction's weaker borders, where a small model's maps otherwise peak on
-  normal images.
+  by the maps of normal *training* images made of the same terms (:mod:`texad.evaluation.train_stats`, Method A's
+  step), fused at the test maps' scale so that both are the same function of D_p and D_f. It removes the score
+  that normal texture gets anyway, and the reconstruction's weaker borders, where a small model's maps otherwise
+  peak on normal images.
 - The fused maps are smoothed with a Gaussian (``texad.evaluation.grid.gaussian_smooth``); the image score
   is the maximum of the smoothed map.
 """
@@ -33,16 +35,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FUSION_NORMS",
+    "MAP_TERMS",
     "pixel_distance",
     "aggregate_3x3",
     "feature_distance",
     "resize_for_extractor",
     "fusion_scale",
     "fuse",
+    "fusion_v",
+    "term_maps",
     "anomaly_maps",
 ]
 
 FUSION_NORMS = ("test_set", "batch16")
+#: What a map is made of (``inference.map_terms``): the fusion of both distances, D_p alone, or D_f alone.
+MAP_TERMS = ("both", "pixel", "feature")
 _DDAD_BATCH = 16
 
 Extractor = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
@@ -148,6 +155,34 @@ def fuse(
     return torch.cat(out, dim=0) if out else df.clone()
 
 
+def fusion_v(settings: Inference) -> float:
+    """The weight of the pixel term in the fusion: ``v`` with both terms; 0 with one term alone (``feature`` is the
+    fusion at v = 0, and ``pixel`` fuses nothing), so that no fusion scale is taken for a single term."""
+    return settings.v if settings.map_terms == "both" else 0.0
+
+
+def term_maps(
+    d_pixel: Any,
+    d_feature: Any,
+    terms: str,
+    v: float,
+    norm: str,
+    scale: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The maps of ``terms`` (N, H, W): ``both`` :func:`fuse` (D_f + v (max D_f / max D_p) D_p), ``feature`` D_f
+    (the fusion at v = 0), ``pixel`` D_p; ``v``, ``norm`` and ``scale`` matter to ``both`` only."""
+    if terms not in MAP_TERMS:
+        raise ValueError(f"map terms must be one of {MAP_TERMS}, got {terms!r}")
+    if terms == "pixel":
+        dp, df = _as_tensor(d_pixel), _as_tensor(d_feature)
+        if dp.shape != df.shape or dp.ndim < 1:
+            raise ValueError(
+                f"d_pixel {tuple(dp.shape)} and d_feature {tuple(df.shape)} must have equal shapes"
+            )
+        return dp.clone()
+    return fuse(d_pixel, d_feature, v if terms == "both" else 0.0, norm, scale)
+
+
 def anomaly_maps(
     d_pixel_all: Any,
     d_feature_all: Any,
@@ -155,20 +190,22 @@ def anomaly_maps(
     scale: torch.Tensor | None = None,
     train: tuple[Any, Any] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Fused, (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each smoothed map.
+    """Fused (or single-term), (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each
+    smoothed map.
 
-    ``settings``: the maps' keys of Method B's inference (``v``, ``fusion_norm``, ``normalise``,
+    ``settings``: the maps' keys of Method B's inference (``map_terms``, ``v``, ``fusion_norm``, ``normalise``,
     ``smoothing_sigma``); ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
-    ``normalise="train_stats"`` needs."""
+    ``normalise="train_stats"`` needs (their maps are made of the same terms)."""
+    terms, v = settings.map_terms, fusion_v(settings)
     stats = None
     if settings.normalise == "train_stats":
         if train is None:
             raise ValueError("normalise: train_stats needs the training images' distances (train=)")
         if scale is None:  # the test set's scale, fixed so that the training maps are fused with it too
-            scale = fusion_scale(_as_tensor(d_pixel_all), _as_tensor(d_feature_all), settings.v)
+            scale = fusion_scale(_as_tensor(d_pixel_all), _as_tensor(d_feature_all), v)
             scale = torch.zeros(()) if scale is None else scale  # no pixel term: the maps are D_f
-        stats = train_statistics(fuse(train[0], train[1], settings.v, "test_set", scale))
-    fused = fuse(d_pixel_all, d_feature_all, settings.v, settings.fusion_norm, scale)
+        stats = train_statistics(term_maps(train[0], train[1], terms, v, "test_set", scale))
+    fused = term_maps(d_pixel_all, d_feature_all, terms, v, settings.fusion_norm, scale)
     if stats is not None:
         fused = normalise_maps(fused, stats)
     maps = gaussian_smooth(fused, settings.smoothing_sigma)

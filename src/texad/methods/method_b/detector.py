@@ -17,7 +17,7 @@ from texad.methods.base import Detector, RunKey, Runtime, Scored, require_model
 from texad.methods.run import to_uint8_hwc
 
 from .ablation import inference_point
-from .anomaly_map import anomaly_maps, feature_distance, fusion_scale, pixel_distance
+from .anomaly_map import anomaly_maps, feature_distance, fusion_scale, fusion_v, pixel_distance
 from .domain_adaptation import load_adapted_state
 from .infer import reconstruct
 from .settings import MAP_LAYERS, MethodBSettings, adaptation_settings, ddpm_train_settings
@@ -104,9 +104,10 @@ class MethodBDetector(Detector):
         return out
 
     def calibrate(self, normal: Scored) -> Scored:
-        """Fix the fusion scale at the normal images' max D_f / max D_p and return their maps at that scale."""
-        scale = fusion_scale(normal.pending["d_pixel"], normal.pending["d_feature"], self.inf.v)
-        self.scale = torch.zeros(()) if scale is None else scale  # no pixel term: the maps are D_f
+        """Fix the fusion scale at the normal images' max D_f / max D_p and return their maps at that scale (0 where
+        a map is one term alone: ``map_terms`` pixel or feature)."""
+        scale = fusion_scale(normal.pending["d_pixel"], normal.pending["d_feature"], fusion_v(self.inf))
+        self.scale = torch.zeros(()) if scale is None else scale  # no fusion: the maps are D_f (or D_p)
         normal.maps, normal.scores = self._maps(normal.pending["d_pixel"], normal.pending["d_feature"])
         return normal
 

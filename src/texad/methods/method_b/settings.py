@@ -69,6 +69,7 @@ class Inference:
     blur_sigma: float
     blur_kernel: int
     v: float
+    map_terms: str  # "both" (the fusion), "pixel" (D_p alone) or "feature" (D_f alone, the fusion at v = 0)
     smoothing_sigma: float
     fusion_norm: str
     protocol: str  # "texad", or "ddad" (DDAD's 224 crop and mask rule: the labelled official variant)
@@ -101,6 +102,7 @@ class Ablation:
     joint_s: tuple[float, ...]
     blur_sigma: tuple[float, ...]
     t_start: tuple[int, ...]
+    map_terms: tuple[str, ...]
 
 
 @dataclass(frozen=True)
