@@ -105,3 +105,23 @@ def test_a_default_run_also_counts_under_its_recorded_point(tmp_path):
     assert row.loc["w0", "image_auroc"] == pytest.approx((0.7 + 0.6) / 2)
     assert row.loc["default", "image_auroc"] == pytest.approx(0.8) and row.loc["default", "n_runs"] == 2
     assert row.loc["w4", "d_image_auroc"] == pytest.approx(0.05)
+
+
+def test_a_point_that_some_classes_do_not_run_is_compared_on_the_classes_that_do(tmp_path):
+    """Method B points are named by absolute settings: `w11_s0` runs on wood only (its default w is 11), so its
+    Δ against the default is wood's own difference, not the difference with the mean over both classes."""
+    values = dict.fromkeys(("image_ap", "pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max"), 0.5)
+    runs = {
+        ("carpet", "default", "w0_s0.5"): 0.6,
+        ("wood", "default", "w11_s0.5"): 0.9,
+        ("wood", "w11_s0", None): 0.8,
+    }
+    for (cls, variant, point), auroc in runs.items():
+        timings = {"train_s": 1.0, "inference_s": 1.0, "images_per_s": 10.0, "nfe_per_image": 20}
+        path = write_run(tmp_path, "synthetic", cls, "method_b", variant, 0, {**values, "image_auroc": auroc},
+                         timings)  # fmt: skip
+        result = R.read_result(path)
+        result["extra"] = {"ablation_point": point} if point else {}
+        R.write_result(path, result)
+    row = ablation_table(collect(tmp_path / "runs"), "method_b").set_index("variant")
+    assert row.loc["w11_s0", "d_image_auroc"] == pytest.approx(0.8 - 0.9)  # not 0.8 - (0.6 + 0.9) / 2

@@ -193,7 +193,18 @@ def test_write_tables_files_latex_and_csv_round_trip(runs, tmp_path):
     for metric in ("image_auroc", "aupro"):
         table = A.metric_table(df, metric)
         csv = pd.read_csv(out / f"{metric}.csv", keep_default_na=False, na_values=[""])
-        assert list(csv.columns) == ["dataset", "class", "column", "method", "variant", "mean", "std", "n"]
+        assert list(csv.columns) == [
+            "dataset",
+            "class",
+            "column",
+            "method",
+            "variant",
+            "mean",
+            "std",
+            "n",
+            "low",
+            "high",
+        ]
         assert len(csv) == len(table.index) * 2
         for rec in csv.rename(columns={"class": "cls"}).itertuples(index=False):
             cls = rec.cls

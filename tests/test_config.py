@@ -45,6 +45,7 @@ def test_defaults_are_filled_from_the_schema():
         "resolution": 256,
         "fpr_limit": 0.3,
         "threshold": {"rule": "fpr", "fpr": 0.01},
+        "bootstrap": {"resamples": 1000, "level": 0.95, "seed": 0},
     }
     assert cfg["seeds"] == [0]
     assert cfg["datasets"]["synthetic"]["classes"] == ["woven", "carpet", "wood"]

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -70,16 +71,18 @@ def test_paper_config_plans_every_data_job():
     assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * 15
     assert counts["ablation_table"] == 2  # Method A and Method B
     # the report: a Figure-1 grid and ROC curves per class; four paper tables; every table as an HTML page
-    # (4 benchmark metrics, 4 paper tables, 2 ablations); ablation curves of both methods; one speed plot
+    # (4 benchmark metrics, 4 paper tables, 2 ablations, the claims); ablation curves of both methods; one speed plot
     assert counts["figure_grid"] == 8 and counts["roc_curves"] == 8 and counts["paper_table"] == 4
-    assert counts["table_html"] == 10 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
+    assert counts["table_html"] == 11 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
+    # issue 21: one bootstrap of each class's runs, and the claims table
+    assert counts["bootstrap"] == 8 and counts["claims"] == 1
     # whatever the grids: one model per (dataset, class, seed) and method
     training = {k: v for k, v in counts.items() if k.startswith(("train_", "adapt_"))}
     assert training == {"train_diffusion": 24, "train_score_model": 24, "train_simplenet": 24 + 8,
                         "train_draem": 24, "adapt_features": 9}  # fmt: skip
     # 1075 without the official variants (issue 19): + 8 SimpleNet models and 8 runs each of SimpleNet, Method B
     # and DRAEM; + Method B's 2 map-terms points per (class, seed)
-    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2
+    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2
     # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
     assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
@@ -101,20 +104,23 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "check_class": 3,
         "contact_sheet": 3,
         "train_score_model": 3,
-        "method_a": 3 * 4,  # default + K1, K2, full_chain
+        "method_a": 3 * 5,  # default + K1, K2, full_chain, metric_recon
         "ablation_table": 2,
         "train_diffusion": 3,
-        # default + (w 0, s 0.5), (w 11, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0)
-        "method_b": 3 + 3 + 2,
+        # default + (w 0, s 0.5), (w 11, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0); each
+        # class's default point with the pixel and the feature distance alone
+        "method_b": 3 + 3 + 2 + 3 * 2,
         "train_simplenet": 3,
         "simplenet": 3,
         "train_draem": 3,
         "draem": 3,
         "aggregate": 1,
         "threshold": 4 * 3,  # a deployment threshold beside each default run
-        # the report: tables (4 benchmark, 4 paper, 2 ablation) as HTML, and the figures
+        # the report: tables (4 benchmark, 4 paper, 2 ablation, the claims) as HTML, and the figures
         "paper_table": 4,
-        "table_html": 10,
+        "table_html": 11,
+        "bootstrap": 3,  # one per class: every run of the class on the same resamples
+        "claims": 1,
         "figure_grid": 3,
         "roc_curves": 3,
         "ablation_curves": 2,
@@ -287,6 +293,25 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     # Method B's guidance points around the class's w (11): w 4, and w 4 with s = 0 (half the network evaluations)
     ablation_b = (tmp_path / "results" / "tables" / "ablation_method_b.md").read_text()
     assert "| default | 20 |" in ablation_b and "| w4_s0_blur3_t250 | 10 |" in ablation_b
+    # issue 21: each class's runs resampled together; intervals in the tables, the claims judged by them
+    for cls in ("woven", "wood"):
+        with np.load(tmp_path / "results" / "uncertainty" / "synthetic" / f"{cls}.npz") as z:
+            assert len(z["method"]) == len(
+                list((tmp_path / "results" / "runs" / "synthetic" / cls).rglob("seed0.json"))
+            )
+    assert (
+        re.search(r"\| \d+\.\d \[\d+\.\d, \d+\.\d\] \|", table) and "bootstrap interval of that mean" in table
+    )
+    claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
+    tested = claims[claims["verdict"] != "untested"]
+    # this config runs no w 0, s 0, map-terms or recon point: those claims say which keys would run them
+    assert set(tested["claim"]) == {"method_b_beats_simplenet", "method_b_beats_draem", "t_scales_cut_cost"}
+    assert (
+        claims.loc[claims["claim"] == "conditioning_helps", "reason"]
+        .str.contains("ablation.w: \\[0\\]")
+        .all()
+    )
+    assert (tested["low"] <= tested["difference"]).all() and (tested["difference"] <= tested["high"]).all()
     again = smk("--cores", "2", "--configfile", str(path), cwd=tmp_path)
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr, again.stderr[-3000:]
     # evaluation-only changes (a new ablation point, DRAEM's score pool, SimpleNet's map smoothing) retrain nothing
@@ -324,7 +349,7 @@ def report_items(classes) -> dict[str, dict]:
         "path": ["Figures", "Speed vs accuracy"], "row": ["all methods and ablation points"]}  # fmt: skip
     groups = {"benchmark": ["image_auroc", "pixel_auroc", "aupro", "pixel_ap"],
               "paper": ["paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended"],
-              "ablation": ["ablation_method_a", "ablation_method_b"]}  # fmt: skip
+              "ablation": ["ablation_method_a", "ablation_method_b"], "claims": ["claims"]}  # fmt: skip
     for group, tables in groups.items():
         for table in tables:
             items[f"results/report/tables/{group}/{table}.html"] = {"path": ["Tables", group], "row": [table]}

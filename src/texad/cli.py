@@ -15,6 +15,7 @@ from pathlib import Path
 
 from texad import __version__
 from texad.cost.cli import add_parsers as add_cost_parsers
+from texad.evaluation.bootstrap_cli import add_parsers as add_bootstrap_parsers
 from texad.evaluation.thresholds_cli import add_parsers as add_threshold_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
 from texad.rehearsal.cli import add_parsers as add_rehearsal_parsers
@@ -169,10 +170,13 @@ def cmd_contact_sheet(args) -> int:
 
 def cmd_aggregate(args) -> int:
     from texad.results.aggregate import collect, with_class_titles, write_tables
+    from texad.results.intervals import Bootstraps, interval_table
 
     titles = json.loads(args.class_titles) if args.class_titles else None
     df = with_class_titles(collect([Path(p) for p in args.results]), titles)
-    written = write_tables(df, Path(args.out_dir), metrics=tuple(args.metrics))
+    boot = Bootstraps(args.bootstrap or [])
+    intervals = with_class_titles(interval_table(boot), titles) if boot else None
+    written = write_tables(df, Path(args.out_dir), metrics=tuple(args.metrics), intervals=intervals)
     for path in written:
         print(path)
     return 0
@@ -181,10 +185,10 @@ def cmd_aggregate(args) -> int:
 def cmd_ablation_table(args) -> int:
     from texad.results.ablation import write_ablation_tables
     from texad.results.aggregate import collect
+    from texad.results.intervals import Bootstraps
 
-    for path in write_ablation_tables(
-        collect([Path(p) for p in args.results]), args.method, Path(args.out_dir)
-    ):
+    df, boot = collect([Path(p) for p in args.results]), Bootstraps(args.bootstrap or [])
+    for path in write_ablation_tables(df, args.method, Path(args.out_dir), boot=boot or None):
         print(path)
     return 0
 
@@ -384,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--class-titles", help='JSON {"dataset/class": "title"}: how tables name renamed user classes'
     )
+    p.add_argument(
+        "--bootstrap",
+        nargs="*",
+        help="the classes' bootstrap files (texad bootstrap): every cell gets its interval, and intervals.csv",
+    )
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser(
@@ -393,6 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", required=True, help="e.g. method_a")
     p.add_argument("--results", nargs="+", required=True, help="result JSONs or folders of them")
     p.add_argument("--out-dir", required=True)
+    p.add_argument(
+        "--bootstrap",
+        nargs="*",
+        help="the classes' bootstrap files: intervals, and paired ones for Δ vs ref.",
+    )
     p.set_defaults(func=cmd_ablation_table)
 
     p = sub.add_parser("table-html", help="Markdown tables -> HTML pages (for the Snakemake report)")
@@ -404,6 +418,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_paper_table_parsers(sub)
     add_cost_parsers(sub)
     add_threshold_parsers(sub)
+    add_bootstrap_parsers(sub)
     add_predict_parsers(sub)
     add_rehearsal_parsers(sub)
     return parser

@@ -237,10 +237,10 @@ class Plan:
 
     def _fragment(self, settings: Any, keys: tuple[str, ...]) -> dict:
         top = {k: self.config[k] for k in keys}
-        if (
-            "evaluation" in top
-        ):  # the deployment threshold is chosen after a run (threshold_settings): not its input
-            top["evaluation"] = {k: v for k, v in top["evaluation"].items() if k != "threshold"}
+        if "evaluation" in top:  # thresholds and intervals are computed after a run: not its input
+            top["evaluation"] = {
+                k: v for k, v in top["evaluation"].items() if k not in ("threshold", "bootstrap")
+            }
         return {**top, **settings.to_config()}
 
     def threshold_settings(self) -> dict:
@@ -250,6 +250,22 @@ class Plan:
     def threshold_outputs(self) -> list[str]:
         """The deployment thresholds beside every default run's result (``texad threshold``)."""
         return [r.removesuffix(".json") + ".threshold.json" for r in self.method_results()]
+
+    def bootstrap_settings(self) -> dict:
+        """The settings of a ``texad bootstrap`` job: ``evaluation.bootstrap`` alone."""
+        return {"evaluation": {"bootstrap": self.config["evaluation"]["bootstrap"]}}
+
+    def class_results(self, dataset: str, cls: str) -> list[str]:
+        """Every planned result JSON of one class: default, ablation and official runs of every method."""
+        runs = self.method_results() + self.official_results()
+        runs += [r for m in ABLATED_METHODS for r in self.ablation_results(m)]
+        return sorted({r for r in runs if r.split("/")[2:4] == [dataset, cls]})
+
+    def bootstrap_outputs(self) -> list[str]:
+        """The bootstrap file of every class that has runs (``texad bootstrap``)."""
+        if not self.method_results():
+            return []
+        return self.class_outputs("results/uncertainty/{dataset}/{cls}.npz")
 
     def run_settings(self, method: str, cls: str, variant: str) -> dict:
         """The settings of one run job: the method's block (its class resolved, the ablation reduced to the entry
@@ -402,6 +418,7 @@ class Plan:
         if self.method_results():
             tables += [("benchmark", m) for m in METRIC_TABLES]
             tables += [("paper", t) for t in self.paper_tables()]
+            tables.append(("claims", "claims"))
         tables += [("ablation", f"ablation_{m}") for m in ABLATED_METHODS if self.ablation_results(m)]
         return tables
 

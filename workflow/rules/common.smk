@@ -28,6 +28,7 @@ config.update(_validated)
 
 PYTHON_TEXAD = "python -m texad"
 PUBLISHED = os.path.join(workflow.basedir, "workflow", "report", "published.yaml")
+CLAIMS = os.path.join(workflow.basedir, "workflow", "report", "claims.yaml")
 
 
 wildcard_constraints:
@@ -75,6 +76,16 @@ def torch_env(wildcards):
 
 def class_dir(wildcards):
     return PLAN.class_dir(wildcards.dataset, wildcards.cls)
+
+
+def class_runs(wildcards):
+    """Every run of one class: result JSONs, and their maps files in the same order."""
+    results = PLAN.class_results(wildcards.dataset, wildcards.cls)
+    maps = [
+        r.replace("results/runs/", "results/maps/", 1).removesuffix(".json") + ".npz"
+        for r in results
+    ]
+    return {"results": results, "maps": maps}
 
 
 def figure_title(wildcards):

@@ -48,7 +48,7 @@ rule table_html:
     benchmark:
         "results/benchmarks/table_html/{group}/{table}.tsv"
     wildcard_constraints:
-        group="benchmark|paper|ablation",
+        group="benchmark|paper|ablation|claims",
     localrule: True
     conda:
         "../../envs/texad-cpu.yaml"

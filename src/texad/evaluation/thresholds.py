@@ -115,7 +115,7 @@ def _rates(values: np.ndarray, truth: np.ndarray, threshold: float) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------- runs
-def _check_pair(result: dict, maps: Any, result_path: Path) -> None:
+def check_maps_belong(result: dict, maps: Any, result_path: Path) -> None:
     """The maps file must be the result's own: same images, anomalous count and grid."""
     m = result["metrics"]
     mine = (len(maps.scores), int(maps.labels.sum()), list(maps.grid))
@@ -144,7 +144,7 @@ def run_thresholds(result: dict, maps: Any, settings: ThresholdSettings, *, resu
 
     if settings.rule not in RULES:
         raise ValueError(f"evaluation.threshold.rule must be one of {RULES}, got {settings.rule!r}")
-    _check_pair(result, maps, result_path)
+    check_maps_belong(result, maps, result_path)
     scores, labels = maps.scores, maps.labels.astype(bool)
     normal = ~labels
     n_normal, n_anomalous = int(normal.sum()), int(labels.sum())

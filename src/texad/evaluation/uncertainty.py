@@ -6,9 +6,10 @@ multiplicities ``W`` (B, N). Each metric is computed from per-image histograms, 
 matrix products:
 
 - image AUROC: per image a one-hot over the distinct scores (exact, ties counted half, as scikit-learn does);
-- pixel AUROC and pixel AP: per image the counts of normal and anomalous pixels per score bin; the bins are
-  ``n_bins`` quantiles of all pixel scores, so a resample's value is that of scores rounded to their bin (the
-  point estimate stays the exact one of :mod:`texad.evaluation.metrics`; only the spread comes from here);
+- pixel AUROC and pixel AP: per image the counts of normal and anomalous pixels per score bin; the bin edges are
+  ``n_bins`` quantiles of all pixel scores and as many of the anomalous pixels' (AP turns on their ranks), so a
+  resample's value is that of scores rounded to their bin (the point estimate stays the exact one of
+  :mod:`texad.evaluation.metrics`; only the spread comes from here);
 - AUPRO: per image, per bin, the sum over its defect regions of the share of the region above the bin; a
   resample's PRO curve is the multiplicity-weighted sum over images divided by the number of regions drawn.
 
@@ -121,7 +122,12 @@ def pixel_histograms(maps: np.ndarray, masks: np.ndarray, n_bins: int = 1000) ->
     maps = np.asarray(maps, dtype=np.float64)
     masks = np.asarray(masks).astype(bool)
     n, k = maps.shape[0], n_bins
-    edges = np.unique(np.quantile(maps, np.linspace(0.0, 1.0, k + 1)[1:-1]))
+    inner = np.linspace(0.0, 1.0, k + 1)[1:-1]
+    # quantiles of all pixels, and as many of the anomalous ones: AP and PRO turn on the ranks of the defects
+    edges = np.quantile(maps, inner)
+    if masks.any():
+        edges = np.concatenate([edges, np.quantile(maps[masks], inner)])
+    edges = np.unique(edges)
     bins = np.searchsorted(edges, maps.reshape(n, -1), side="right")  # 0 .. len(edges)
     k = edges.size + 1
     offset = (np.arange(n) * k)[:, None]
@@ -159,28 +165,38 @@ def pixel_metrics_resampled(h: PixelHistograms, weights: np.ndarray, fpr_limit: 
     return {"pixel_auroc": _auroc_from_hist(pos, neg), "pixel_ap": _ap_from_hist(pos, neg), "aupro": aupro}
 
 
+def _placements(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DeLong's structural components of one score vector: per anomalous image the share of normal images below
+    it, per normal image the share of anomalous images above it (ties count one half)."""
+    x, y = scores[labels], scores[~labels]
+    m, n = x.size, y.size
+    rx = stats.rankdata(np.concatenate([x, y]))[:m]
+    ry = stats.rankdata(np.concatenate([y, x]))[:n]
+    return (rx - stats.rankdata(x)) / n, 1.0 - (ry - stats.rankdata(y)) / m
+
+
 def delong(scores_a: np.ndarray, labels: np.ndarray, scores_b: np.ndarray | None = None) -> dict:
     """DeLong's AUROC variance (one method) or the paired difference A − B on the same images, with the
-    two-sided p-value of a zero difference (DeLong, DeLong & Clarke-Pearson 1988; structural components)."""
+    two-sided p-value of a zero difference (DeLong, DeLong & Clarke-Pearson 1988; structural components).
+
+    Scores are (N,) or (S, N) for S seeds of a method: then the AUROC is the mean over seeds, whose structural
+    components are the seeds' mean components (a U-statistic of the averaged kernel)."""
     labels = np.asarray(labels).astype(bool)
-    methods = [np.asarray(scores_a, dtype=np.float64)]
+    methods = [np.atleast_2d(np.asarray(scores_a, dtype=np.float64))]
     if scores_b is not None:
-        methods.append(np.asarray(scores_b, dtype=np.float64))
+        methods.append(np.atleast_2d(np.asarray(scores_b, dtype=np.float64)))
     m, n = int(labels.sum()), int((~labels).sum())
-    v10, v01, aucs = [], [], []
-    for s in methods:
-        x, y = s[labels], s[~labels]
-        # psi(x, y) = 1 if x > y, 0.5 if equal: via average ranks
-        rx = stats.rankdata(np.concatenate([x, y]))[:m]
-        ry = stats.rankdata(np.concatenate([y, x]))[:n]
-        v10.append((rx - stats.rankdata(x)) / n)  # per positive: share of negatives below it
-        v01.append(1.0 - (ry - stats.rankdata(y)) / m)  # per negative: share of positives above it
-        aucs.append(float(v10[-1].mean()))
+    v10, v01 = [], []
+    for seeds in methods:
+        parts = [_placements(s, labels) for s in seeds]
+        v10.append(np.mean([p[0] for p in parts], axis=0))
+        v01.append(np.mean([p[1] for p in parts], axis=0))
+    aucs = [float(v.mean()) for v in v10]
     s10, s01 = np.atleast_2d(np.cov(np.array(v10))), np.atleast_2d(np.cov(np.array(v01)))
     cov = s10 / m + s01 / n
     if scores_b is None:
         return {"auroc": aucs[0], "variance": float(cov[0, 0])}
     diff = aucs[0] - aucs[1]
-    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    var = max(float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1]), 0.0)
     z = diff / np.sqrt(var) if var > 0 else (0.0 if diff == 0 else np.inf)
     return {"difference": diff, "variance": var, "p_value": float(2 * stats.norm.sf(abs(z)))}

@@ -72,7 +72,6 @@ _STYLE = {
 _MARKERS = {"method_a": "o", "method_b": "s", "simplenet": "^", "draem": "D"}
 _EXTRA_MARKERS = ("v", "P", "X", "*", "<", ">")
 _T_SCALES_VARIANT = re.compile(r"^K\d+_n\d+_s[0-9.eE+-]+$")
-_POINT_NAME = re.compile(r"^w(?P<w>[^_]+)_s(?P<s>[^_]+)_blur(?P<blur_sigma>[^_]+)_t(?P<t_start>\d+)$")
 _POINT_KEYS = ("w", "s", "blur_sigma", "t_start")
 _METRIC_LABEL = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC"}
 
@@ -543,14 +542,18 @@ def _method_a_curves(df: pd.DataFrame) -> AblationCurves:
 
 
 def _parse_point(value) -> dict | None:
-    """A guidance point from a dict or a point name (``w4_s0.5_blur3_t250``), None when neither."""
+    """A guidance point (w, s, blur_sigma, t_start and map_terms) from inference settings or a point name
+    (``w4_s0.5_blur3_t250``, ``..._pixel``), None when neither."""
+    from texad.methods.method_b import parse_point
+
     if isinstance(value, Mapping) and all(k in value for k in _POINT_KEYS):
-        return {k: float(value[k]) for k in _POINT_KEYS}
-    if isinstance(value, str) and (m := _POINT_NAME.match(value)):
+        return {**{k: float(value[k]) for k in _POINT_KEYS}, "map_terms": value.get("map_terms", "both")}
+    if isinstance(value, str):
         try:
-            return {k: float(m.group(k)) for k in _POINT_KEYS}
+            point = parse_point(value)
         except ValueError:
             return None
+        return {**{k: float(point[k]) for k in _POINT_KEYS}, "map_terms": point["map_terms"]}
     return None
 
 
@@ -585,15 +588,19 @@ def _method_b_curves(df: pd.DataFrame) -> AblationCurves:
             f"no method_b default run of {d}/{c} among the results (results/runs/{d}/{c}/method_b/default/"
             "seed<k>.json): the curves are drawn around each class's default point"
         )
-    base = defaults[["dataset", "class", *_POINT_KEYS]].rename(columns={k: f"{k}_def" for k in _POINT_KEYS})
+    keys = [*_POINT_KEYS, "map_terms"]
+    base = defaults[["dataset", "class", *keys]].rename(columns={k: f"{k}_def" for k in keys})
     runs = runs.merge(base, on=["dataset", "class"], how="left")
     # a point equal to the class's default is the default run itself: count it once
     runs = runs.sort_values("variant", key=lambda v: v != "default", kind="stable")
-    runs = runs.drop_duplicates(["dataset", "class", "seed", *_POINT_KEYS])
+    runs = runs.drop_duplicates(["dataset", "class", "seed", *keys])
     same = {k: np.isclose(runs[k], runs[f"{k}_def"]) for k in _POINT_KEYS}
+    same["map_terms"] = (
+        runs["map_terms"] == runs["map_terms_def"]
+    )  # a one-term map is not on the w or s curve
     parts = []
     for axis, other in (("w", "s"), ("s", "w")):
-        on_axis = same[other] & same["blur_sigma"] & same["t_start"]
+        on_axis = same[other] & same["blur_sigma"] & same["t_start"] & same["map_terms"]
         parts.append(runs[on_axis].assign(axis=axis, line="", x=runs.loc[on_axis, axis]))
     points = _stats(pd.concat(parts), ["dataset", "axis", "line", "x"], ("image_auroc", "pixel_auroc"))
     return AblationCurves("method_b", points, pd.DataFrame())

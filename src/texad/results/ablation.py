@@ -8,7 +8,8 @@ Per variant, over every class and seed of the dataset (a plain mean over runs; e
 * ``image_auroc``, ``pixel_auroc``, ``aupro`` (mean, and std over the per-seed class means when there are seeds);
 * against the reference variant (Method A: ``full_chain``, the full-length reverse SDE; Method B: ``default``):
   ``speedup`` = reference s/image over this variant's, ``nfe_ratio`` = reference NFE over this variant's, and
-  ``d_image_auroc`` = this variant's image AUROC minus the reference's. All ratios come from runs of the same workflow invocation.
+  ``d_image_auroc`` = this variant's image AUROC minus the reference's on the same classes and seeds (paired). All
+  ratios come from runs of the same workflow invocation.
 
 A ``default`` run that records its ablation point (Method B, whose default w is per class) is also counted under
 that point's name.
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from texad.results.record import atomic_write_text, read_result
-from texad.results.tables import format_cell, latex_escape
+from texad.results.tables import format_cell, interval_text, latex_escape
 
 __all__ = ["REFERENCE_VARIANT", "ablation_table", "write_ablation_tables"]
 
@@ -35,9 +36,10 @@ REFERENCE_VARIANT = {"method_a": "full_chain", "method_b": "default"}
 SCORES = ("image_auroc", "pixel_auroc", "aupro")
 COLUMNS = (
     "dataset", "variant", "n_runs", "nfe_per_image", "s_per_image", "s_per_image_b1", "s_per_image_b16",
-    *[f"{m}{suffix}" for m in SCORES for suffix in ("", "_std")],
-    "speedup", "nfe_ratio", "d_image_auroc",
+    *[f"{m}{suffix}" for m in SCORES for suffix in ("", "_std", "_low", "_high")],
+    "speedup", "nfe_ratio", "d_image_auroc", "d_image_auroc_low", "d_image_auroc_high",
 )  # fmt: skip
+_AGAINST_REFERENCE = ("speedup", "nfe_ratio", "d_image_auroc", "d_image_auroc_low", "d_image_auroc_high")
 
 
 def _extra(path: str) -> dict:
@@ -67,9 +69,23 @@ def _seed_std(runs: pd.DataFrame, metric: str) -> float:
     return float(per_seed.std(ddof=1)) if len(per_seed) > 1 else float("nan")
 
 
-def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) -> pd.DataFrame:
+def _paired_delta(runs: pd.DataFrame, dataset: str, variant: str, reference: str) -> float:
+    """Image AUROC of ``variant`` minus the reference's on the same (class, seed) runs: a point that a class does
+    not run (a Method B point named by another class's w) is compared on the classes that ran it only."""
+    here = runs[runs["dataset"] == dataset]
+    mine = here[here["variant"] == variant].set_index(["class", "seed"])["image_auroc"]
+    ref = here[here["variant"] == reference].set_index(["class", "seed"])["image_auroc"]
+    both = mine.index.intersection(ref.index)
+    return float((mine[both] - ref[both]).mean()) if len(both) else np.nan
+
+
+def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None, boot=None) -> pd.DataFrame:
     """The ablation of ``method`` from the long table of :func:`texad.results.aggregate.collect`: one row per
-    (dataset, variant), ``default`` first, then the other variants in name order, the reference last."""
+    (dataset, variant), ``default`` first, then the other variants in name order, the reference last.
+
+    ``boot`` (:class:`texad.results.intervals.Bootstraps`): each score's bootstrap interval (``<metric>_low`` /
+    ``_high``, over the dataset's classes) and the paired interval of Δ image AUROC against the reference on the
+    same test images (``d_image_auroc_low`` / ``_high``); NaN without it."""
     reference = REFERENCE_VARIANT.get(method) if reference is None else reference
     runs = df[df["method"] == method].copy()
     if runs.empty:
@@ -88,16 +104,25 @@ def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) 
             row = {"dataset": dataset, "variant": variant, "n_runs": len(r)}
             for col in ("nfe_per_image", "s_per_image", "s_per_image_b1", "s_per_image_b16"):
                 row[col] = float(r[col].mean())
+            classes = sorted(r["class"].unique())
             for m in SCORES:
                 row[m] = float(r[m].mean())
                 row[f"{m}_std"] = _seed_std(r, m)
+                e = boot.estimate(dataset, "mean", method, variant, m, classes) if boot else None
+                row[f"{m}_low"], row[f"{m}_high"] = (e.low, e.high) if e else (np.nan, np.nan)
+            if boot and variant != reference:
+                d = boot.difference(dataset, classes, (method, variant), (method, reference), "image_auroc")
+                row["d_image_auroc_low"], row["d_image_auroc_high"] = (
+                    (d.low, d.high) if d else (np.nan, np.nan)
+                )
             rows.append(row)
     table = pd.DataFrame(
-        rows, columns=[c for c in COLUMNS if c not in ("speedup", "nfe_ratio", "d_image_auroc")]
+        rows, columns=[c for c in COLUMNS if c not in _AGAINST_REFERENCE or c.endswith(("_low", "_high"))]
     )
     table["speedup"] = np.nan
     table["nfe_ratio"] = np.nan
     table["d_image_auroc"] = np.nan
+    table = table[list(COLUMNS)]
     for dataset in table["dataset"].unique():
         here = table["dataset"] == dataset
         ref = table[here & (table["variant"] == reference)]
@@ -106,8 +131,12 @@ def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) 
         ref = ref.iloc[0]
         table.loc[here, "speedup"] = ref["s_per_image"] / table.loc[here, "s_per_image"]
         table.loc[here, "nfe_ratio"] = ref["nfe_per_image"] / table.loc[here, "nfe_per_image"]
-        table.loc[here, "d_image_auroc"] = table.loc[here, "image_auroc"] - ref["image_auroc"]
+        table.loc[here, "d_image_auroc"] = [
+            _paired_delta(runs, dataset, v, reference) for v in table.loc[here, "variant"]
+        ]
     table.attrs = {"method": method, "reference": reference}
+    if boot:
+        table.attrs.update(level=boot.level, resamples=boot.resamples)
     return table
 
 
@@ -115,7 +144,23 @@ def ablation_table(df: pd.DataFrame, method: str, reference: str | None = None) 
 _HEADER = ("Variant", "NFE/image", "s/image", "Speed-up", "Image AUROC", "Δ vs ref.", "Pixel AUROC", "AUPRO")
 
 
-def _text_rows(table: pd.DataFrame, pm: str) -> list[tuple[str, list[str]]]:
+def _score(r: pd.Series, metric: str, n: int, pm: str, tex: bool) -> str:
+    return format_cell(r[metric], r[f"{metric}_std"], n, pm=pm, low=r[f"{metric}_low"], high=r[f"{metric}_high"],
+                       tex=tex)  # fmt: skip
+
+
+def _delta(r: pd.Series, tex: bool) -> str:
+    """Δ image AUROC in points, with its paired interval where there is one."""
+    if np.isnan(r["d_image_auroc"]):
+        return "n/a"
+    text = f"{100 * r['d_image_auroc']:+.1f}"
+    if np.isnan(r["d_image_auroc_low"]):
+        return text
+    low, high = f"{100 * r['d_image_auroc_low']:+.1f}", f"{100 * r['d_image_auroc_high']:+.1f}"
+    return text + (f"$_{{[{low},\\,{high}]}}$" if tex else f" [{low}, {high}]")
+
+
+def _text_rows(table: pd.DataFrame, pm: str, tex: bool = False) -> list[tuple[str, list[str]]]:
     out = []
     for _, r in table.iterrows():
         n = 2 if not np.isnan(r["image_auroc_std"]) else 1
@@ -124,10 +169,10 @@ def _text_rows(table: pd.DataFrame, pm: str) -> list[tuple[str, list[str]]]:
             f"{r['nfe_per_image']:.0f}",
             f"{r['s_per_image']:.3g}",
             "n/a" if np.isnan(r["speedup"]) else f"{r['speedup']:.1f}x",
-            format_cell(r["image_auroc"], r["image_auroc_std"], n, pm=pm),
-            "n/a" if np.isnan(r["d_image_auroc"]) else f"{100 * r['d_image_auroc']:+.1f}",
-            format_cell(r["pixel_auroc"], r["pixel_auroc_std"], n, pm=pm),
-            format_cell(r["aupro"], r["aupro_std"], n, pm=pm),
+            _score(r, "image_auroc", n, pm, tex),
+            _delta(r, tex),
+            _score(r, "pixel_auroc", n, pm, tex),
+            _score(r, "aupro", n, pm, tex),
         ]
         out.append((r["dataset"], cells))
     return out
@@ -141,6 +186,12 @@ def format_ablation_markdown(table: pd.DataFrame) -> str:
             f"**{table.attrs.get('method')} ablation, {dataset}** (reference: `{ref}`; scores in %)",
             "",
         ]
+        if interval_text(table.attrs):
+            lines += [
+                f"Scores: mean over the dataset's classes ± std over seeds; {interval_text(table.attrs)}. "
+                "Δ vs ref. [low, high]: the paired interval of the difference on the same test images.",
+                "",
+            ]
         lines.append("| " + " | ".join(_HEADER) + " |")
         lines.append("|" + "|".join(["---"] + ["---:"] * (len(_HEADER) - 1)) + "|")
         for ds, cells in _text_rows(table, "±"):
@@ -167,7 +218,7 @@ def format_ablation_latex(table: pd.DataFrame) -> str:
         lines.append(rf"\multicolumn{{{len(_HEADER)}}}{{l}}{{\textit{{{latex_escape(dataset)}}}}} \\")
         lines.append(" & ".join(head) + r" \\")
         lines.append(r"\midrule")
-        for ds, cells in _text_rows(table, r"$\pm$"):
+        for ds, cells in _text_rows(table, r"$\pm$", tex=True):
             if ds == dataset:
                 cells = [
                     latex_escape(cells[0]),
@@ -178,9 +229,9 @@ def format_ablation_latex(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def write_ablation_tables(df: pd.DataFrame, method: str, out_dir: str | Path) -> list[Path]:
+def write_ablation_tables(df: pd.DataFrame, method: str, out_dir: str | Path, boot=None) -> list[Path]:
     """``ablation_<method>.csv`` / ``.md`` / ``.tex`` in ``out_dir``, each atomically; returns their paths."""
-    table = ablation_table(df, method)
+    table = ablation_table(df, method, boot=boot)
     buf = io.StringIO()
     table.to_csv(buf, index=False, float_format=lambda x: repr(float(x)), lineterminator="\n")
     written = []

@@ -5,8 +5,8 @@
 * :func:`metric_table` turns the long table into one metric's table: rows ``(dataset, class)`` plus a
   ``mean`` row per dataset, one column group per method (``method/variant`` when a method has several
   variants) with ``mean``, ``std`` (over seeds, ddof=1; NaN with a single seed) and ``n`` (seeds);
-* :func:`write_tables` writes ``<metric>.csv`` / ``.md`` / ``.tex`` per metric and ``results.csv``
-  (the long table), each atomically.
+* :func:`write_tables` writes ``<metric>.csv`` / ``.md`` / ``.tex`` per metric, ``results.csv`` (the long table)
+  and, given the classes' bootstrap intervals (:mod:`texad.results.intervals`), ``intervals.csv``, each atomically.
 
 The dataset ``mean`` row is the mean over the dataset's classes of the per-class means.  Its ``std`` is
 the std over seeds of the per-seed class average, given when every class has the same set of at least two
@@ -67,7 +67,7 @@ INFO_COLUMNS = (
 )
 DEFAULT_TABLE_METRICS = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
 MEAN_ROW = "mean"
-STATS = ("mean", "std", "n")
+STATS = ("mean", "std", "n", "low", "high")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -172,13 +172,16 @@ def _column_labels(df: pd.DataFrame) -> pd.Series:
     return df["method"].where(~multi, df["method"] + "/" + df["variant"])
 
 
-def metric_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+def metric_table(df: pd.DataFrame, metric: str, intervals: pd.DataFrame | None = None) -> pd.DataFrame:
     """Table of ``metric``: index ``(dataset, class)`` with a ``mean`` row closing each dataset; columns
-    ``(label, stat)`` with label = method (or method/variant) and stat in ``mean``, ``std``, ``n``.
+    ``(label, stat)`` with label = method (or method/variant) and stat in ``mean``, ``std``, ``n``, ``low``,
+    ``high``.
 
     Per class: mean and std (ddof=1, NaN with one seed) over the seeds with a value, and their count n.
-    ``table.attrs`` holds ``metric``, ``resolution`` (sorted distinct evaluation resolutions) and
-    ``fpr_limit`` (the distinct AUPRO FPR limits).
+    ``low`` / ``high``: the bootstrap interval of the mean from ``intervals``
+    (:func:`texad.results.intervals.interval_table`), NaN without one. ``table.attrs`` holds ``metric``,
+    ``resolution`` (sorted distinct evaluation resolutions), ``fpr_limit`` (the distinct AUPRO FPR limits) and,
+    with intervals, their ``level`` and ``resamples``.
     """
     if metric not in df.columns:
         allowed = [c for c in (*METRIC_COLUMNS, *TIMING_COLUMNS) if c in df.columns]
@@ -239,11 +242,33 @@ def metric_table(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
     for label in labels:
         table[(label, "n")] = table[(label, "n")].astype("Int64")
+    bounds = _interval_bounds(data, intervals, metric)
+    for (dataset, cls, label), (low, high) in bounds.items():
+        if (dataset, cls) in table.index and label in labels and not pd.isna(table.loc[(dataset, cls), (label, "mean")]):
+            table.loc[(dataset, cls), (label, "low")] = low
+            table.loc[(dataset, cls), (label, "high")] = high
 
     resolutions = _sorted_resolutions(df["resolution"]) if "resolution" in df.columns else []
     fpr_limits = sorted(df["fpr_limit"].dropna().unique().tolist()) if "fpr_limit" in df.columns else []
     table.attrs = {"metric": metric, "resolution": resolutions, "fpr_limit": fpr_limits}
+    if bounds:
+        table.attrs.update(level=float(intervals["level"].iloc[0]), resamples=int(intervals["resamples"].iloc[0]))
     return table
+
+
+def _interval_bounds(data: pd.DataFrame, intervals: pd.DataFrame | None, metric: str) -> dict:
+    """(dataset, class, column label) -> (low, high) of ``metric`` for the columns of ``data``."""
+    if intervals is None or intervals.empty:
+        return {}
+    label_of = dict(zip(zip(data["method"], data["variant"], strict=True), data["_label"], strict=True))
+    rows = intervals[intervals["metric"] == metric]
+    return {
+        (d, c, label_of[(m, v)]): (lo, hi)
+        for d, c, m, v, lo, hi in rows[["dataset", "class", "method", "variant", "low", "high"]].itertuples(
+            index=False, name=None
+        )
+        if (m, v) in label_of
+    }
 
 
 def _sorted_resolutions(values: pd.Series) -> list[str]:
@@ -253,16 +278,15 @@ def _sorted_resolutions(values: pd.Series) -> list[str]:
 
 
 def table_to_csv(table: pd.DataFrame) -> str:
-    """A metric table as long CSV: ``dataset,class,column,method,variant,mean,std,n`` in table order,
+    """A metric table as long CSV: ``dataset,class,column,method,variant,mean,std,n,low,high`` in table order,
     full precision (shortest round-trip floats), empty fields for missing values."""
     out = pd.DataFrame(
         [
-            (dataset, cls, label, *_split_label(label), table.loc[(dataset, cls), (label, "mean")],
-             table.loc[(dataset, cls), (label, "std")], table.loc[(dataset, cls), (label, "n")])
+            (dataset, cls, label, *_split_label(label), *(table.loc[(dataset, cls), (label, st)] for st in STATS))
             for dataset, cls in table.index
             for label in table.columns.get_level_values(0).unique()
         ],
-        columns=["dataset", "class", "column", "method", "variant", "mean", "std", "n"],
+        columns=["dataset", "class", "column", "method", "variant", *STATS],
     )  # fmt: skip
     out["n"] = out["n"].astype("Int64")
     buf = io.StringIO()
@@ -296,12 +320,14 @@ def write_tables(
     df: pd.DataFrame,
     out_dir: str | Path,
     metrics: Iterable[str] = DEFAULT_TABLE_METRICS,
+    intervals: pd.DataFrame | None = None,
 ) -> list[Path]:
     """Write ``<metric>.csv``, ``<metric>.md`` and ``<metric>.tex`` per metric, then ``results.csv`` (the
-    long table from :func:`collect`), each atomically; returns the paths written, in that order."""
+    long table from :func:`collect`) and, with ``intervals``, ``intervals.csv`` (every cell's bootstrap
+    interval), each atomically; returns the paths written, in that order."""
     out_dir = Path(out_dir)
     metrics = tuple(metrics)
-    tables = {m: metric_table(df, m) for m in metrics}  # every table is built before anything is written
+    tables = {m: metric_table(df, m, intervals) for m in metrics}  # every table is built before anything is written
     written: list[Path] = []
     for metric, table in tables.items():
         for suffix, text in (
@@ -312,9 +338,11 @@ def write_tables(
             path = out_dir / f"{metric}{suffix}"
             atomic_write_text(path, text)
             written.append(path)
-    buf = io.StringIO()
-    df.to_csv(buf, index=False, float_format=_float_repr, lineterminator="\n")
-    path = out_dir / "results.csv"
-    atomic_write_text(path, buf.getvalue())
-    written.append(path)
+    long = {"results.csv": df} | ({"intervals.csv": intervals} if intervals is not None else {})
+    for name, frame in long.items():
+        buf = io.StringIO()
+        frame.to_csv(buf, index=False, float_format=_float_repr, lineterminator="\n")
+        path = out_dir / name
+        atomic_write_text(path, buf.getvalue())
+        written.append(path)
     return written

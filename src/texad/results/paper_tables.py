@@ -34,9 +34,9 @@ import pandas as pd
 
 from texad.data.catalog import MVTEC_TEXTURES
 from texad.results.ablation import ablation_table
-from texad.results.aggregate import MEAN_ROW, metric_table
+from texad.results.aggregate import MEAN_ROW, STATS, metric_table
 from texad.results.record import atomic_write_text, read_result
-from texad.results.tables import PERCENT_METRICS, format_cell, latex_escape, metric_name
+from texad.results.tables import PERCENT_METRICS, format_cell, interval_text, latex_escape, metric_name
 
 __all__ = [
     "TABLES",
@@ -61,8 +61,9 @@ __all__ = [
 TABLES = ("paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended")
 CSV_COLUMNS = (
     "table", "dataset", "class", "method", "variant", "protocol", "metric", "reproduced_mean", "reproduced_std",
-    "n_seeds",
+    "n_seeds", "reproduced_low", "reproduced_high",
     "published", "published_source", "published_status", "published_ref", "published_note", "delta",
+    "published_in_interval",
 )  # fmt: skip
 TSCALES_COLUMNS = (
     "n_scales",
@@ -232,20 +233,24 @@ def protocol_label(method: str, variant: str) -> str:
     return FAIR_PROTOCOL
 
 
-def _record(table, dataset, cls, method, variant, metric, mean, std, n, found: Published) -> dict:
+def _record(table, dataset, cls, method, variant, metric, mean, std, n, found: Published,
+            low=math.nan, high=math.nan) -> dict:  # fmt: skip
+    known = not (pd.isna(low) or pd.isna(high) or math.isnan(found.value))
     return {
         "table": table, "dataset": dataset, "class": cls, "method": method, "variant": variant,
         "protocol": protocol_label(method, variant), "metric": metric,
-        "reproduced_mean": mean, "reproduced_std": std, "n_seeds": n,
+        "reproduced_mean": mean, "reproduced_std": std, "n_seeds": n, "reproduced_low": low, "reproduced_high": high,
         "published": found.value, "published_source": found.source_id, "published_status": found.status,
         "published_ref": found.ref, "published_note": found.note, "delta": mean - found.value,
+        "published_in_interval": (low <= found.value <= high) if known else pd.NA,
     }  # fmt: skip
 
 
 def _long_frame(records: list[dict], extra: Sequence[str] = ()) -> pd.DataFrame:
     long = pd.DataFrame(records, columns=[*CSV_COLUMNS, *extra])
     long["n_seeds"] = long["n_seeds"].astype("Int64")
-    for col in ("reproduced_mean", "reproduced_std", "published", "delta"):
+    long["published_in_interval"] = long["published_in_interval"].astype("boolean")
+    for col in ("reproduced_mean", "reproduced_std", "reproduced_low", "reproduced_high", "published", "delta"):
         long[col] = long[col].astype(float)
     return long
 
@@ -259,20 +264,20 @@ def _defaults(df: pd.DataFrame, methods: Sequence[str]) -> pd.DataFrame:
     return df[df["method"].isin(methods) & (df["variant"] == DEFAULT_VARIANT)]
 
 
-def _cell(table: pd.DataFrame | None, row: tuple[str, str], method: str) -> tuple[float, float, object]:
-    """(mean, std, n) of one method in a metric table; missing when the method has no run there."""
+def _cell(table: pd.DataFrame | None, row: tuple[str, str], method: str) -> tuple:
+    """(mean, std, n, low, high) of one method in a metric table; missing when the method has no run there."""
     if table is None or method not in table.columns.get_level_values(0) or row not in table.index:
-        return math.nan, math.nan, pd.NA
-    return tuple(table.loc[row, (method, stat)] for stat in ("mean", "std", "n"))
+        return math.nan, math.nan, pd.NA, math.nan, math.nan
+    return tuple(table.loc[row, (method, stat)] for stat in STATS)
 
 
-def _comparison(name: str, df: pd.DataFrame, pub: pd.DataFrame, methods, metrics, sources) -> pd.DataFrame:
+def _comparison(name: str, df: pd.DataFrame, pub: pd.DataFrame, methods, metrics, sources, intervals=None) -> pd.DataFrame:
     """The long table of default runs of ``methods``, and beside each method that has them its ``official``
     variant's runs: per (dataset, class incl. mean, method, variant, metric). Both rows of a method are set
     against the same published number."""
-    tables = {m: metric_table(_defaults(df, methods), m) for m in metrics}
+    tables = {m: metric_table(_defaults(df, methods), m, intervals) for m in metrics}
     official = df[df["method"].isin(methods) & (df["variant"] == OFFICIAL_VARIANT)]
-    official_tables = {m: metric_table(official, m) for m in metrics} if not official.empty else {}
+    official_tables = {m: metric_table(official, m, intervals) for m in metrics} if not official.empty else {}
     index = sorted(tables[metrics[0]].index, key=lambda r: (_dataset_key(r[0]), r[1] == MEAN_ROW, r[1]))
     records = []
     for dataset, cls in index:
@@ -283,11 +288,12 @@ def _comparison(name: str, df: pd.DataFrame, pub: pd.DataFrame, methods, metrics
                 variants.append((OFFICIAL_VARIANT, official_tables))
             for variant, by_metric in variants:
                 for metric in metrics:
-                    mean, std, n = _cell(by_metric.get(metric), (dataset, cls), method)
+                    mean, std, n, low, high = _cell(by_metric.get(metric), (dataset, cls), method)
                     found = lookup_published(pub, sources[method], dataset, cls, method, metric)
                     if cls == MEAN_ROW:
                         found = _comparable_mean(pub, found, dataset, method, metric, classes)
-                    records.append(_record(name, dataset, cls, method, variant, metric, mean, std, n, found))
+                    records.append(_record(name, dataset, cls, method, variant, metric, mean, std, n, found,
+                                           low, high))  # fmt: skip
     return _long_frame(records)
 
 
@@ -306,11 +312,11 @@ def _require(df: pd.DataFrame, methods: Sequence[str]) -> None:
         raise NoResultsError(f"no results for variant {DEFAULT_VARIANT!r} of {' / '.join(methods)}")
 
 
-def method_b_table1(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
+def method_b_table1(df: pd.DataFrame, pub: pd.DataFrame, intervals: pd.DataFrame | None = None) -> PaperTable:
     """Method B's Table 1: SimpleNet / DRAEM / Ours, image and pixel AUROC, per class and dataset mean."""
     _require(df, ["method_b"])
     methods, metrics = ("simplenet", "draem", "method_b"), ("image_auroc", "pixel_auroc")
-    long = _comparison("paper_method_b_table1", df, pub, methods, metrics, TABLE1_SOURCES)
+    long = _comparison("paper_method_b_table1", df, pub, methods, metrics, TABLE1_SOURCES, intervals)
     layout = Layout(
         title="Method B (Amirian et al. 2024), layout of its result table: SimpleNet, DRAEM and Ours "
         "(Method B), default settings",
@@ -323,11 +329,11 @@ def method_b_table1(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
     return PaperTable("paper_method_b_table1", long, layout)
 
 
-def method_a_main(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
+def method_a_main(df: pd.DataFrame, pub: pd.DataFrame, intervals: pd.DataFrame | None = None) -> PaperTable:
     """Method A's main table (spec §4): per class image AUROC, pixel AUROC and PRO, default T-scales run."""
     _require(df, ["method_a"])
     metrics = ("image_auroc", "pixel_auroc", "aupro")
-    long = _comparison("paper_method_a_main", df, pub, ("method_a",), metrics, METHOD_A_SOURCES)
+    long = _comparison("paper_method_a_main", df, pub, ("method_a",), metrics, METHOD_A_SOURCES, intervals)
     layout = Layout(
         title="Method A (Teng et al. 2022), main table: Method A with its default T-scales inference",
         row_keys=("dataset", "class"),
@@ -337,13 +343,13 @@ def method_a_main(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
     return PaperTable("paper_method_a_main", long, layout)
 
 
-def extended_table(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
+def extended_table(df: pd.DataFrame, pub: pd.DataFrame, intervals: pd.DataFrame | None = None) -> PaperTable:
     """texad's own table: every method's default run, four metrics, one row per class and method."""
     _require(df, tuple(EXTENDED_SOURCES))
     present = set(_defaults(df, tuple(EXTENDED_SOURCES))["method"])
     methods = tuple(m for m in EXTENDED_SOURCES if m in present)
     metrics = ("image_auroc", "pixel_auroc", "aupro", "pixel_ap")
-    long = _drop_empty(_comparison("extended", df, pub, methods, metrics, EXTENDED_SOURCES))
+    long = _drop_empty(_comparison("extended", df, pub, methods, metrics, EXTENDED_SOURCES, intervals))
     layout = Layout(
         title="texad extended table: all methods, default settings",
         row_keys=_with_protocol(("dataset", "class", "method"), long),
@@ -395,7 +401,7 @@ def _point(name: str, runs: pd.DataFrame) -> tuple[float, float, float]:
     )
 
 
-def method_a_tscales(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
+def method_a_tscales(df: pd.DataFrame, pub: pd.DataFrame, intervals: pd.DataFrame | None = None) -> PaperTable:
     """Method A's T-scales ablation: per dataset and variant, scores (mean over classes) and cost."""
     runs = df[df["method"] == "method_a"]
     variants = _tscales_variants(set(runs["variant"]))
@@ -418,8 +424,9 @@ def method_a_tscales(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
             for metric in metrics:
                 found = lookup_published(pub, METHOD_A_SOURCES["method_a"], dataset, MEAN_ROW, "method_a", metric,
                                          variant=variant)  # fmt: skip
+                low, high = _mean_interval(intervals, dataset, "method_a", variant, metric)
                 rec = _record("paper_method_a_tscales", dataset, MEAN_ROW, "method_a", variant, metric,
-                              row[metric], row[f"{metric}_std"], here["seed"].nunique(), found)  # fmt: skip
+                              row[metric], row[f"{metric}_std"], here["seed"].nunique(), found, low, high)  # fmt: skip
                 records.append({**rec, **info})
     long = _long_frame(records, TSCALES_COLUMNS)
     layout = Layout(
@@ -442,12 +449,22 @@ def method_a_tscales(df: pd.DataFrame, pub: pd.DataFrame) -> PaperTable:
     return PaperTable("paper_method_a_tscales", long, layout)
 
 
+def _mean_interval(intervals: pd.DataFrame | None, dataset: str, method: str, variant: str, metric: str):
+    """(low, high) of a dataset's mean row in ``intervals`` (NaN when it has none)."""
+    if intervals is None or intervals.empty:
+        return math.nan, math.nan
+    hit = intervals[(intervals["dataset"] == dataset) & (intervals["class"] == MEAN_ROW)
+                    & (intervals["method"] == method) & (intervals["variant"] == variant)
+                    & (intervals["metric"] == metric)]  # fmt: skip
+    return (float(hit["low"].iloc[0]), float(hit["high"].iloc[0])) if len(hit) else (math.nan, math.nan)
+
+
 def _plain(value: float, fmt: str = "{:g}") -> str:
     return "–" if value is None or pd.isna(value) else fmt.format(float(value))
 
 
 # ------------------------------------------------------------------------------------------- all tables
-BUILDERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame], PaperTable]] = {
+BUILDERS: dict[str, Callable[..., PaperTable]] = {
     "paper_method_b_table1": method_b_table1,
     "paper_method_a_main": method_a_main,
     "paper_method_a_tscales": method_a_tscales,
@@ -456,16 +473,21 @@ BUILDERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame], PaperTable]] = {
 
 
 def build_paper_tables(
-    df: pd.DataFrame, pub: pd.DataFrame, names: Iterable[str] = TABLES
+    df: pd.DataFrame, pub: pd.DataFrame, names: Iterable[str] = TABLES, intervals: pd.DataFrame | None = None
 ) -> tuple[dict[str, PaperTable], dict[str, str]]:
     """Every table of ``names`` that the results allow, and for each skipped one the reason (its method has
-    no results); an unknown name is an error."""
+    no results); an unknown name is an error. ``intervals`` (:func:`texad.results.intervals.interval_table`)
+    puts each reproduced number's bootstrap interval beside it."""
     built, skipped = {}, {}
     for name in names:
         if name not in BUILDERS:
             raise ValueError(f"unknown paper table {name!r}; known: {', '.join(TABLES)}")
         try:
-            built[name] = BUILDERS[name](df, pub)
+            built[name] = BUILDERS[name](df, pub, intervals)
+            if intervals is not None and not intervals.empty:
+                built[name].long.attrs.update(
+                    level=float(intervals["level"].iloc[0]), resamples=int(intervals["resamples"].iloc[0])
+                )
         except NoResultsError as exc:
             skipped[name] = str(exc)
     return built, skipped
@@ -521,9 +543,13 @@ def _triple(rec: pd.Series | None, layout: Layout, legend: _Legend, tex: bool) -
         return ["n/a"] * 3
     pm = r"$\pm$" if tex else "±"
     rep = format_cell(rec["reproduced_mean"], rec["reproduced_std"], rec["n_seeds"],
-                      percent=rec["metric"] in PERCENT_METRICS, pm=pm)  # fmt: skip
+                      percent=rec["metric"] in PERCENT_METRICS, pm=pm, low=rec["reproduced_low"],
+                      high=rec["reproduced_high"], tex=tex)  # fmt: skip
     primary = layout.sources.get(rec["method"], ("",))[0]
-    return [rep, _published_text(rec, primary, legend, tex), _delta_text(rec)]
+    delta = _delta_text(rec)
+    if rec["published_in_interval"] is False:  # pd.NA when unknown
+        delta = rf"\textbf{{{delta}}}" if tex else f"**{delta}**"
+    return [rep, _published_text(rec, primary, legend, tex), delta]
 
 
 def _label(layout: Layout, key: str, value: str) -> str:
@@ -580,10 +606,13 @@ def _legend_lines(pt: PaperTable, legend: _Legend, tex: bool) -> list[str]:
 def _description(pt: PaperTable) -> str:
     """The line above (Markdown) or the caption of (LaTeX) a table: what the numbers are."""
     metrics = ", ".join(metric_name(m) for m in dict.fromkeys(pt.long["metric"]))
-    return (
+    text = (
         f"{pt.layout.title}. {metrics} (%). Rep. = reproduced, mean ± std over seeds ({_seed_text(pt.long)}); "
         "Pub. = published; Δ = Rep. − Pub. in points; n/a = not available."
     )
+    if interval_text(pt.long.attrs) and pt.long["reproduced_low"].notna().any():
+        text += f" {interval_text(pt.long.attrs)}. A bold Δ: the published number lies outside that interval."
+    return text
 
 
 # ------------------------------------------------------------------------------------------- formats
@@ -643,7 +672,7 @@ def _latex_header(lay: Layout, groups: list[tuple], n_lead: int) -> list[str]:
             i = j + 1
         lines.append(" & ".join(cells) + r" \\")
         lines.append(" ".join(rules))
-    lead = [_latex_note(k.capitalize()) for k in lay.row_keys] + [_latex_note(h) for h, _, _ in lay.info]
+    lead = [latex_note(k.capitalize()) for k in lay.row_keys] + [latex_note(h) for h, _, _ in lay.info]
     lines.append(" & ".join(lead + ["Rep.", "Pub.", r"$\Delta$"] * len(groups)) + r" \\")
     return lines
 
@@ -666,18 +695,18 @@ def to_latex(pt: PaperTable) -> str:
                 "" if same else (r"\textit{mean}" if v == MEAN_ROW else latex_escape(_label(lay, k, v)))
             )
         first = next(rec for g in groups if (rec := cells.get((row, g))) is not None)
-        info = [_latex_note(re.sub(r"(\d)x$", r"\1×", fmt(first[col]))) for _, col, fmt in lay.info]
+        info = [latex_note(re.sub(r"(\d)x$", r"\1×", fmt(first[col]))) for _, col, fmt in lay.info]
         triples = [c for g in groups for c in _triple(cells.get((row, g)), lay, legend, tex=True)]
         body.append(" & ".join([*keys, *info, *triples]) + r" \\")
         previous = row
-    notes = [_latex_note(line) for line in _legend_lines(pt, legend, tex=True)]
+    notes = [latex_note(line) for line in _legend_lines(pt, legend, tex=True)]
     lines = [
         f"% generated by texad from the result JSONs and the published numbers: {pt.name}",
         r"\begin{table*}[t]",
         r"\centering",
         r"\scriptsize",
         r"\setlength{\tabcolsep}{3pt}",
-        rf"\caption{{{_latex_note(_description(pt))}}}",
+        rf"\caption{{{latex_note(_description(pt))}}}",
         rf"\label{{tab:{pt.name}}}",
         r"\begin{tabular}{" + "l" * len(lay.row_keys) + "r" * (len(lay.info) + 3 * len(groups)) + "}",
         r"\toprule",
@@ -696,7 +725,7 @@ def to_latex(pt: PaperTable) -> str:
 _LATEX_MATH = re.compile(r"(\$[^$]*\$)")
 
 
-def _latex_note(text: str) -> str:
+def latex_note(text: str) -> str:
     """Escape a note for LaTeX, leaving its ``$...$`` pieces (marks, Δ, ±) as they are."""
     for plain, tex in (
         ("Δ", r"$\Delta$"),

@@ -16,7 +16,7 @@ import yaml
 
 from texad.config.schema import ConfigError, validate
 
-__all__ = ["KEY_COLUMNS", "COLUMNS", "load_published", "published_lookup"]
+__all__ = ["KEY_COLUMNS", "COLUMNS", "load_published", "load_sources", "published_lookup"]
 
 KEY_COLUMNS = ("source_id", "dataset", "class", "method", "metric")
 COLUMNS = (*KEY_COLUMNS, "value", "status", "source", "note")
@@ -34,15 +34,8 @@ def _fraction(percent: float) -> float:
     return float(Decimal(str(percent)) / 100)
 
 
-def load_published(path: str | Path) -> pd.DataFrame:
-    """Read, validate and tabulate the published numbers in ``path``.
-
-    Columns: ``source_id, dataset, class, method, metric, value, status, source, note``; ``value`` is a
-    fraction in [0, 1] (NaN for status not_found / not_reported), ``source`` is ``<url>, <table>`` and
-    ``note`` is empty when the entry has none.  Rows keep the file's order.  A missing, malformed or invalid
-    file, an entry naming an unknown source and two entries with the same (source_id, dataset, class,
-    method, metric) raise ConfigError naming the file and the entries (``entries[12].metric: ...``).
-    """
+def _read(path: str | Path) -> dict:
+    """The published numbers' file, parsed and validated against its schema (ConfigError naming the file)."""
     path = Path(path)
     what = f"published numbers {path}"
     try:
@@ -56,6 +49,25 @@ def load_published(path: str | Path) -> pd.DataFrame:
     if not isinstance(data, dict):
         raise ConfigError(f"invalid {what}: the top level must be a mapping of keys")
     validate(data, _SCHEMA, what=what)
+    return data
+
+
+def load_sources(path: str | Path) -> dict[str, str]:
+    """source_id -> citation of every source in the published numbers' file (validated as :func:`load_published`)."""
+    return {k: " ".join(v["citation"].split()) for k, v in _read(path)["sources"].items()}
+
+
+def load_published(path: str | Path) -> pd.DataFrame:
+    """Read, validate and tabulate the published numbers in ``path``.
+
+    Columns: ``source_id, dataset, class, method, metric, value, status, source, note``; ``value`` is a
+    fraction in [0, 1] (NaN for status not_found / not_reported), ``source`` is ``<url>, <table>`` and
+    ``note`` is empty when the entry has none.  Rows keep the file's order.  A missing, malformed or invalid
+    file, an entry naming an unknown source and two entries with the same (source_id, dataset, class,
+    method, metric) raise ConfigError naming the file and the entries (``entries[12].metric: ...``).
+    """
+    data = _read(path)
+    what = f"published numbers {path}"
 
     sources = data["sources"]
     rows = []
