@@ -89,16 +89,9 @@ def test_written_files(results, tmp_path):
 def test_a_default_run_also_counts_under_its_recorded_point(tmp_path):
     """Method B: the default w is per class, so carpet's default is wood's `w4` point; the `w4` row then covers
     both classes (carpet through its default run), and `default` stays the reference."""
-    values = dict.fromkeys(("image_ap", "pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max"), 0.5)
     runs = {("carpet", "default", "w4"): 0.9, ("wood", "default", "w0"): 0.7, ("wood", "w4", None): 0.8,
             ("carpet", "w0", None): 0.6}  # fmt: skip
-    for (cls, variant, point), auroc in runs.items():
-        timings = {"train_s": 1.0, "inference_s": 1.0, "images_per_s": 10.0, "nfe_per_image": 20}
-        path = write_run(tmp_path, "synthetic", cls, "method_b", variant, 0, {**values, "image_auroc": auroc},
-                         timings)  # fmt: skip
-        result = R.read_result(path)
-        result["extra"] = {"ablation_point": point} if point else {}
-        R.write_result(path, result)
+    _write_method_b(tmp_path, runs)
     row = ablation_table(collect(tmp_path / "runs"), "method_b").set_index("variant")
     assert list(row.index) == ["default", "w0", "w4"]
     assert row.loc["w4", "image_auroc"] == pytest.approx((0.9 + 0.8) / 2) and row.loc["w4", "n_runs"] == 2
@@ -110,12 +103,19 @@ def test_a_default_run_also_counts_under_its_recorded_point(tmp_path):
 def test_a_point_that_some_classes_do_not_run_is_compared_on_the_classes_that_do(tmp_path):
     """Method B points are named by absolute settings: `w11_s0` runs on wood only (its default w is 11), so its
     Δ against the default is wood's own difference, not the difference with the mean over both classes."""
-    values = dict.fromkeys(("image_ap", "pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max"), 0.5)
     runs = {
         ("carpet", "default", "w0_s0.5"): 0.6,
         ("wood", "default", "w11_s0.5"): 0.9,
         ("wood", "w11_s0", None): 0.8,
     }
+    _write_method_b(tmp_path, runs)
+    row = ablation_table(collect(tmp_path / "runs"), "method_b").set_index("variant")
+    assert row.loc["w11_s0", "d_image_auroc"] == pytest.approx(0.8 - 0.9)  # not 0.8 - (0.6 + 0.9) / 2
+
+
+def _write_method_b(tmp_path, runs: dict) -> None:
+    """Method B runs {(class, variant, recorded ablation point or None): image AUROC}, seed 0."""
+    values = dict.fromkeys(("image_ap", "pixel_auroc", "pixel_ap", "aupro", "pixel_f1_max"), 0.5)
     for (cls, variant, point), auroc in runs.items():
         timings = {"train_s": 1.0, "inference_s": 1.0, "images_per_s": 10.0, "nfe_per_image": 20}
         path = write_run(tmp_path, "synthetic", cls, "method_b", variant, 0, {**values, "image_auroc": auroc},
@@ -123,5 +123,3 @@ def test_a_point_that_some_classes_do_not_run_is_compared_on_the_classes_that_do
         result = R.read_result(path)
         result["extra"] = {"ablation_point": point} if point else {}
         R.write_result(path, result)
-    row = ablation_table(collect(tmp_path / "runs"), "method_b").set_index("variant")
-    assert row.loc["w11_s0", "d_image_auroc"] == pytest.approx(0.8 - 0.9)  # not 0.8 - (0.6 + 0.9) / 2

@@ -221,19 +221,24 @@ def validate_config(config: dict, *, source: str | Path | None = None, partial: 
     return full
 
 
-def _read_yaml(path: Path) -> Any:
+def read_yaml(
+    path: Path, what: str = "config file", hint: str = "; pass an existing YAML or JSON file"
+) -> Any:
+    """The parsed YAML of ``path``; a missing, unreadable or malformed file raises ConfigError naming it as ``what``."""
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing YAML or JSON file")
+        raise ConfigError(f"{what} {path} does not exist{hint}")
     try:
         return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{what} {path} cannot be read: {exc}") from exc
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
 
 
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file, validate it, and return it with defaults filled in."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     return validate_config(data if data is not None else {}, source=path)
 
 
@@ -251,6 +256,6 @@ def load_settings(value: str) -> dict:
             ) from exc
         source = "--settings"
     else:
-        data = _read_yaml(Path(value))
+        data = read_yaml(Path(value))
         source = value
     return validate_config(data if data is not None else {}, source=source, partial=True)

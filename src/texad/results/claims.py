@@ -26,9 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from texad.config.schema import ConfigError, validate
+from texad.config.schema import ConfigError, read_yaml, validate
 from texad.results.intervals import MEAN_ROW, Bootstraps
 from texad.results.paper_tables import DATASET_NAMES, METHOD_NAMES, latex_note
 from texad.results.published import published_lookup
@@ -82,12 +81,7 @@ def load_claims(path: str | Path, sources: Mapping[str, str]) -> list[Claim]:
     malformed or invalid file, an unknown source or a repeated id raises ConfigError naming the file and claim."""
     path = Path(path)
     what = f"claims {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"claims file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"claims file {path} cannot be read as YAML: {exc}") from exc
+    data = read_yaml(path, "claims file", hint="")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid {what}: the top level must be a mapping of keys")
     validate(data, _SCHEMA, what=what)

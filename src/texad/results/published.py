@@ -12,9 +12,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
-from texad.config.schema import ConfigError, validate
+from texad.config.schema import ConfigError, read_yaml, validate
 
 __all__ = ["KEY_COLUMNS", "COLUMNS", "load_published", "load_sources", "published_lookup"]
 
@@ -38,14 +37,7 @@ def _read(path: str | Path) -> dict:
     """The published numbers' file, parsed and validated against its schema (ConfigError naming the file)."""
     path = Path(path)
     what = f"published numbers {path}"
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"published numbers file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"published numbers file {path} cannot be read: {exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"published numbers file {path} is not valid YAML: {exc}") from exc
+    data = read_yaml(path, "published numbers file", hint="")
     if not isinstance(data, dict):
         raise ConfigError(f"invalid {what}: the top level must be a mapping of keys")
     validate(data, _SCHEMA, what=what)
