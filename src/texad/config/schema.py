@@ -235,6 +235,16 @@ def read_yaml(
         raise ConfigError(f"{what} {path} is not valid YAML: {exc}") from exc
 
 
+def read_document(path: Path, what: str, schema_name: str) -> dict:
+    """A YAML data file (published numbers, claims) parsed and validated against its schema: ConfigError naming
+    the file as ``what`` when it is missing, malformed, not a mapping or invalid."""
+    data = read_yaml(path, f"{what} file", hint="")
+    if not isinstance(data, dict):
+        raise ConfigError(f"invalid {what} {path}: the top level must be a mapping of keys")
+    validate(data, schema_name, what=f"{what} {path}")
+    return data
+
+
 def load_config(path: str | Path) -> dict:
     """Read a YAML config file, validate it, and return it with defaults filled in."""
     path = Path(path)

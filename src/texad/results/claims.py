@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from texad.config.schema import ConfigError, read_yaml, validate
+from texad.config.schema import ConfigError, read_document
 from texad.results.intervals import MEAN_ROW, Bootstraps
 from texad.results.paper_tables import DATASET_NAMES, METHOD_NAMES, latex_note
 from texad.results.published import published_lookup
@@ -81,10 +81,7 @@ def load_claims(path: str | Path, sources: Mapping[str, str]) -> list[Claim]:
     malformed or invalid file, an unknown source or a repeated id raises ConfigError naming the file and claim."""
     path = Path(path)
     what = f"claims {path}"
-    data = read_yaml(path, "claims file", hint="")
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid {what}: the top level must be a mapping of keys")
-    validate(data, _SCHEMA, what=what)
+    data = read_document(path, "claims", _SCHEMA)
     claims, problems, seen = [], [], set()
     for i, c in enumerate(data["claims"]):
         if c["source_id"] not in sources:
@@ -222,10 +219,10 @@ def evaluate_claims(claims: list[Claim], boot: Bootstraps, pub: pd.DataFrame | N
                             delong_p=diff.delong.p_value,
                         )
                     nfe_a = sum(
-                        boot.nfe(dataset, [c], *s) for c, s in zip(classes, sel_a, strict=True)
+                        boot.nfe(dataset, c, *s) for c, s in zip(classes, sel_a, strict=True)
                     ) / len(classes)
                     nfe_b = sum(
-                        boot.nfe(dataset, [c], *s) for c, s in zip(classes, sel_b, strict=True)
+                        boot.nfe(dataset, c, *s) for c, s in zip(classes, sel_b, strict=True)
                     ) / len(classes)
                     rec.update(nfe_a=nfe_a, nfe_b=nfe_b, nfe_factor=nfe_b / nfe_a if nfe_a > 0 else math.nan)
                 rec["verdict"], rec["reason"] = verdict(

@@ -229,14 +229,11 @@ class Bootstraps:
             test = DeLong(value, value - z * sd, value + z * sd, p)
         return Difference(float(np.mean(diffs)), ci.low, ci.high, tuple(classes), test)
 
-    def nfe(self, dataset: str, classes: Sequence[str], method: str, variant: str) -> float:
-        """Mean network evaluations per image of (method, variant) over ``classes`` (NaN when unknown)."""
-        values = []
-        for name in classes:
-            cb = self.classes.get((dataset, name))
-            rows = cb.runs(method, variant) if cb is not None else np.zeros(0, int)
-            values.extend(cb.nfe_per_image[rows].tolist() if rows.size else [math.nan])
-        return float(np.mean(values)) if values else math.nan
+    def nfe(self, dataset: str, cls: str, method: str, variant: str) -> float:
+        """Mean network evaluations per image of (method, variant)'s runs on one class (NaN when unknown)."""
+        cb = self.classes.get((dataset, cls))
+        rows = cb.runs(method, variant) if cb is not None else np.zeros(0, int)
+        return float(cb.nfe_per_image[rows].mean()) if rows.size else math.nan
 
 
 def interval_table(boot: Bootstraps) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from texad.config.schema import ConfigError, read_yaml, validate
+from texad.config.schema import ConfigError, read_document
 
 __all__ = ["KEY_COLUMNS", "COLUMNS", "load_published", "load_sources", "published_lookup"]
 
@@ -35,13 +35,7 @@ def _fraction(percent: float) -> float:
 
 def _read(path: str | Path) -> dict:
     """The published numbers' file, parsed and validated against its schema (ConfigError naming the file)."""
-    path = Path(path)
-    what = f"published numbers {path}"
-    data = read_yaml(path, "published numbers file", hint="")
-    if not isinstance(data, dict):
-        raise ConfigError(f"invalid {what}: the top level must be a mapping of keys")
-    validate(data, _SCHEMA, what=what)
-    return data
+    return read_document(Path(path), "published numbers", _SCHEMA)
 
 
 def load_sources(path: str | Path) -> dict[str, str]:
