@@ -388,10 +388,10 @@ class Parts:
         self.n_images = sum(self.batch_sizes)
 
     def seeds(self, indices: list[int]) -> list[int]:
-        """The runs' noise seeds of these test images (:func:`texad.methods.base.image_seed`)."""
-        from texad.methods.base import image_seed
+        """The runs' noise seeds of these test images (:func:`texad.methods.base.image_seed`, from each file)."""
+        from texad.methods.base import image_identity, image_seed
 
-        return [image_seed(self.s.seed, CLASS, i) for i in indices]
+        return [image_seed(self.s.seed, CLASS, image_identity(self.dataset.samples[i].path)) for i in indices]
 
     # ---- one batched forward pass of each network
     def _forward_seconds(self, fn: Callable[[int], Callable[[], object]]) -> dict[str, float]:

@@ -16,7 +16,7 @@ from texad.config import load_config
 from texad.cost.devices import Device, measured_utilisation, resolve
 from texad.cost.flops import count_flops, profile
 from texad.cost.networks import Net
-from texad.cost.plan_cost import _run_work, method_b_nfe, plan_jobs, rule_costs
+from texad.cost.plan_cost import _run_work, class_counts, method_b_nfe, plan_jobs, rule_costs
 from texad.methods.method_b import inference_point
 from texad.plan import Plan
 
@@ -80,6 +80,18 @@ def test_a_map_terms_point_costs_what_the_default_costs(cache):
             assert (work.flops, work.nets) == (default.flops, default.nets), (cls, terms)
             settings = plan._variant("method_b", cls, f"{point}_{terms}").settings
             assert method_b_nfe(settings) == method_b_nfe(plan.settings("method_b", cls)) == 20
+
+
+def test_method_b_runs_count_the_training_images_they_fit_on(cache):
+    """A Method B run reconstructs its first ``normalise_images`` training images (16 in config.yaml: the fusion
+    scale of ``fusion_norm: train``) before its test images; the official variant (DDAD's batch16, no train_stats)
+    fits none."""
+    plan = Plan(load_config(ROOT / "config.yaml"))
+    n_train, n_test = class_counts(plan, "mvtec_ad", "grid")
+    assert plan.settings("method_b", "grid").inference.normalise_images == 16 < n_train
+    default = _run_work(plan, "method_b", "mvtec_ad", "grid", "default", cache)
+    official = _run_work(plan, "method_b", "mvtec_ad", "grid", "official", cache)
+    assert default.flops == pytest.approx(official.flops * (n_test + 16) / n_test)
 
 
 def _smk_counts(config: str) -> dict[str, int]:

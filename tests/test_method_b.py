@@ -29,6 +29,7 @@ from texad.methods.method_b.anomaly_map import (
     fusion_v,
     pixel_distance,
     term_maps,
+    train_map_statistics,
 )
 from texad.methods.method_b.infer import (
     blur_guidance_input,
@@ -48,6 +49,12 @@ def _inf(**changes) -> Inference:
     per class in the config, the value of every class here)."""
     block = {k: ({"default": v} if k == "w" else v) for k, v in changes.items()}
     return make_settings("method_b", {"inference": block}).inference
+
+
+def _on_set(**changes) -> Inference:
+    """:func:`_inf` with the maps fused at their own set's scale (``test_set``: what :func:`anomaly_maps` computes
+    without a fixed scale; a config may name it only under DDAD's protocol, the official variant's)."""
+    return replace(_inf(**changes), fusion_norm="test_set")
 
 
 def _rejected(block: dict, key: str) -> None:
@@ -495,7 +502,7 @@ def test_anomaly_maps_smooth_and_score_by_max():
     df = torch.rand(3, 24, 24, generator=g)
     df[1, 10, 12] += 20.0
     dp[1, 10, 12] += 20.0
-    settings = _inf(smoothing_sigma=2.0)
+    settings = _on_set(smoothing_sigma=2.0)
     maps, scores = anomaly_maps(dp, df, settings)
     expected = gaussian_smooth(fuse(dp, df, 1.0, "test_set"), 2.0)
     np.testing.assert_allclose(maps, expected)
@@ -509,18 +516,29 @@ def test_anomaly_maps_smooth_and_score_by_max():
 
 def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
     """normalise=train_stats: (A - mu) / (sd + 1e-6) per pixel, with mu, sd of the training maps fused at the
-    test maps' scale, then smoothed; the image score is the max of the result."""
+    training images' scale (fusion_norm train, as the test maps), then smoothed; the image score is the max of the
+    result. Statistics computed once (what a run's fit state keeps) give the same maps."""
     g = torch.Generator().manual_seed(3)
     dp, df = torch.rand(5, 8, 8, generator=g), torch.rand(5, 8, 8, generator=g)
-    tp, tf = torch.rand(4, 8, 8, generator=g), torch.rand(4, 8, 8, generator=g)
+    tp, tf = torch.rand(4, 8, 8, generator=g), torch.rand(4, 8, 8, generator=g) * 2
     cfg = _inf(v=1.5, smoothing_sigma=1.0, normalise="train_stats")
-    maps, scores = anomaly_maps(dp, df, cfg, train=(tp, tf))
-    scale = df.max() / dp.max()
+    assert cfg.fusion_norm == "train"  # the schema's default
+    scale = fusion_scale(tp, tf, 1.5)
+    assert torch.equal(scale, tf.max() / tp.max())
+    maps, scores = anomaly_maps(dp, df, cfg, scale=scale, train=(tp, tf))
     a_test = (df + 1.5 * scale * dp).double().numpy()
     a_train = (tf + 1.5 * scale * tp).double().numpy()
     z = (a_test - a_train.mean(0)) / (a_train.std(0) + 1e-6)
     np.testing.assert_allclose(maps, gaussian_smooth(z, 1.0), rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(scores, maps.reshape(5, -1).max(1))
+    stats = train_map_statistics(tp, tf, cfg, scale)
+    np.testing.assert_array_equal(anomaly_maps(dp, df, cfg, scale=scale, stats=stats)[0], maps)
+    # each test map on its own: the same map as beside the others
+    np.testing.assert_array_equal(anomaly_maps(dp[2:3], df[2:3], cfg, scale=scale, stats=stats)[0], maps[2:3])
+    with pytest.raises(
+        ValueError, match="scale="
+    ):  # the training images' scale is not taken from the test maps
+        anomaly_maps(dp, df, cfg, train=(tp, tf))
     # a position effect that every map shares (a brighter border row) cancels exactly at a fixed fusion scale
     border = torch.zeros(8, 8)
     border[0] = 5.0
@@ -530,7 +548,7 @@ def test_train_stats_normalisation_standardises_the_fused_maps_per_pixel():
     unnormalised, _ = anomaly_maps(dp + border, df, _inf(v=1.5, smoothing_sigma=1.0), scale=scale)
     assert (unnormalised[:, 0] > unnormalised[:, 4:].max()).all()  # without it, the border row dominates
     with pytest.raises(ValueError, match="train="):
-        anomaly_maps(dp, df, cfg)
+        anomaly_maps(dp, df, cfg, scale=scale)
     _rejected({"inference": {"normalise": "train_stats", "fusion_norm": "batch16"}}, "inference.fusion_norm")
     _rejected({"inference": {"normalise": "z"}}, "inference.normalise")
     _rejected(
@@ -543,9 +561,41 @@ def test_fixed_fusion_scale_applies_to_every_map_whatever_the_norm():
     dp, df = torch.rand(20, 4, 4, generator=g), torch.rand(20, 4, 4, generator=g) * 3
     scale = fusion_scale(dp[:5], df[:5], 1.0)
     assert torch.equal(scale, df[:5].max() / dp[:5].max())
-    for norm in ("test_set", "batch16"):
+    for norm in ("train", "test_set", "batch16"):
         torch.testing.assert_close(fuse(dp, df, 2.0, norm, scale), df + 2.0 * scale * dp)
     assert fusion_scale(torch.zeros(2, 3, 3), df[:2], 1.0) is None and fusion_scale(dp, df, 0.0) is None
+    # train: the scale is the training images', never the maps' own; with no pixel term none is needed
+    with pytest.raises(ValueError, match="training images' scale"):
+        fuse(dp, df, 2.0, "train")
+    torch.testing.assert_close(fuse(dp, df, 0.0, "train"), df)
+
+
+def test_a_config_names_no_transductive_fusion_outside_ddads_protocol():
+    """The default protocol fuses at the training images' scale (``train``, the schema's default); ``test_set`` and
+    ``batch16`` take it from test images, so a config naming them stops at validation, naming the key and the
+    official variant. The official variant's own settings (DDAD's protocol, as its result records them) validate."""
+    from texad.config import load_config
+    from texad.methods import get
+    from texad.methods.base import official_variant
+
+    assert _inf().fusion_norm == "train"
+    for norm in ("test_set", "batch16"):
+        message = rf"methods\.method_b\.inference\.fusion_norm: '{norm}' takes the fusion scale from .*official variant.* DDAD's batch16"
+        with pytest.raises(ConfigError, match=message):
+            validate_config({"methods": {"method_b": {"inference": {"fusion_norm": norm}}}}, partial=True)
+        config = load_config(ROOT / "config.yaml")  # a whole config too
+        assert config["methods"]["method_b"]["inference"]["fusion_norm"] == "train"
+        config["methods"]["method_b"]["inference"]["fusion_norm"] = norm
+        with pytest.raises(ConfigError, match=message):
+            validate_config(config)
+    official = official_variant(get("method_b"), make_settings("method_b", {})).settings
+    assert (official.inference.protocol, official.inference.fusion_norm) == ("ddad", "batch16")
+    recorded = validate_config(official.to_config(), partial=True)["methods"]["method_b"]["inference"]
+    assert (recorded["protocol"], recorded["fusion_norm"], recorded["normalise"]) == (
+        "ddad",
+        "batch16",
+        "none",
+    )
 
 
 def _reference_fusion_maps(dp, df, inf, scale=None, train=None):
@@ -565,7 +615,7 @@ def test_map_terms_both_is_the_fusion_unchanged():
     g = torch.Generator().manual_seed(11)
     dp, df = torch.rand(4, 12, 12, generator=g), torch.rand(4, 12, 12, generator=g) * 2
     tp, tf = torch.rand(3, 12, 12, generator=g), torch.rand(3, 12, 12, generator=g) * 2
-    inf = _inf(v=1.5, smoothing_sigma=1.0)
+    inf = _on_set(v=1.5, smoothing_sigma=1.0)
     assert inf.map_terms == "both" and fusion_v(inf) == 1.5  # the schema's default
     maps, scores = anomaly_maps(dp, df, inf)
     np.testing.assert_array_equal(maps, _reference_fusion_maps(dp, df, inf))
@@ -626,7 +676,8 @@ def test_map_terms_feature_is_the_fusion_at_v0(normalise):
     if train is None:
         batch = replace(feature, fusion_norm="batch16")
         np.testing.assert_array_equal(anomaly_maps(dp, df, batch)[0], maps)
-    assert not np.allclose(maps, anomaly_maps(dp, df, replace(feature, map_terms="both"), train=train)[0])
+    both = replace(feature, map_terms="both", fusion_norm="test_set")
+    assert not np.allclose(maps, anomaly_maps(dp, df, both, train=train)[0])
     _rejected({"inference": {"map_terms": "pixels"}}, "inference.map_terms")
 
 

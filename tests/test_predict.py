@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import re
 import shutil
@@ -279,38 +280,48 @@ def test_simplenet_result_reproduces_the_benchmark_and_thresholds_on_normal_imag
     assert rec["model"]["files"] == {"model": rec["model"]["path"]}
 
 
-def test_method_b_result_reproduces_the_benchmark_with_folder_fusion(data, method_b_run, tmp_path):
-    out = tmp_path / "folder"
-    rec = predict_folder(method_b_run, data.flat, out, normal=data.normal, fpr=0.25, device="cpu",
-                         fusion_scale="folder", batch_size=5)  # fmt: skip
+def test_method_b_result_reproduces_the_benchmark_with_its_fit_state(data, method_b_run, tmp_path):
+    """The default run fused its maps at its training images' scale (``fusion_norm: train``) and keeps it in its fit
+    state: predict needs no --train-images and gives the benchmark's scores and maps, at any batch size."""
+    result = json.loads(method_b_run.read_text())
+    assert result["evaluation"]["switches"]["fusion_norm"] == "train" and result["extra"]["fusion_scale"] > 0
+    assert result["extra"]["train_stats_images"] == 8  # normalise_images null: every training image
+    out = tmp_path / "out"
+    rec = predict_folder(
+        method_b_run, data.flat, out, normal=data.normal, fpr=0.25, device="cpu", batch_size=5
+    )
     _check_outputs(data, out, 0.25, map_side=32)
     _, scores, _, _ = _scores(out)
-    # same model, settings and per-image seeds; the folder is fused as one test set, as the benchmark does
+    # same model, settings, fusion scale and per-image seeds
     np.testing.assert_allclose(scores, _benchmark_scores(data, "method_b"), rtol=1e-5, atol=1e-6)
     _check_maps_match_the_benchmark(data, out, "method_b")
     assert rec["settings"]["inference"]["t_start"] == 100 and rec["backbone"]["name"] == "efficientnet_lite0"
-    assert rec["fusion_scale"] == "folder" and rec["fusion_scale_value"] is None  # the set's own scale
-    assert "fusion_scale" not in rec["settings"]["inference"]  # an argument of predict, not a setting
+    assert rec["fusion_scale_value"] == result["extra"]["fusion_scale"]  # the run's, not the folder's
+    fit = method_b_run.with_name("seed0.fit.npz")
+    sha = result["extra"]["fit_state"]["sha256"]
+    assert rec["fit_state"] == {"source": "run", "file": str(fit.resolve()), "sha256": sha}
+    assert rec["warnings"] == []
     # (a DDPM that separates defects takes minutes to train: Method A carries that check)
 
 
-def test_method_b_default_fixes_the_fusion_scale_on_the_normal_images(data, method_b_run, tmp_path):
-    """One scale for every image, so a score no longer depends on the other images of the folder."""
+def test_method_b_scores_an_image_alone_and_under_any_name_as_in_the_folder(data, method_b_run, tmp_path):
+    """One fixed scale and noise from the image itself: a score depends neither on the other images of the folder
+    nor on the file's name or place, and a normal image scores as the same image among --images."""
     rec = predict_folder(method_b_run, data.flat, tmp_path / "all", normal=data.normal, fpr=0.5, device="cpu")
-    _check_outputs(data, tmp_path / "all", 0.5, map_side=32)
-    assert rec["fusion_scale"] == "normal" and rec["fusion_scale_value"] > 0
     names, scores, _, _ = _scores(tmp_path / "all")
+    last = len(names) - 1  # the last image of the folder, alone and renamed so that it sorts first
     single = tmp_path / "one"
     single.mkdir()
-    shutil.copy(data.flat / names[0], single / names[0])  # the first image keeps its index, hence its noise
+    shutil.copy(data.flat / names[last], single / "aaa.png")
     again = predict_folder(
         method_b_run, single, tmp_path / "single", normal=data.normal, fpr=0.5, device="cpu"
     )
     assert again["fusion_scale_value"] == rec["fusion_scale_value"]
-    assert _scores(tmp_path / "single")[1][0] == pytest.approx(scores[0], rel=1e-5)
-    with pytest.raises(ValueError, match="--fusion-scale"):
-        predict_folder(method_b_run, data.flat, tmp_path / "x", normal=data.normal, fusion_scale="test_set")
-    assert not (tmp_path / "x").exists()
+    assert _scores(tmp_path / "single")[1][0] == pytest.approx(scores[last], rel=1e-5)
+    normal = sorted(data.normal.iterdir())[0]
+    shutil.copy(normal, single / "zzz.png")
+    both = predict_folder(method_b_run, single, tmp_path / "both", normal=data.normal, fpr=0.5, device="cpu")
+    assert _scores(tmp_path / "both")[1][1] == pytest.approx(both["normal_scores"][normal.name], rel=1e-5)
 
 
 def test_method_b_pixel_map_terms_reproduce_the_benchmark(data, method_b_run, method_b_pixel_run, tmp_path):
@@ -318,12 +329,12 @@ def test_method_b_pixel_map_terms_reproduce_the_benchmark(data, method_b_run, me
     and maps, which differ from the fused ones; the run records its suffixed point."""
     result = json.loads(method_b_pixel_run.read_text())
     assert result["extra"]["ablation_point"] == "w4_s0.5_blur3_t100_pixel"
-    assert result["extra"]["fusion_scale"] is None and result["timings"]["nfe_per_image"] == 2 * 2
+    assert result["extra"]["fusion_scale"] == 0.0 and result["timings"]["nfe_per_image"] == 2 * 2
     rec = predict_folder(
         method_b_pixel_run, data.flat, tmp_path / "p", normal=data.normal, fpr=0.25, device="cpu"
     )
     _check_outputs(data, tmp_path / "p", 0.25, map_side=32)
-    assert rec["fusion_scale"] == "normal" and rec["fusion_scale_value"] == 0.0
+    assert rec["fusion_scale_value"] == 0.0
     assert rec["settings"]["inference"]["map_terms"] == "pixel"
     np.testing.assert_allclose(
         _scores(tmp_path / "p")[1], _benchmark_scores(data, "method_b_pixel"), rtol=1e-5, atol=1e-6
@@ -333,27 +344,39 @@ def test_method_b_pixel_map_terms_reproduce_the_benchmark(data, method_b_run, me
 
 
 def test_method_b_train_stats_normalisation_reproduces_the_benchmark(data, method_b_normalised_run, tmp_path):
-    """The run's first 4 training images give the statistics, with the benchmark's per-image training seeds."""
+    """The run's first 4 training images gave the fusion scale and the statistics, kept in its fit state: predict
+    uses them with no --train-images. --train-images refit them instead (noted); on the run's own training images,
+    whose noise follows the images, that gives the same maps."""
     result = json.loads(method_b_normalised_run.read_text())
     assert result["evaluation"]["switches"]["normalise"] == "train_stats"
+    assert result["extra"]["train_stats_images"] == 4
     assert result["timings"]["nfe_per_image"] == 2 * 2 * 2  # 2 draws x 2 steps x (1 + blur guidance)
-    with pytest.raises(ValueError, match="--train-images"):
-        predict_folder(method_b_normalised_run, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
-    assert not (tmp_path / "x").exists()
-    train = data.class_dir / "train" / "good"
-    predict_folder(method_b_normalised_run, data.flat, tmp_path / "n", normal=data.normal, train_images=train,
-                   fpr=0.25, device="cpu", fusion_scale="folder")  # fmt: skip
+    with np.load(method_b_normalised_run.with_name("seed0.fit.npz")) as z:
+        assert sorted(z.files) == ["d_feature_max", "d_pixel_max", "mean", "n_images", "std"]
+        assert z["mean"].shape == z["std"].shape == (32, 32) and int(z["n_images"]) == 4
+    rec = predict_folder(method_b_normalised_run, data.flat, tmp_path / "n", normal=data.normal, fpr=0.25,
+                         device="cpu")  # fmt: skip
     _check_outputs(data, tmp_path / "n", 0.25, map_side=32)
-    np.testing.assert_allclose(
-        _scores(tmp_path / "n")[1], _benchmark_scores(data, "method_b_normalised"), rtol=1e-5, atol=1e-5
-    )
+    bench = _benchmark_scores(data, "method_b_normalised")
+    np.testing.assert_allclose(_scores(tmp_path / "n")[1], bench, rtol=1e-5, atol=1e-5)
     _check_maps_match_the_benchmark(data, tmp_path / "n", "method_b_normalised")
+    assert rec["fit_state"]["source"] == "run"
+
+    train = data.class_dir / "train" / "good"
+    refit = predict_folder(method_b_normalised_run, data.flat, tmp_path / "t", normal=data.normal,
+                           train_images=train, fpr=0.25, device="cpu")  # fmt: skip
+    assert refit["fit_state"]["source"] == "train_images"
+    assert any("not taken from the run's own (seed0.fit.npz)" in w for w in refit["warnings"])
+    np.testing.assert_allclose(_scores(tmp_path / "t")[1], bench, rtol=1e-5, atol=1e-5)
+    other = predict_folder(method_b_normalised_run, data.flat, tmp_path / "o", normal=data.normal,
+                           train_images=data.normal, fpr=0.25, device="cpu")  # fmt: skip
+    assert other["fusion_scale_value"] != rec["fusion_scale_value"]  # really refitted, on other images
 
 
 def test_method_a_result_reproduces_the_benchmark(data, method_a_run, tmp_path):
-    train = data.class_dir / "train" / "good"
-    rec = predict_folder(method_a_run, data.flat, tmp_path, normal=data.normal, train_images=train, fpr=0.1,
-                         device="cpu")  # fmt: skip
+    """The run's train_stats statistics come from its fit state: no --train-images."""
+    rec = predict_folder(method_a_run, data.flat, tmp_path, normal=data.normal, fpr=0.1, device="cpu")
+    assert rec["fit_state"]["source"] == "run"
     _check_outputs(data, tmp_path, 0.1, map_side=32)
     _, scores, _, _ = _scores(tmp_path)
     np.testing.assert_allclose(scores, _benchmark_scores(data, "method_a"), rtol=1e-5, atol=1e-5)
@@ -361,15 +384,12 @@ def test_method_a_result_reproduces_the_benchmark(data, method_a_run, tmp_path):
     assert scores[data.labels == 1].mean() > scores[data.labels == 0].mean()
     # seeded per image: a second run is bit-identical, another batch size equal to float rounding
     for name, bs in (("again", None), ("batch3", 3)):
-        predict_folder(method_a_run, data.flat, tmp_path / name, normal=data.normal, train_images=train, fpr=0.1,
-                       device="cpu", batch_size=bs)  # fmt: skip
+        predict_folder(method_a_run, data.flat, tmp_path / name, normal=data.normal, fpr=0.1, device="cpu",
+                       batch_size=bs)  # fmt: skip
     assert np.array_equal(_scores(tmp_path / "again")[1], scores)
     np.testing.assert_allclose(_scores(tmp_path / "batch3")[1], scores, rtol=1e-5, atol=1e-6)
     assert rec["image_threshold_is_max"] is True  # 8 normal images < 1 / 0.1
     assert any("fewer than 1/fpr" in w for w in rec["warnings"])
-    with pytest.raises(ValueError, match="--train-images"):
-        predict_folder(method_a_run, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
-    assert not (tmp_path / "x").exists()
 
 
 def test_draem_result_reproduces_the_benchmark(data, draem_run, tmp_path):
@@ -449,7 +469,7 @@ def test_every_model_file_names_its_method_and_keeps_its_settings(
     model = _model_file(data, run, kind)
     train = data.class_dir / "train" / "good"
     rec = predict_folder(model, data.flat, tmp_path / "out", normal=data.normal, train_images=train, fpr=0.2,
-                         fusion_scale="folder", device="cpu")  # fmt: skip
+                         device="cpu")  # fmt: skip
     assert rec["method"] == method and rec["settings_source"] == "model file"
     assert rec["model"]["path"] == str(model.resolve()) and len(rec["model"]["sha256"]) == 64
     group, key, value = trained
@@ -488,6 +508,7 @@ def _with_thresholds(data: Data, run: Path, kind: str, name: str, root: Path, bl
     result = data.run_path(method, root)
     result.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(run, result)
+    shutil.copy(run.with_name(f"{run.stem}.fit.npz"), result.with_name(f"{result.stem}.fit.npz"))
     data.model_dir(root).mkdir(parents=True, exist_ok=True)
     shutil.copy(_model_file(data, run, kind), data.model_dir(root))
     settings = json.dumps({"evaluation": {"threshold": block}})
@@ -565,20 +586,58 @@ def test_a_result_with_its_run_thresholds_needs_no_normal_images(data, draem_run
         predict_folder(result, data.flat, tmp_path / "stale", device="cpu")
 
 
-def test_method_b_with_its_run_thresholds_fuses_as_the_benchmark(data, method_b_run, tmp_path):
-    """The run's thresholds were chosen on maps fused at the test set's scale: with no image set to fix a scale
-    on, Method B must fuse each folder at its own (--fusion-scale folder), as the benchmark did."""
+def test_method_b_with_its_run_thresholds_scores_as_the_benchmark(data, method_b_run, tmp_path):
+    """The run's thresholds were chosen on maps fused at the run's training scale, which its fit state brings:
+    with no --normal and no --train-images, predict applies them to the same maps the benchmark made."""
     result = _with_thresholds(
         data, method_b_run, "ddpm", "method_b", tmp_path / "results", {"rule": "fpr", "fpr": 0.0}
     )
-    with pytest.raises(ValueError, match="--fusion-scale folder"):
-        predict_folder(result, data.flat, tmp_path / "x", device="cpu")
-    rec = predict_folder(
-        result, data.flat, tmp_path / "out", device="cpu", fusion_scale="folder", batch_size=5
-    )
+    rec = predict_folder(result, data.flat, tmp_path / "out", device="cpu", batch_size=5)
     bench = _benchmark_scores(data, "method_b")
     assert rec["image_threshold"] == bench[data.labels == 0].max()  # fpr 0: the largest normal test score
     np.testing.assert_allclose(_scores(tmp_path / "out")[1], bench, rtol=1e-5, atol=1e-6)
+    assert rec["fit_state"]["source"] == "run" and rec["warnings"] == []
+
+
+def test_a_fit_state_that_is_not_the_runs_is_refused_naming_the_file(data, method_a_run, draem_run, tmp_path):
+    """The fit state beside a result is checked against the SHA-256 the result records, for a method that fits
+    nothing too; a missing one and a result from before fit states are named, with what to do."""
+    result = _with_thresholds(
+        data, method_a_run, "score", "method_a", tmp_path / "a", {"rule": "fpr", "fpr": 0.25}
+    )
+    fit = result.with_name("seed0.fit.npz")
+    recorded = json.loads(result.read_text())["extra"]["fit_state"]
+    assert recorded["file"] == fit.name and recorded["sha256"] == hashlib.sha256(fit.read_bytes()).hexdigest()
+    with np.load(fit) as z:
+        state = {k: z[k] for k in z.files}
+    assert sorted(state) == ["mean", "std"] and state["mean"].shape == (32, 32)
+    state["mean"] = state["mean"] + 1.0  # other statistics under the run's name
+    np.savez(fit, **state)
+    with pytest.raises(
+        ValueError, match=rf"fit state {re.escape(str(fit))} has SHA-256 [0-9a-f]{{64}}, but its result"
+    ):
+        predict_folder(result, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
+    fit.unlink()
+    with pytest.raises(FileNotFoundError, match=re.escape(str(fit))):
+        predict_folder(result, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
+    old = json.loads(result.read_text())
+    del old["extra"]["fit_state"]
+    result.write_text(json.dumps(old))
+    with pytest.raises(ValueError, match=r"records no fit state .*rerun it, or pass --train-images"):
+        predict_folder(result, data.flat, tmp_path / "x", normal=data.normal, device="cpu")
+    assert not (tmp_path / "x").exists()
+
+    # DRAEM fits nothing: an empty fit state, checked all the same; --train-images unused say so
+    draem = _with_thresholds(data, draem_run, "draem", "draem", tmp_path / "d", {"rule": "fpr", "fpr": 0.25})
+    with np.load(draem.with_name("seed0.fit.npz")) as z:
+        assert z.files == []
+    rec = predict_folder(draem, data.flat, tmp_path / "d_out", normal=data.normal,
+                         train_images=data.class_dir / "train" / "good", device="cpu")  # fmt: skip
+    assert rec["fit_state"] == {"source": None}
+    assert any("--train-images were not used" in w for w in rec["warnings"])
+    draem.with_name("seed0.fit.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match="seed0.fit.npz has SHA-256"):
+        predict_folder(draem, data.flat, tmp_path / "y", normal=data.normal, device="cpu")
 
 
 # ------------------------------------------------------------------------------------------- errors
@@ -636,14 +695,13 @@ def test_cli_parser_runs_predict(data, draem_run, tmp_path, capsys):
         "--normal", str(data.normal), "--fpr", "0.2", "--device", "cpu", "--batch-size", "3",
         "--settings", '{"score_pool": 3}',
     ])  # fmt: skip
-    assert args.fusion_scale == "normal"
     assert args.func(args) == 0
     assert "draem:" in capsys.readouterr().out
     rec = json.loads((tmp_path / "threshold.json").read_text())
     assert rec["settings"]["score_pool"] == 3 and rec["settings_overrides"] == {"score_pool": 3}
     assert rec["fpr"] == 0.2 and rec["device"]["type"] == "cpu" and rec["texad"]
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit):  # the fusion scale is the run's: no option chooses it
         parser.parse_args(
-            ["predict", "--model", "m", "--images", "i", "--out", "o", "--fusion-scale", "test_set"]
+            ["predict", "--model", "m", "--images", "i", "--out", "o", "--fusion-scale", "folder"]
         )
-    assert "--fusion-scale" in capsys.readouterr().err
+    assert "unrecognized arguments: --fusion-scale" in capsys.readouterr().err

@@ -1,5 +1,6 @@
 """The Snakemake workflow: dry runs of both configs, lint, bad config, the SLURM profile, a tiny real run."""
 
+import hashlib
 import json
 import os
 import re
@@ -279,6 +280,12 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert len(thresholds) == 4 * 2  # one beside each default run
     for result_path in sorted(set((tmp_path / "results" / "runs").rglob("*.json")) - set(thresholds)):
         result = json.loads(result_path.read_text())
+        # and its fit state beside it, the file the result names (texad predict loads it)
+        fit = result_path.with_name(result["extra"]["fit_state"]["file"])
+        assert fit.name == f"{result_path.stem}.fit.npz", result_path
+        assert hashlib.sha256(fit.read_bytes()).hexdigest() == result["extra"]["fit_state"]["sha256"], (
+            result_path
+        )
         config = validate_config(result["extra"]["config"], partial=True)
         settings = method_settings(config, result["method"], result["class"])
         kind = get(result["method"]).models(settings)["model"]

@@ -1,6 +1,7 @@
-# Method runs: each (dataset, class, method, variant, seed) writes one result JSON and its maps. `default` and
-# every ablation point of a method read the same trained models; {variant} names the point (the method's
-# `variants`, texad.methods.<method>.ablation).
+# Method runs: each (dataset, class, method, variant, seed) writes one result JSON, its maps and, beside the
+# result, its fit state (`<stem>.fit.npz`, what the run computed from training images; texad run names it after the
+# result). `default` and every ablation point of a method read the same trained models; {variant} names the point
+# (the method's `variants`, texad.methods.<method>.ablation).
 
 
 rule method_a:
@@ -9,6 +10,7 @@ rule method_a:
     output:
         result="results/runs/{dataset}/{cls}/method_a/{variant}/seed{seed}.json",
         maps="results/maps/{dataset}/{cls}/method_a/{variant}/seed{seed}.npz",
+        fit="results/runs/{dataset}/{cls}/method_a/{variant}/seed{seed}.fit.npz",
     log:
         "results/logs/method_a/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
@@ -35,6 +37,7 @@ rule method_b:
     output:
         result="results/runs/{dataset}/{cls}/method_b/{variant}/seed{seed}.json",
         maps="results/maps/{dataset}/{cls}/method_b/{variant}/seed{seed}.npz",
+        fit="results/runs/{dataset}/{cls}/method_b/{variant}/seed{seed}.fit.npz",
     log:
         "results/logs/method_b/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
@@ -61,6 +64,7 @@ rule simplenet:
     output:
         result="results/runs/{dataset}/{cls}/simplenet/{variant}/seed{seed}.json",
         maps="results/maps/{dataset}/{cls}/simplenet/{variant}/seed{seed}.npz",
+        fit="results/runs/{dataset}/{cls}/simplenet/{variant}/seed{seed}.fit.npz",
     log:
         "results/logs/simplenet/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
@@ -89,6 +93,7 @@ rule draem:
     output:
         result="results/runs/{dataset}/{cls}/draem/{variant}/seed{seed}.json",
         maps="results/maps/{dataset}/{cls}/draem/{variant}/seed{seed}.npz",
+        fit="results/runs/{dataset}/{cls}/draem/{variant}/seed{seed}.fit.npz",
     log:
         "results/logs/draem/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:

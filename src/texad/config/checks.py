@@ -66,15 +66,28 @@ def _trained_level_problems(config: dict) -> list[str]:
     ]
 
 
-def _normalise_problems(config: dict) -> list[str]:
-    """Method B's train_stats normalisation fuses every map at one scale: the test set's."""
+def _fusion_problems(config: dict) -> list[str]:
+    """Method B's default protocol reads nothing from the test set: its fusion scale comes from training images
+    (fusion_norm train), at which the train_stats normalisation fuses the training maps too. A transductive
+    fusion_norm belongs to DDAD's protocol (protocol ddad), which only the labelled official variant runs."""
     inf = config.get("methods", {}).get("method_b", {}).get("inference")
-    if inf and inf["normalise"] == "train_stats" and inf["fusion_norm"] != "test_set":
-        return [
-            f"methods.method_b.inference.fusion_norm: {inf['fusion_norm']!r} cannot be combined with normalise: "
-            "train_stats; use fusion_norm: test_set or normalise: none"
-        ]
-    return []
+    if not inf or inf["fusion_norm"] == "train":
+        return []
+    key, norm = "methods.method_b.inference.fusion_norm", inf["fusion_norm"]
+    problems = []
+    if inf["protocol"] != "ddad":
+        where = "the whole test set" if norm == "test_set" else "each test batch of 16"
+        problems.append(
+            f"{key}: {norm!r} takes the fusion scale from {where}, so a test image's score depends on the other "
+            "test images; use fusion_norm: train (the training images' scale). The labelled official variant "
+            "(official.seeds) runs DDAD's batch16"
+        )
+    if inf["normalise"] == "train_stats":
+        problems.append(
+            f"{key}: {norm!r} cannot be combined with normalise: train_stats, which fuses the training maps at the "
+            "training images' scale; use fusion_norm: train"
+        )
+    return problems
 
 
 def _blur_kernel_problems(config: dict) -> list[str]:
@@ -138,7 +151,7 @@ def cross_key_problems(config: dict) -> list[str]:
     return (
         _folder_problems(config)
         + _trained_level_problems(config)
-        + _normalise_problems(config)
+        + _fusion_problems(config)
         + _method_a_problems(config)
         + _blur_kernel_problems(config)
     )

@@ -13,7 +13,9 @@ Per job, following the code paths:
 - ``train_draem``: epochs x n_train x (reconstructive + discriminative) forward+backward.
 - ``method_a``: images x NFE x score network, images = test + training images fitted (``train_stats``) + the
   speed probe's (``speed_batches``), NFE = draws x scales x steps, or the full chain's levels.
-- ``method_b``: images x (NFE x U-Net + 2 feature-extractor passes), NFE = draws x steps x (2 when s > 0).
+- ``method_b``: images x (NFE x U-Net + 2 feature-extractor passes), images = test + the first
+  ``normalise_images`` training images (its fit: the fusion scale of ``fusion_norm: train``, ``train_stats``), NFE =
+  draws x steps x (2 when s > 0).
 - ``simplenet``, ``draem``: test images x one forward.
 - Staging, checks, tables and figures: I/O (0 FLOPs).
 
@@ -219,9 +221,11 @@ def _run_work(plan: Plan, method: str, dataset: str, cls: str, variant: str, cac
         net = _ncsnpp(s) if s.model == "own" else _unet(mb)
         job.add(net, images * method_a_nfe(s, mb), inf.batch_size, False, cache)
     elif method == "method_b":
+        from texad.methods.method_b.settings import needs_fit
+
         inf = s.inference
         fit = 0
-        if inf.normalise == "train_stats":
+        if needs_fit(inf):  # the training images of the fusion scale and the train_stats statistics
             fit = n_train if inf.normalise_images is None else min(n_train, inf.normalise_images)
         images = n_test + fit
         job.add(_unet(s), images * method_b_nfe(s), inf.batch_size, False, cache)

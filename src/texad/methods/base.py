@@ -8,8 +8,9 @@ the same detectors on a user's images.
 
 from __future__ import annotations
 
+import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import import_module
 from pathlib import Path
@@ -29,6 +30,7 @@ __all__ = [
     "Scored",
     "Detector",
     "MethodModule",
+    "image_identity",
     "image_seed",
     "lazy_detector",
     "require_model",
@@ -164,10 +166,19 @@ def lazy_detector(package: str, cls: str) -> Callable[[str], type]:
     return __getattr__
 
 
-def image_seed(seed: int, key: str, index: int) -> int:
-    """The noise seed of one image (``key``: the class, or ``<class>/train`` for its training images):
-    independent of batch size and batch order."""
-    return zlib.crc32(f"{seed}/{key}/{index}".encode()) & 0x7FFFFFFF
+def image_identity(path: str | Path) -> str:
+    """What an image's noise is seeded from (:func:`image_seed`): the SHA-256 (hex) of its file's bytes.
+
+    Its content, not its path or its position in a list: the same image draws the same noise in a benchmark run,
+    in its fit and in ``texad predict``, and adding, removing or renaming other images (or this one, or moving
+    it to another folder) changes no score."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def image_seed(seed: int, key: str, identity: str) -> int:
+    """The noise seed of one image: the run's ``seed``, ``key`` (the class) and the image's ``identity``
+    (:func:`image_identity`); independent of batch size, batch order and the other images."""
+    return zlib.crc32(f"{seed}/{key}/{identity}".encode()) & 0x7FFFFFFF
 
 
 @dataclass
@@ -177,7 +188,7 @@ class Scored:
     ``maps``: (N, H, W) float32 anomaly maps at the model's input size; ``scores``: (N,) image scores (higher =
     more anomalous); ``reconstructions``: (N, H, W, 3) uint8 for the reconstruction methods (Figure-1 grids), else
     None; ``nfe_per_image``: network evaluations per image for the diffusion methods. A detector whose maps depend
-    on a set of images (a transductive protocol: Method B's fusion over the test set) leaves ``maps`` and
+    on a set of images (a transductive protocol: Method B's official fusion per test batch of 16) leaves ``maps`` and
     ``scores`` None and keeps what it needs in ``pending`` until :meth:`Detector.finalize`.
     """
 
@@ -203,7 +214,7 @@ class Scored:
 
 class Detector:
     """A trained model of one method, loaded for one run: ``fit`` (statistics of normal training images, for the
-    methods that use them), then ``score`` batch by batch, then ``finalize``.
+    methods that use them; or ``load_fit_state``, a run's), then ``score`` batch by batch, then ``finalize``.
 
     Subclasses are built from ``(settings, runtime, run, models)``: the method's settings (its variant applied),
     the :class:`Runtime`, the :class:`RunKey` and the trained files by role (``{"model": path, ...}``).
@@ -219,6 +230,8 @@ class Detector:
     batch_size: int
     needs_fit: bool = False  #: whether :meth:`fit` must see the class's training images before scoring
     fit_images: int | None = None  #: how many of them (the first ones in file order; None: all)
+    #: whether an image's map depends on the other images scored with it (Method B's official batch16 fusion)
+    transductive: bool = False
     speed_batches: tuple[int, ...] = ()  #: batch sizes of the speed probe (s/image, spec §3.4), for this run
     device: torch.device
 
@@ -241,11 +254,18 @@ class Detector:
         """The outputs of a whole image set from its batches (a transductive protocol completes the maps here)."""
         return Scored.concat(parts)
 
-    def calibrate(self, normal: Scored) -> Scored:
-        """Fix whatever a transductive protocol scales the maps by from these (normal) images' outputs, so that
-        every later image is scored on its own (``texad predict``), and return their outputs under it. Nothing to
-        fix by default."""
-        return normal
+    def fit_state(self) -> dict[str, np.ndarray]:
+        """What :meth:`fit` computed, as named arrays (a run writes them beside its result, ``<stem>.fit.npz``, so
+        that ``texad predict`` scores with the run's own statistics); empty for a detector that fits nothing."""
+        return {}
+
+    def load_fit_state(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take what a run's :meth:`fit` computed (:meth:`fit_state`) instead of fitting. A detector that fits
+        nothing takes an empty state only."""
+        if state:
+            raise ValueError(
+                f"{self.method} fits nothing, but the fit state holds {', '.join(sorted(state))}"
+            )
 
     def record(self) -> dict:
         """What the result JSON records beside the metrics and the settings: ``switches`` (protocol switches),

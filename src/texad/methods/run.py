@@ -4,13 +4,20 @@
 through it, so the evaluation grid, the per-image noise seeds, the timings, the metrics, the maps file and the
 result JSON are the same code for all of them.
 
-A run writes one result JSON (``texad.results.record``) and one ``.npz`` beside it with the maps on the
-evaluation grid (float16), the image scores, labels, the masks on the grid (bool), image paths and, for
-reconstruction methods, the reconstructions (uint8, N x H x W x 3) used by the Figure-1 grids.
+A run writes one result JSON (``texad.results.record``); a maps ``.npz`` with the maps on the evaluation grid
+(float16), the image scores, labels, the masks on the grid (bool), image paths and, for reconstruction methods, the
+reconstructions (uint8, N x H x W x 3) used by the Figure-1 grids; and beside the result its fit state,
+``<stem>.fit.npz`` (:meth:`~texad.methods.base.Detector.fit_state`: what the detector computed from the training
+images, no arrays for a method that fits nothing), whose file name and SHA-256 the result records
+(``extra.fit_state``) so that ``texad predict`` scores with the run's own statistics.
+
+Noise: every image draws its noise from ``image_seed(seed, <class>, image_identity(path))``
+(:mod:`texad.methods.base`), the SHA-256 of its file, whether it is a test image or a training image of the fit.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import math
 import time
@@ -21,13 +28,24 @@ import torch
 
 from texad.atomic import atomic_write
 from texad.config.identity import settings_hash
-from texad.data.layout import image_metrics_only
+from texad.data.layout import image_metrics_only, list_samples
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import evaluate_on_grid, geometry
-from texad.methods.base import Detector, RunKey, Runtime, Scored, image_seed
+from texad.methods.base import Detector, RunKey, Runtime, Scored, image_identity, image_seed
 from texad.results.record import build_result, device_info, write_result
 
-__all__ = ["run_class", "score_images", "save_maps", "to_uint8_hwc", "time_per_image", "load_images"]
+__all__ = [
+    "run_class",
+    "score_images",
+    "save_maps",
+    "to_uint8_hwc",
+    "time_per_image",
+    "load_images",
+    "image_seeds",
+    "fit_state_path",
+    "write_fit_state",
+    "read_fit_state",
+]
 
 _WARMUP_IMAGES = 5
 _MIN_TIMED_IMAGES = 8
@@ -52,8 +70,44 @@ def load_images(class_dir: Path, split: str, size: int, limit: int | None = None
     return torch.stack([data[i]["image"] for i in range(n)])
 
 
-def _seeds(run: RunKey, key: str, indices) -> list[int]:
-    return [image_seed(run.seed, key, int(i)) for i in indices]
+def image_seeds(run: RunKey, paths) -> list[int]:
+    """The noise seeds of these image files for ``run``: from each file's content, so that the same image draws
+    the same noise in the benchmark and in ``texad predict``, wherever it lies and whatever the other images."""
+    return [image_seed(run.seed, run.class_name, image_identity(p)) for p in paths]
+
+
+def fit_state_path(result: Path) -> Path:
+    """The fit state beside a result JSON: ``<stem>.fit.npz``."""
+    result = Path(result)
+    return result.with_name(f"{result.stem}.fit.npz")
+
+
+def write_fit_state(path: Path, state: dict[str, np.ndarray]) -> str:
+    """Write a detector's fit state (uncompressed ``.npz``) atomically; returns the file's SHA-256."""
+    buffer = io.BytesIO()
+    np.savez(buffer, **{k: np.asarray(v) for k, v in state.items()})
+    data = buffer.getvalue()
+    atomic_write(path, lambda fh: fh.write(data), binary=True)
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_fit_state(path: Path, sha256: str) -> dict[str, np.ndarray]:
+    """A run's fit state, checked against the SHA-256 its result records (another file of that name would give
+    other statistics than the run's)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the run's fit state {path} is missing (texad run writes it beside the result)"
+        )
+    data = path.read_bytes()
+    found = hashlib.sha256(data).hexdigest()
+    if found != sha256:
+        raise ValueError(
+            f"fit state {path} has SHA-256 {found}, but its result records {sha256}: it is not the file this run "
+            "wrote; rerun the run (or restore its file)"
+        )
+    with np.load(io.BytesIO(data), allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def time_per_image(detector: Detector, images: torch.Tensor, batch_size: int) -> float:
@@ -87,7 +141,7 @@ def _score_test_split(detector: Detector, class_dir: Path, run: RunKey, runtime:
     data = MVTecDataset(class_dir, "test", image_size=detector.load_size, mask_size=geo.mask_load)
     parts, masks, labels = [], [], []
     for batch in torch.utils.data.DataLoader(data, batch_size=detector.batch_size, shuffle=False):
-        seeds = _seeds(run, run.class_name, batch["index"])
+        seeds = image_seeds(run, [data.samples[int(i)].path for i in batch["index"]])
         parts.append(detector.score(detector.prepare(batch["image"]), seeds))
         masks.append(geo.masks(batch["mask"][:, 0]))
         labels.append(batch["label"].numpy())
@@ -112,19 +166,21 @@ def run_class(
 ) -> dict:
     """Run ``detector`` on the test split of ``class_dir`` and write the result JSON and the maps file.
 
-    Image i of the test split draws its noise from ``image_seed(seed, <class>, i)``, training image i from
-    ``image_seed(seed, <class>/train, i)``, so a score does not depend on the batch size. Returns the result.
+    Every image, test or training, draws its noise from its own content (:func:`image_seeds`), so a score depends
+    neither on the batch size nor on the other images, their names or their order. The fit state goes beside the
+    result (:func:`fit_state_path`), written before it. Returns the result.
     """
     class_dir = Path(class_dir)
     start = time.perf_counter()
     if detector.needs_fit:
-        train = detector.prepare(load_images(class_dir, "train", detector.load_size, detector.fit_images))
+        train = load_images(class_dir, "train", detector.load_size, detector.fit_images)
+        paths = [s.path for s in list_samples(class_dir, "train")[: train.shape[0]]]  # the images loaded
         if train.shape[0] < 2:  # per-pixel statistics need two maps at least
             raise ValueError(
-                f"{detector.method} normalises with statistics of 2 or more training images; "
+                f"{detector.method} fits statistics of 2 or more training images; "
                 f"{class_dir}/train has {train.shape[0]}"
             )
-        detector.fit(train, _seeds(run, f"{run.class_name}/train", range(train.shape[0])))
+        detector.fit(detector.prepare(train), image_seeds(run, paths))
     fit_s = time.perf_counter() - start
 
     t_test = time.perf_counter()
@@ -159,6 +215,8 @@ def run_class(
         **arrays,
     )
 
+    fit_file = fit_state_path(out_result)
+    fit_sha = write_fit_state(fit_file, detector.fit_state())
     rec, config = detector.record(), _recorded_config(detector)
     n_images = len(data)
     evaluation = {"resolution": runtime.resolution, "fpr_limit": runtime.fpr_limit, "grid": list(geo.grid),
@@ -185,6 +243,7 @@ def run_class(
         extra={
             "config": config,
             **rec["extra"],
+            "fit_state": {"file": fit_file.name, "sha256": fit_sha},
             "timing": {
                 "train_stats_s": fit_s,
                 "test_s": test_s,

@@ -25,7 +25,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     record = predict_folder(
         args.model, args.images, args.out, normal=args.normal, train_images=args.train_images, fpr=args.fpr,
-        settings=_settings(args.settings), fusion_scale=args.fusion_scale, device=args.device,
+        settings=_settings(args.settings), device=args.device,
         batch_size=args.batch_size, weights_cache=args.weights_cache, overwrite=args.overwrite,
     )  # fmt: skip
     source = record["normal_source"]
@@ -64,8 +64,9 @@ def add_parsers(sub) -> None:
     )
     p.add_argument(
         "--train-images",
-        help="the model's training images (<class>/train/good): the train_stats normalisation (Method A, and "
-        "Method B when set), and the threshold when neither --normal nor the run's threshold file is there "
+        help="the model's training images (<class>/train/good): a model file's training statistics (Method A's "
+        "normalisation, Method B's fusion scale and normalisation; a result JSON brings its run's own, which these "
+        "replace when given), and the threshold when neither --normal nor the run's threshold file is there "
         "(optimistic)",
     )
     p.add_argument(
@@ -76,9 +77,6 @@ def add_parsers(sub) -> None:
     )
     p.add_argument("--settings", help="inference-setting overrides: a part of the method's config block as JSON, "
                    "e.g. '{\"inference\": {\"smoothing_sigma\": 2}}' (Method A/B) or '{\"score_pool\": 5}' (DRAEM)")  # fmt: skip
-    p.add_argument("--fusion-scale", choices=["normal", "folder"], default="normal",
-                   help="Method B: fuse every image at the normal images' scale (normal: scores independent of the "
-                   "other images) or each folder at its own scale, as the benchmark fuses its test set (folder)")  # fmt: skip
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--batch-size", type=int, help="inference batch (default: the recorded one, else 16)")
     p.add_argument("--weights-cache", help="backbone weight cache (TORCH_HOME), as for the benchmark runs")

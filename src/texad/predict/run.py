@@ -24,16 +24,25 @@ method="higher")``, :func:`texad.evaluation.thresholds.quantile_threshold`), so 
 lies above it; with fewer than 1/fpr normal images that is their maximum. The pixel threshold is the same quantile
 over every pixel of the normal images' maps. Without ``--normal``, a result JSON with its run's threshold file
 beside it (``<stem>.threshold.json``, ``texad threshold``: chosen on the run's normal test images, or at F1-max on
-its test set, optimistic) gives both thresholds instead, and ``--train-images`` serve the normalisation (and
-Method B's fusion scale) only. Heatmap colours run from the normal maps' median value (bottom of the scale)
-through the pixel threshold (middle) to twice that distance (top, clipped).
+its test set, optimistic) gives both thresholds instead. Heatmap colours run from the normal maps' median value
+(bottom of the scale) through the pixel threshold (middle) to twice that distance (top, clipped).
 
-Noise (the diffusion methods): image i of a folder draws its noise from
-``image_seed(seed, key, i)`` (:mod:`texad.methods.base`) with the run's seed (a model file: its training
-seed) and key ``<class>`` for ``--images`` (as the benchmark's test images), ``<class>/normal`` for
-``--normal`` and ``<class>/train`` for ``--train-images`` (as the benchmark's training statistics). Runs are
-bit-identical on the CPU and a score does not depend on the batch size (beyond float rounding), but an image's
-noise does depend on its position in the sorted folder, as a test image's does on its index.
+Training statistics (Method A's ``train_stats``; Method B's fusion scale, ``fusion_norm: train``, and its
+``train_stats``): a result JSON brings its run's own, the fit state beside it (``<stem>.fit.npz``), checked against
+the SHA-256 the result records (``extra.fit_state``), so no ``--train-images`` is needed and the maps are the
+run's. A model file carries no run: it needs ``--train-images`` (the first ``fit_images`` of them in sorted order,
+as a run takes its class's). ``--train-images`` given with a result JSON override the run's statistics: they are
+fitted on those images instead, and ``threshold.json`` says so in its warnings (on the run's own training images
+that reproduces the run's statistics, since noise follows the image, not its place). Either way they are the
+threshold images of last resort (no ``--normal``, no run threshold file; optimistic). A run whose settings are
+transductive (Method B's ``official`` variant: each batch of 16 fused at its own scale, DDAD's protocol) is
+applied as it ran, and a warning says that a score then depends on the other images of the folder.
+
+Noise (the diffusion methods): every image draws its noise from ``image_seed(seed, <class>,
+image_identity(file))`` (:mod:`texad.methods.base`), the SHA-256 of its file, with the run's seed (a model
+file: its training seed), whatever folder it is in (``--images``, ``--normal``, ``--train-images``) and whatever
+its name: a benchmark test image scores here exactly as in its run, beside any other images and in any order.
+Runs are bit-identical on the CPU and a score does not depend on the batch size (beyond float rounding).
 """
 
 from __future__ import annotations
@@ -56,9 +65,8 @@ from texad.data.layout import IMAGE_SUFFIXES, Sample
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.thresholds import quantile_threshold, read_thresholds, threshold_path
 
-__all__ = ["FUSION_SCALES", "list_images", "load_images", "quantile_threshold", "predict_folder"]
+__all__ = ["list_images", "load_images", "quantile_threshold", "predict_folder"]
 
-FUSION_SCALES = ("normal", "folder")
 DEFAULT_FPR = 0.01  # false-alarm rate allowed on --normal (or --train-images) when none is given
 SCORES = "scores.csv"
 THRESHOLD = "threshold.json"
@@ -238,7 +246,6 @@ def predict_folder(
     train_images: str | Path | None = None,
     fpr: float | None = None,
     settings: dict | None = None,
-    fusion_scale: str = "normal",
     device: str = "auto",
     batch_size: int | None = None,
     weights_cache: str | Path | None = None,
@@ -249,28 +256,24 @@ def predict_folder(
     (None: 0.01) on ``normal`` (else with the run's threshold file beside a result JSON, else on
     ``train_images`` with a warning) and write the outputs into ``out``.
 
-    ``train_images``: the model's training images (e.g. ``<class>/train/good``), needed by the
-    ``train_stats`` normalisation. ``settings``: inference-setting overrides (``--settings``, a part of the
-    method's config block). ``fusion_scale`` (Method B, whose maps are fused at the scale of a set of images):
-    ``normal`` fixes it on the normal images, so each image of ``images`` is scored on its own; ``folder`` fuses
-    each folder at its own scale by ``inference.fusion_norm``, as the benchmark fuses its test set. Returns the
-    ``threshold.json`` content.
+    ``train_images``: the model's training images (e.g. ``<class>/train/good``): the training statistics of a
+    model file (Method A; Method B's fusion scale and normalisation), in place of a result's own (its fit state),
+    and the threshold images of last resort. ``settings``: inference-setting overrides (``--settings``, a part of
+    the method's config block). Returns the ``threshold.json`` content.
     """
     import torch
 
     import texad
     from texad.methods import get
-    from texad.methods.base import Detector, Runtime, image_seed, resolve_device, variant_settings
+    from texad.methods.base import Runtime, resolve_device, variant_settings
     from texad.methods.jobs import method_settings
-    from texad.methods.run import score_images
+    from texad.methods.run import image_seeds, read_fit_state, score_images
     from texad.results.record import collect_versions, device_info, utc_now
 
     from .models import resolve_model, with_overrides
 
     if fpr is not None and not (isinstance(fpr, int | float) and 0.0 < fpr < 1.0):
         raise ValueError(f"--fpr must lie strictly between 0 and 1, got {fpr!r}")
-    if fusion_scale not in FUSION_SCALES:
-        raise ValueError(f"--fusion-scale must be one of {FUSION_SCALES}, got {fusion_scale!r}")
     out = Path(out)
     query = list_images(images, "--images")
     _unique_stems(query)
@@ -314,26 +317,45 @@ def predict_folder(
         warnings.append(message)
         warn(message)
 
-    if det.needs_fit and train_paths is None:
+    # the training statistics: the run's own (its fit state), or fitted here on --train-images
+    recorded = None if ref.result is None else ref.result["extra"].get("fit_state")
+    run_fit = None if recorded is None else (ref.result_path.with_name(recorded["file"]), recorded["sha256"])
+    refit = det.needs_fit and train_paths is not None
+    if det.needs_fit and train_paths is None and run_fit is None:
+        held = (f"result {ref.result_path} records no fit state (extra.fit_state): it predates them, rerun it, or"
+                if ref.result is not None else f"the {ref.settings_source} carries no run:")  # fmt: skip
         raise ValueError(
-            f"{ref.method} normalises its maps with statistics of the training images, and the "
-            f"{ref.settings_source} does not record its class folder: pass --train-images "
+            f"{ref.method} fits statistics of the training images before scoring, and {held} pass --train-images "
             f"(e.g. <{ref.run.dataset} root>/{ref.run.class_name}/train/good)"
         )
-    # a transductive protocol (Method B's fusion scale) fixes its scale on a set of images before scoring alone
-    rescales = fusion_scale == "normal" and type(det).calibrate is not Detector.calibrate
+    fit_record: dict[str, Any] = {"source": None}
+    if run_fit is not None and not refit:
+        state = read_fit_state(*run_fit)  # checked against the result even when the method fits nothing
+        if det.needs_fit:
+            try:
+                det.load_fit_state(state)
+            except ValueError as exc:
+                raise ValueError(
+                    f"{run_fit[0]}: {exc}; pass --train-images to fit them under these settings"
+                ) from exc
+            fit_record = {"source": "run", "file": str(run_fit[0].resolve()), "sha256": run_fit[1]}
+            if settings:
+                note(f"the run's training statistics ({run_fit[0].name}) were fitted under the run's settings; where "
+                     "--settings changes the maps before smoothing, pass --train-images to fit them under the overrides")  # fmt: skip
+    elif refit:
+        fit_record = {"source": "train_images", "folder": str(Path(train_images).resolve())}
+        if run_fit is not None:
+            note(f"the training statistics were fitted on --train-images, not taken from the run's own "
+                 f"({run_fit[0].name})")  # fmt: skip
+    if train_paths is not None and not refit and (normal_paths is not None or run_thr is not None):
+        note(f"--train-images were not used: {ref.method} fits no training statistics with these settings, and the "
+             "threshold comes from " + ("--normal" if normal_paths is not None else "the run's threshold file"))  # fmt: skip
+    if det.transductive:
+        note(f"these {ref.method} settings are transductive (e.g. Method B's official fusion per batch of 16, "
+             "DDAD's protocol): a score depends on the other images scored with it")  # fmt: skip
     if run_thr is not None:
         source = {"kind": "run", "file": str(run_file.resolve()), "rule": run_thr["rule"], "fpr": run_thr["fpr"],
                   "optimistic": run_thr["optimistic"]}  # fmt: skip
-        if rescales and train_paths is None:
-            raise ValueError(
-                f"{ref.method} fuses its maps at the scale of a set of images: with the run's thresholds and no "
-                "--normal, pass --train-images to fix that scale on the training images, or --fusion-scale folder "
-                "(each folder at its own scale, as the benchmark fused the test set the thresholds come from)"
-            )
-        if rescales:
-            note("the run's thresholds were chosen on maps fused at its test set's own scale; these are fused at "
-                 "the training images' (--fusion-scale normal): --fusion-scale folder fuses as the benchmark did")  # fmt: skip
         if settings:
             note(f"the run's thresholds ({run_file.name}) were chosen with the run's own settings, not with the "
                  "--settings overrides; pass --normal to threshold under the overrides")  # fmt: skip
@@ -350,9 +372,6 @@ def predict_folder(
         if overlap:
             note(f"{len(overlap)} image(s) of --images are also threshold images (e.g. {sorted(overlap)[0]})")
 
-    def seeds(key: str, n: int) -> list[int]:
-        return [image_seed(ref.run.seed, key, i) for i in range(n)]
-
     def read(paths: Sequence[Path]) -> torch.Tensor:
         return load_images(paths, det.load_size)
 
@@ -362,17 +381,15 @@ def predict_folder(
     cls = ref.run.class_name
 
     with torch.no_grad():
-        if det.needs_fit:
+        if refit:
             limit = det.fit_images or len(train_paths)  # the first ones, as the benchmark run took them
-            det.fit(det.prepare(x_train[:limit]), seeds(f"{cls}/train", min(limit, len(train_paths))))
+            det.fit(det.prepare(x_train[:limit]), image_seeds(ref.run, train_paths[:limit]))
         threshold_set = None
         if x_normal is not None:
-            threshold_set = score_images(det, x_normal, seeds(f"{cls}/normal", len(normal_paths)))
-        elif run_thr is None or rescales:  # with the run's thresholds: only to fix the fusion scale
-            threshold_set = score_images(det, x_train, seeds(f"{cls}/train", len(train_paths)))
-        if threshold_set is not None and fusion_scale == "normal":  # then each image is scored on its own
-            threshold_set = det.calibrate(threshold_set)
-        scored = score_images(det, x_query, seeds(cls, len(query)))
+            threshold_set = score_images(det, x_normal, image_seeds(ref.run, normal_paths))
+        elif run_thr is None:
+            threshold_set = score_images(det, x_train, image_seeds(ref.run, train_paths))
+        scored = score_images(det, x_query, image_seeds(ref.run, query))
     q_maps, q_scores = scored.maps, scored.scores
     checked = [("--images", q_scores, query)]
     if run_thr is None:
@@ -438,7 +455,7 @@ def predict_folder(
         "settings": config["methods"][ref.method],
         "settings_source": ref.settings_source,
         "settings_overrides": dict(settings or {}),
-        "fusion_scale": fusion_scale,
+        "fit_state": fit_record,  # where the training statistics came from (source None: the method fits none)
         "fusion_scale_value": detector["extra"].get("fusion_scale"),  # Method B: the fixed max D_f / max D_p
         "backbone": detector["backbone"],
         "fpr": fpr,

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from texad.diffusion.training import load_diffusion_model, load_score_model, require_trained_level
 from texad.methods.base import Detector, RunKey, Runtime, Scored, require_model
 from texad.methods.run import to_uint8_hwc
 
-from .anomaly_map import anomaly_maps, train_statistics
+from .anomaly_map import TrainStats, anomaly_maps, train_statistics
 from .infer import ScoreModel, raw_maps, score_model_from_ddpm, score_model_from_net
 from .settings import MethodASettings, score_train_settings
 
@@ -82,6 +83,26 @@ class MethodADetector(Detector):
         bs = self.batch_size
         raw = [self._raw(images[i : i + bs], seeds[i : i + bs])[0] for i in range(0, images.shape[0], bs)]
         self.stats = train_statistics(torch.cat(raw))
+
+    def fit_state(self) -> dict[str, np.ndarray]:
+        """The per-pixel mean and std of the training images' raw maps (``train_stats``)."""
+        return {} if self.stats is None else {"mean": self.stats.mean, "std": self.stats.std}
+
+    def load_fit_state(self, state) -> None:
+        if not self.needs_fit:
+            return super().load_fit_state(state)
+        missing = [k for k in ("mean", "std") if k not in state]
+        if missing:
+            raise ValueError(
+                f"Method A's fit state holds no {' or '.join(missing)} (the train_stats statistics)"
+            )
+        mean, std = (np.asarray(state[k], dtype=np.float64) for k in ("mean", "std"))
+        if mean.shape != std.shape or mean.shape != (self.load_size, self.load_size):
+            raise ValueError(
+                f"Method A's fit state holds statistics of {mean.shape} maps, this model's are "
+                f"{(self.load_size, self.load_size)}"
+            )
+        self.stats = TrainStats(mean=mean, std=std)
 
     def score(self, images: torch.Tensor, seeds: list[int]) -> Scored:
         if self.needs_fit and self.stats is None:

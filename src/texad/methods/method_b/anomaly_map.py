@@ -5,13 +5,16 @@
   itself); each requested layer is 3x3 / stride-1 / zero-padded mean-aggregated, compared with
   1 - cosine similarity over channels, upsampled bilinearly (align_corners=True) to the image size, and the
   layer maps are summed.
-- A = D_f + v * (max D_f / max D_p) * D_p, the maxima taken over the whole test set ("test_set") or over
-  consecutive chunks of 16 maps ("batch16", DDAD's test batches).
+- A = D_f + v * (max D_f / max D_p) * D_p. ``fusion_norm``: ``train`` (the default protocol) takes the maxima over
+  the distances of the training images that the run fits on, a fixed scale, so a test image's map needs no other
+  test image; ``test_set`` (over the whole test set) and ``batch16`` (over consecutive chunks of 16 maps, DDAD's
+  test batches) are transductive and belong to the labelled ``official`` variant (``batch16``) only.
 - ``map_terms`` (spec §3.5's "map terms" ablation): ``both`` is that fusion; ``feature`` the map D_f alone (the
   fusion at v = 0); ``pixel`` the map D_p alone (no fusion scale). What follows applies to every choice alike.
 - ``normalise="train_stats"`` (CHOSEN, not in DDAD; default "none"): the fused maps are standardised per pixel
   by the maps of normal *training* images made of the same terms (:mod:`texad.evaluation.train_stats`, Method A's
-  step), fused at the test maps' scale so that both are the same function of D_p and D_f. It removes the score
+  step), fused at the test maps' scale (the training images' own) so that both are the same function of D_p and
+  D_f (:func:`train_map_statistics`). It removes the score
   that normal texture gets anyway, and the reconstruction's weaker borders, where a small model's maps otherwise
   peak on normal images.
 - The fused maps are smoothed with a Gaussian (``texad.evaluation.grid.gaussian_smooth``); the image score
@@ -28,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from texad.evaluation.grid import gaussian_smooth
-from texad.evaluation.train_stats import normalise_maps, train_statistics
+from texad.evaluation.train_stats import TrainStats, normalise_maps, train_statistics
 
 if TYPE_CHECKING:
     from .settings import Inference
@@ -44,10 +47,13 @@ __all__ = [
     "fuse",
     "fusion_v",
     "term_maps",
+    "train_map_statistics",
     "anomaly_maps",
 ]
 
-FUSION_NORMS = ("test_set", "batch16")
+#: ``train``: a fixed scale from the training images (:func:`fusion_scale` of their distances, passed as ``scale``);
+#: ``test_set``, ``batch16``: the scale of the set of maps itself (transductive: the official variant's only).
+FUSION_NORMS = ("train", "test_set", "batch16")
 #: What a map is made of (``inference.map_terms``): the fusion of both distances, D_p alone, or D_f alone.
 MAP_TERMS = ("both", "pixel", "feature")
 _DDAD_BATCH = 16
@@ -133,10 +139,10 @@ def fuse(
 ) -> torch.Tensor:
     """A = D_f + v * (max D_f / max D_p) * D_p for maps (N, H, W) (tensors or arrays); returns a tensor.
 
-    ``norm="test_set"``: maxima over all N maps; ``"batch16"``: over consecutive chunks of 16 (the last
-    chunk may be shorter). A chunk whose D_p is zero everywhere contributes no pixel term. ``scale``: a fixed
-    max D_f / max D_p for all maps instead (``texad predict``: the normal images' scale, so that a score does
-    not depend on the other images scored with it).
+    ``scale``: a fixed max D_f / max D_p for all maps (``norm="train"``: the training images', which it needs
+    unless v = 0). Without one, ``norm="test_set"`` takes the maxima over all N maps and ``"batch16"`` over
+    consecutive chunks of 16 (the last chunk may be shorter); a chunk whose D_p is zero everywhere contributes
+    no pixel term.
     """
     if norm not in FUSION_NORMS:
         raise ValueError(f"norm must be one of {FUSION_NORMS}, got {norm!r}")
@@ -146,6 +152,10 @@ def fuse(
     dp = dp.to(df.dtype)
     if scale is not None:
         return df + v * scale * dp
+    if norm == "train":
+        if v == 0:  # no pixel term: no scale to fix
+            return df.clone()
+        raise ValueError("fusion_norm train fuses at the training images' scale: pass it (scale=), fit first")
     chunk = dp.shape[0] if norm == "test_set" else _DDAD_BATCH
     out = []
     for i in range(0, dp.shape[0], max(chunk, 1)):
@@ -183,28 +193,46 @@ def term_maps(
     return fuse(d_pixel, d_feature, v if terms == "both" else 0.0, norm, scale)
 
 
+def train_map_statistics(
+    d_pixel: Any, d_feature: Any, settings: Inference, scale: torch.Tensor
+) -> TrainStats:
+    """The ``train_stats`` statistics: per pixel, of the training images' maps made of the run's terms and fused at
+    ``scale``, the one every map of the run is fused at."""
+    return train_statistics(
+        term_maps(d_pixel, d_feature, settings.map_terms, fusion_v(settings), "test_set", scale)
+    )
+
+
 def anomaly_maps(
     d_pixel_all: Any,
     d_feature_all: Any,
     settings: Inference,
     scale: torch.Tensor | None = None,
     train: tuple[Any, Any] | None = None,
+    stats: TrainStats | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Fused (or single-term), (normalised,) smoothed maps (N, H, W) float32 and image scores (N,) = max of each
     smoothed map.
 
     ``settings``: the maps' keys of Method B's inference (``map_terms``, ``v``, ``fusion_norm``, ``normalise``,
-    ``smoothing_sigma``); ``scale``: see :func:`fuse`; ``train``: (D_p, D_f) of the normal training images, which
-    ``normalise="train_stats"`` needs (their maps are made of the same terms)."""
+    ``smoothing_sigma``); ``scale``: see :func:`fuse`; ``normalise="train_stats"`` needs ``stats``
+    (:func:`train_map_statistics`) or ``train``, (D_p, D_f) of the normal training images to compute them from."""
     terms, v = settings.map_terms, fusion_v(settings)
-    stats = None
-    if settings.normalise == "train_stats":
+    if settings.fusion_norm == "train" and scale is None and v != 0:
+        raise ValueError("fusion_norm train fuses at the training images' scale: pass it (scale=), fit first")
+    if settings.normalise != "train_stats":
+        stats = None
+    elif stats is None:
         if train is None:
-            raise ValueError("normalise: train_stats needs the training images' distances (train=)")
-        if scale is None:  # the test set's scale, fixed so that the training maps are fused with it too
+            raise ValueError(
+                "normalise: train_stats needs the training images' distances (train=) or statistics"
+            )
+        if (
+            scale is None
+        ):  # the set's own (transductive), fixed so that the training maps are fused with it too
             scale = fusion_scale(_as_tensor(d_pixel_all), _as_tensor(d_feature_all), v)
             scale = torch.zeros(()) if scale is None else scale  # no pixel term: the maps are D_f
-        stats = train_statistics(term_maps(train[0], train[1], terms, v, "test_set", scale))
+        stats = train_map_statistics(train[0], train[1], settings, scale)
     fused = term_maps(d_pixel_all, d_feature_all, terms, v, settings.fusion_norm, scale)
     if stats is not None:
         fused = normalise_maps(fused, stats)

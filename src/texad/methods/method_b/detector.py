@@ -1,26 +1,37 @@
 """Method B applied to images: reconstruct each image (:mod:`.infer`), compare it with its reconstruction in pixels
 and features, fuse, normalise, smooth and take the maximum (:mod:`.anomaly_map`).
 
-The fusion scale max D_f / max D_p is taken over a set of images (``fusion_norm``: the whole test set, or DDAD's
-batches of 16), so the maps of a set are completed in :meth:`MethodBDetector.finalize`; ``texad predict`` fixes the
-scale on normal images first (:meth:`MethodBDetector.calibrate`), after which every image is scored on its own.
+The fusion scale max D_f / max D_p is fixed by :meth:`MethodBDetector.fit` on the run's first ``normalise_images``
+training images (``fusion_norm: train``, the default protocol), with the ``train_stats`` statistics at that scale, so
+every test image is scored on its own. :meth:`~MethodBDetector.fit_state` keeps the distances' maxima and the
+statistics, which ``texad predict`` loads. The labelled ``official`` variant fuses each test batch of 16 at its own
+scale (DDAD's ``batch16``, transductive): its maps are completed in :meth:`MethodBDetector.finalize`.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from texad.backbones.features import load_backbone
 from texad.backbones.weights import BACKBONES
 from texad.diffusion.training import load_diffusion_model, require_trained_level
+from texad.evaluation.train_stats import TrainStats
 from texad.methods.base import Detector, RunKey, Runtime, Scored, require_model
 from texad.methods.run import to_uint8_hwc
 
 from .ablation import inference_point
-from .anomaly_map import anomaly_maps, feature_distance, fusion_scale, fusion_v, pixel_distance
+from .anomaly_map import (
+    anomaly_maps,
+    feature_distance,
+    fusion_scale,
+    fusion_v,
+    pixel_distance,
+    train_map_statistics,
+)
 from .domain_adaptation import load_adapted_state
 from .infer import reconstruct
-from .settings import MAP_LAYERS, MethodBSettings, adaptation_settings, ddpm_train_settings
+from .settings import MAP_LAYERS, MethodBSettings, adaptation_settings, ddpm_train_settings, needs_fit
 
 __all__ = ["MethodBDetector"]
 
@@ -53,10 +64,17 @@ class MethodBDetector(Detector):
         self.load_size = int(self.meta["settings"]["image_size"])
         self.batch_size = inf.batch_size
         self.protocol = inf.protocol
-        self.needs_fit = inf.normalise == "train_stats"
+        if inf.normalise == "train_stats" and inf.fusion_norm != "train":
+            raise ValueError(
+                "methods.method_b.inference.normalise: train_stats fuses the training maps at the training images' "
+                f"scale, but fusion_norm is {inf.fusion_norm!r}; use fusion_norm: train"
+            )
+        self.needs_fit = needs_fit(inf)
         self.fit_images = inf.normalise_images
-        self.train_distances: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.scale: torch.Tensor | None = None  # a fixed fusion scale (calibrate), else the set's own
+        self.transductive = inf.fusion_norm != "train"
+        self.state: dict[str, np.ndarray] = {}  # what fit() computed (or a run's, loaded)
+        self.scale: torch.Tensor | None = None  # the training images' fusion scale (fusion_norm train)
+        self.stats: TrainStats | None = None  # the train_stats statistics at that scale
 
     def _distances(self, images: torch.Tensor, seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor, Scored]:
         """D_p, D_f (N, H, W) on the CPU, and a Scored with the reconstructions and the NFE."""
@@ -74,46 +92,86 @@ class MethodBDetector(Detector):
         return d_pixel, d_feature, out
 
     def fit(self, images: torch.Tensor, seeds: list[int]) -> None:
-        """The distances of the first ``normalise_images`` training images (the ``train_stats`` statistics)."""
+        """The distances of the first ``normalise_images`` training images: their maxima (the fusion scale) and,
+        for ``train_stats``, the statistics of their maps at that scale."""
         n = images.shape[0] if self.fit_images is None else min(images.shape[0], self.fit_images)
         bs, dp, df = self.batch_size, [], []
         for i in range(0, n, bs):
             p, f, _ = self._distances(images[i : min(i + bs, n)], seeds[i : min(i + bs, n)])
             dp.append(p)
             df.append(f)
-        self.train_distances = (torch.cat(dp), torch.cat(df))
+        dp, df = torch.cat(dp), torch.cat(df)
+        state = {
+            "n_images": np.asarray(n),
+            "d_pixel_max": dp.max().numpy(),
+            "d_feature_max": df.max().numpy(),
+        }
+        if self.inf.normalise == "train_stats":
+            stats = train_map_statistics(dp, df, self.inf, self._scale(state))
+            state.update(mean=stats.mean, std=stats.std)
+        self.load_fit_state(state)  # one path for a fit and a run's loaded state: the same maps
+
+    def _scale(self, state: dict) -> torch.Tensor:
+        """max D_f / max D_p of the training images (0 without a pixel term: the maps are then D_f or D_p)."""
+        d_pixel, d_feature = (
+            torch.as_tensor(np.asarray(state[k], dtype=np.float32)) for k in ("d_pixel_max", "d_feature_max")
+        )
+        scale = fusion_scale(d_pixel, d_feature, fusion_v(self.inf))
+        return torch.zeros(()) if scale is None else scale
+
+    def fit_state(self) -> dict[str, np.ndarray]:
+        """``n_images``, the training distances' maxima ``d_pixel_max``, ``d_feature_max`` (the fusion scale) and,
+        for ``train_stats``, the per-pixel ``mean`` and ``std`` of their maps."""
+        return dict(self.state)
+
+    def load_fit_state(self, state) -> None:
+        if not self.needs_fit:
+            return super().load_fit_state(state)
+        need = ["n_images", "d_pixel_max", "d_feature_max"]
+        need += ["mean", "std"] if self.inf.normalise == "train_stats" else []
+        missing = [k for k in need if k not in state]
+        if missing:
+            raise ValueError(f"Method B's fit state holds no {', '.join(missing)} (fusion_norm {self.inf.fusion_norm}, "
+                             f"normalise {self.inf.normalise})")  # fmt: skip
+        state = {k: np.asarray(state[k]) for k in need}
+        stats = None
+        if self.inf.normalise == "train_stats":
+            mean, std = (state[k].astype(np.float64) for k in ("mean", "std"))
+            if mean.shape != std.shape or mean.shape != (self.load_size, self.load_size):
+                raise ValueError(
+                    f"Method B's fit state holds statistics of {mean.shape} maps, this model's are "
+                    f"{(self.load_size, self.load_size)}"
+                )
+            stats = TrainStats(mean=mean, std=std)
+        self.state, self.scale, self.stats = state, self._scale(state), stats
 
     def _maps(self, d_pixel: torch.Tensor, d_feature: torch.Tensor):
-        if self.needs_fit and self.train_distances is None:
-            raise RuntimeError("Method B normalises with training statistics: call fit() first")
-        return anomaly_maps(d_pixel, d_feature, self.inf, scale=self.scale, train=self.train_distances)
+        if self.needs_fit and not self.state:
+            raise RuntimeError(
+                "Method B fuses at the training images' scale: call fit() (or load_fit_state) first"
+            )
+        return anomaly_maps(d_pixel, d_feature, self.inf, scale=self.scale, stats=self.stats)
 
     def score(self, images: torch.Tensor, seeds: list[int]) -> Scored:
         d_pixel, d_feature, out = self._distances(images, seeds)
-        out.pending = {"d_pixel": d_pixel, "d_feature": d_feature}
-        if self.scale is not None:  # one image's maps need no other image
+        if self.transductive:  # the maps wait for the whole set (finalize)
+            out.pending = {"d_pixel": d_pixel, "d_feature": d_feature}
+        else:  # one image's maps need no other image
             out.maps, out.scores = self._maps(d_pixel, d_feature)
         return out
 
     def finalize(self, parts: list[Scored]) -> Scored:
-        """The set's maps, fused at its own scale (``fusion_norm``) unless a scale was fixed by :meth:`calibrate`."""
+        """The set's maps: already made batch by batch at the training images' scale, or, for the official
+        variant's transductive ``fusion_norm``, fused here at the set's own."""
         out = Scored.concat(parts)
-        out.pending = {k: torch.cat([p.pending[k] for p in parts]) for k in ("d_pixel", "d_feature")}
-        if out.maps is None:
-            out.maps, out.scores = self._maps(out.pending["d_pixel"], out.pending["d_feature"])
+        if self.transductive:
+            d_pixel, d_feature = (torch.cat([p.pending[k] for p in parts]) for k in ("d_pixel", "d_feature"))
+            out.maps, out.scores = self._maps(d_pixel, d_feature)
         return out
-
-    def calibrate(self, normal: Scored) -> Scored:
-        """Fix the fusion scale at the normal images' max D_f / max D_p and return their maps at that scale (0 where
-        a map is one term alone: ``map_terms`` pixel or feature)."""
-        scale = fusion_scale(normal.pending["d_pixel"], normal.pending["d_feature"], fusion_v(self.inf))
-        self.scale = torch.zeros(()) if scale is None else scale  # no fusion: the maps are D_f (or D_p)
-        normal.maps, normal.scores = self._maps(normal.pending["d_pixel"], normal.pending["d_feature"])
-        return normal
 
     def record(self) -> dict:
         inf, meta = self.inf, self.meta
-        n_train = 0 if self.train_distances is None else len(self.train_distances[0])
+        n_train = int(self.state["n_images"]) if self.state else 0
         return {
             "switches": {
                 "fusion_norm": inf.fusion_norm,
@@ -133,7 +191,7 @@ class MethodBDetector(Detector):
                 "train_precision": meta["train"].get("precision", "fp32"),
                 # the run's guidance point, so the ablation table counts a default run under its point too
                 "ablation_point": inference_point(inf),
-                "train_stats_images": n_train,
+                "train_stats_images": n_train,  # the training images of the fit (fusion scale, statistics)
                 "fusion_scale": None if self.scale is None else float(self.scale),
             },
         }

@@ -28,6 +28,7 @@ __all__ = [
     "ADAPTATION_FORMAT",
     "ddpm_train_settings",
     "adaptation_settings",
+    "needs_fit",
 ]
 
 #: The extractor layers of the feature distance D_f (DDAD's).
@@ -71,7 +72,7 @@ class Inference:
     v: float
     map_terms: str  # "both" (the fusion), "pixel" (D_p alone) or "feature" (D_f alone, the fusion at v = 0)
     smoothing_sigma: float
-    fusion_norm: str
+    fusion_norm: str  # "train" (the training images' scale); "test_set", "batch16": official variant only
     protocol: str  # "texad", or "ddad" (DDAD's 224 crop and mask rule: the labelled official variant)
     normalise: str
     normalise_images: int | None
@@ -192,6 +193,12 @@ def ddpm_train_settings(
         grad_clip=t.grad_clip,
         t_max=t.t_max,
     )
+
+
+def needs_fit(inf: Inference) -> bool:
+    """Whether a run reconstructs training images before the test set: for the fusion scale (``fusion_norm:
+    train``) or the ``train_stats`` statistics (the first ``normalise_images`` of them, for both)."""
+    return inf.fusion_norm == "train" or inf.normalise == "train_stats"
 
 
 def adaptation_settings(settings: MethodBSettings, seed: int) -> AdaptationSettings | None:
