@@ -324,6 +324,33 @@ def test_method_b_scores_an_image_alone_and_under_any_name_as_in_the_folder(data
     assert _scores(tmp_path / "both")[1][1] == pytest.approx(both["normal_scores"][normal.name], rel=1e-5)
 
 
+def test_method_b_official_run_is_applied_as_it_ran_and_said_to_be_transductive(data, method_b_run, tmp_path):
+    """The official variant fuses each batch of 16 at its own scale (DDAD's protocol) and fits nothing: its fit
+    state holds no arrays, and predict applies its settings as recorded, with a warning that a score then depends
+    on the other images."""
+    results = tmp_path / "results"
+    (model,) = data.model_dir().glob("ddpm-*.pt")
+    data.model_dir(results).mkdir(parents=True)
+    shutil.copy(model, data.model_dir(results) / model.name)
+    out = results / "runs" / DATASET / CLASS / "method_b" / "official" / f"seed{SEED}.json"
+    config = data.config("method_b", METHOD_B, image_size=32)
+    run_method("method_b", config, RunKey(DATASET, CLASS, SEED, "official"), class_dir=data.class_dir,
+               models={"model": data.model_dir(results) / model.name}, out_result=out,
+               out_maps=tmp_path / "official.npz")  # fmt: skip
+    result = json.loads(out.read_text())
+    assert (
+        result["evaluation"]["switches"]["fusion_norm"] == "batch16"
+        and result["extra"]["fusion_scale"] is None
+    )
+    with np.load(out.with_name("seed0.fit.npz")) as z:
+        assert z.files == []
+    rec = predict_folder(out, data.flat, tmp_path / "p", normal=data.normal, fpr=0.25, device="cpu")
+    assert rec["settings"]["inference"]["fusion_norm"] == "batch16" and rec["fusion_scale_value"] is None
+    assert rec["fit_state"] == {"source": None}
+    assert any("transductive" in w for w in rec["warnings"])
+    assert len(_scores(tmp_path / "p")[0]) == len(data.labels)
+
+
 def test_method_b_pixel_map_terms_reproduce_the_benchmark(data, method_b_run, method_b_pixel_run, tmp_path):
     """A pixel-only map has no fusion scale to fix (0): each image scored on its own gives the benchmark's scores
     and maps, which differ from the fused ones; the run records its suffixed point."""
