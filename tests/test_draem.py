@@ -13,20 +13,22 @@ from scipy import ndimage
 from settings_checks import cpu_runtime
 
 from texad.config import ConfigError, load_config, load_schema, validate_config
+from texad.data import anomalies as ag
+from texad.data import augment as aug
+from texad.data.anomalies import perlin_mask, recipe_for
+from texad.data.anomaly_sources import SourceBank, source_paths
+from texad.data.perlin import fade, perlin_noise_2d
 from texad.data.synth import generate_class
 from texad.methods import draem as draem_module
 from texad.methods import make_settings
 from texad.methods.base import RunKey
-from texad.methods.draem import anomaly_generator as ag
 from texad.methods.draem import training as train_mod
-from texad.methods.draem.anomaly_generator import perlin_mask, recipe_for, simulate_anomaly
+from texad.methods.draem.anomaly_generator import simulate_anomaly
 from texad.methods.draem.detector import DraemDetector
 from texad.methods.draem.infer import image_scores
 from texad.methods.draem.loss import focal_loss, ssim_loss, ssim_map
 from texad.methods.draem.model import DiscriminativeNet, ReconstructiveNet, count_parameters
-from texad.methods.draem.perlin import fade, perlin_noise_2d
 from texad.methods.draem.settings import DraemSettings, model_hash
-from texad.methods.draem.sources import SourceBank, source_paths
 from texad.methods.draem.training import TrainingStopped, load_draem_model, train_draem
 from texad.methods.jobs import run_method, train_model
 from texad.methods.run import load_images
@@ -125,18 +127,18 @@ def test_each_augmenter_keeps_shape_dtype_and_changes_something():
 
 def test_augmenter_formulas():
     x = _texture(seed=1)
-    np.testing.assert_array_equal(ag.aug_invert(x, None), 255 - x)
+    np.testing.assert_array_equal(aug.aug_invert(x, None), 255 - x)
     rng = np.random.default_rng(3)
     g = np.random.default_rng(3).uniform(0.5, 2.0, size=3)
     expected = np.clip(np.rint(255 * (x / 255.0) ** g), 0, 255)
-    np.testing.assert_array_equal(ag.aug_gamma(x, rng), expected)
+    np.testing.assert_array_equal(aug.aug_gamma(x, rng), expected)
     for seed in range(6):
         bits = int(np.random.default_rng(seed).integers(1, 9))
-        out = ag.aug_posterize(x, np.random.default_rng(seed))
+        out = aug.aug_posterize(x, np.random.default_rng(seed))
         np.testing.assert_array_equal(out, (x >> (8 - bits)) << (8 - bits))
     for seed in range(8):
         r = np.random.default_rng(seed)
-        out = ag.aug_solarize(x, np.random.default_rng(seed))
+        out = aug.aug_solarize(x, np.random.default_rng(seed))
         if r.random() >= 0.5:
             np.testing.assert_array_equal(out, x)
         else:
@@ -146,13 +148,13 @@ def test_augmenter_formulas():
     # and keeps grey grey (brighter) in Lab / Luv
     grey = np.full((4, 4, 3), 100, np.uint8)
     for space in ("YCrCb", "YUV", "HSV", "HLS"):
-        np.testing.assert_array_equal(ag._with_brightness(grey, space, lambda c: c + 20), grey + 20)
+        np.testing.assert_array_equal(aug._with_brightness(grey, space, lambda c: c + 20), grey + 20)
     for space in ("Lab", "Luv"):
-        out = ag._with_brightness(grey, space, lambda c: c + 20).astype(int)
+        out = aug._with_brightness(grey, space, lambda c: c + 20).astype(int)
         assert (out.max(-1) - out.min(-1)).max() <= 1 and out.mean() > 110
     # HSV keeps hue and saturation: a colour scales with V
     colour = np.array([[[200, 100, 50]]], np.uint8)
-    np.testing.assert_array_equal(ag._with_brightness(colour, "HSV", lambda c: c * 0.5), [[[100, 50, 25]]])
+    np.testing.assert_array_equal(aug._with_brightness(colour, "HSV", lambda c: c * 0.5), [[[100, 50, 25]]])
 
 
 def test_augment_source_draws_distinct_augmenters(monkeypatch):

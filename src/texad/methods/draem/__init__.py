@@ -79,7 +79,8 @@ def train(
 ) -> dict:
     """Train one class's DRAEM on anomalies simulated from ``anomaly_root`` (DTD's folder holding ``images/``, or
     the synthetic set's root, whose ``source_classes`` other than the trained one serve)."""
-    from .sources import source_paths
+    from texad.data.anomaly_sources import source_paths
+
     from .training import train_draem
 
     if anomaly_root is None:

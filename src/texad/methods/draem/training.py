@@ -1,8 +1,8 @@
 """Per-class DRAEM training (spec §2.4), resumable, with the official optimiser and schedule.
 
 - Data: ``train/good`` of one class at ``image_size`` (RGB in [0, 1], no normalisation), kept in memory;
-  anomaly sources from a list of image paths (:mod:`.sources`). Each epoch is one pass over the images in
-  a fresh seeded permutation (the official sampler draws with replacement, quirk 7: a shuffled epoch is
+  anomaly sources from a list of image paths (:mod:`texad.data.anomaly_sources`). Each epoch is one pass over
+  the images in a fresh seeded permutation (the official sampler draws with replacement, quirk 7: a shuffled epoch is
   the accepted fix), the last incomplete batch kept as the official ``DataLoader`` does, except that a
   trailing batch of ONE image is dropped (BatchNorm in training mode cannot take it at small sizes).
 - Every sample is simulated from its own generator ``default_rng([seed, epoch, position])``, so a run is
@@ -28,13 +28,13 @@ import torch
 from tqdm import tqdm
 
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
+from texad.data.anomaly_sources import SourceBank, describe_sources
 from texad.data.mvtec import MVTecDataset
 
 from .anomaly_generator import simulate_anomaly
 from .loss import draem_loss
 from .model import DiscriminativeNet, ReconstructiveNet, build_networks, count_parameters
 from .settings import FORMAT, DraemSettings, model_hash
-from .sources import SourceBank, describe_sources
 
 __all__ = ["TrainingStopped", "epoch_batches", "load_draem_model", "load_train_images", "train_draem"]
 
@@ -125,7 +125,7 @@ def train_draem(
     """Train DRAEM on one class, resuming from ``ckpt_dir/last.pt`` when it exists; returns the summary.
 
     ``dataset`` / ``class_name`` / ``seed`` enter the model identity and every message. ``anomaly_source_paths``
-    must not contain the class's own images (see :func:`~texad.methods.draem.sources.source_paths`). The model
+    must not contain the class's own images (see :func:`~texad.data.anomaly_sources.source_paths`). The model
     file keeps the settings block it was trained with (``config``), inference-only keys included.
     """
     class_dir, out, ckpt_dir = Path(class_dir), Path(out), Path(ckpt_dir)

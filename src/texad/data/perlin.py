@@ -1,4 +1,5 @@
-"""2-D gradient (Perlin) noise, the shape generator of DRAEM's simulated anomalies (spec §2.3 step 4).
+"""2-D gradient (Perlin) noise: the shape of the Perlin anomalies (:mod:`texad.data.anomalies`), which DRAEM's
+training (spec §2.3 step 4) and the validation split both draw.
 
 One octave on a lattice of ``res[0] x res[1]`` cells with unit gradients at random angles, the quintic
 fade 6t^5 - 15t^4 + 10t^3, and the result scaled by sqrt(2) so that its values lie in [-1, 1], as the

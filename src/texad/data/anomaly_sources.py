@@ -1,10 +1,12 @@
-"""Where DRAEM's anomaly-source images come from, and a lazy in-memory bank of them.
+"""Where the Perlin anomalies' source images come from (DRAEM's training, the validation split), and a lazy
+in-memory bank of them.
 
-- ``dtd`` (official): every ``images/<category>/*.jpg`` of DTD (5640 images in r1.0.1).
-- ``synthetic`` (offline demo): the ``train/good`` images of every OTHER class found beside the trained
-  class in the synthetic set's root. The trained class never serves as its own source: pasting its own
-  texture through a Perlin mask would teach the discriminator that its own (normal) texture is anomalous.
-  Only ``train/good`` images are used, so no test image (and no real defect) ever leaks into training.
+- ``dtd`` (DRAEM's official source): every ``images/<category>/*.jpg`` of DTD (5640 images in r1.0.1).
+- ``synthetic`` (DRAEM's offline demo source; the validation split's when DTD is not enabled): the ``train/good``
+  images of every OTHER class found beside the class in the dataset's root. A class never serves as DRAEM's own
+  source: pasting its own texture through a Perlin mask would teach the discriminator that its own (normal)
+  texture is anomalous. Only ``train/good`` images are used, so no test image (and no real defect) ever leaks
+  into training or validation.
 """
 
 from __future__ import annotations
@@ -92,15 +94,16 @@ def describe_sources(kind: str, paths: Sequence[Path]) -> dict:
 
 
 class SourceBank(Sequence):
-    """Anomaly sources as uint8 (size, size, 3) RGB arrays, read on first use and kept (up to ``cache``
-    images, least recently used dropped first). Resized with PIL bilinear (the official code: cv2 bilinear)."""
+    """Anomaly sources as uint8 (H, W, 3) RGB arrays of ``size`` (N: N x N; or (H, W)), read on first use and kept
+    (up to ``cache`` images, least recently used dropped first). Resized with PIL bilinear (the official code: cv2
+    bilinear)."""
 
-    def __init__(self, paths: Sequence[str | Path], size: int, cache: int = 512):
+    def __init__(self, paths: Sequence[str | Path], size: int | tuple[int, int], cache: int = 512):
         self.paths = [Path(p) for p in paths]
         bad = [p for p in self.paths if p.suffix.lower() not in IMAGE_SUFFIXES]
         if bad:
             raise ValueError(f"not image files: {bad[:3]}")
-        self.size = int(size)
+        self.size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
         self.cache = int(cache)
         self._store: OrderedDict[int, np.ndarray] = OrderedDict()
 
@@ -114,8 +117,8 @@ class SourceBank(Sequence):
             self._store.move_to_end(index)
             return hit
         img = read_image(self.paths[index]).convert("RGB")
-        if img.size != (self.size, self.size):
-            img = img.resize((self.size, self.size), Image.Resampling.BILINEAR)
+        if img.size != (self.size[1], self.size[0]):
+            img = img.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.uint8)
         arr.setflags(write=False)
         self._store[index] = arr
