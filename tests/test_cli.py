@@ -185,7 +185,7 @@ def _float_hash() -> str:
     return DiffusionTrainSettings(
         dataset="synthetic", class_name="wood", preset="tiny", image_size=32, timesteps=1000, beta_start=1e-4,
         beta_end=0.02, epochs=1, batch_size=2, lr=3e-4, weight_decay=0.0, optimizer="adam", ema=0.0, grad_clip=0.0,
-        seed=0, t_max=None,
+        seed=0, t_max=None, holdout=None,
     ).model_hash()  # fmt: skip
 
 

@@ -229,6 +229,11 @@ def test_a_single_class_dataset_needs_another_draem_source(folders):
     ):
         Plan(validate_config(cfg))
     cfg["datasets"]["folder"][0]["classes"] = None
+    # the demo holds out at least 5 training images: a user class's 4 (counted on the disk) are too few, before
+    # any job runs
+    with pytest.raises(ConfigError, match=r"surfaces/brick has 4 training image\(s\): validation\.holdout"):
+        Plan(validate_config(cfg))
+    cfg["validation"] = {"holdout": 0.25, "min_holdout": 1}
     plan = Plan(validate_config(cfg))
     assert plan.class_keys() == [("surfaces", "Gravel_Pit"), ("surfaces", "brick")]
     assert plan.class_title("surfaces", "Gravel_Pit") == "Gravel_Pit (Gravel Pit)"
@@ -239,12 +244,16 @@ def test_a_single_class_dataset_needs_another_draem_source(folders):
 
     jobs = [j.rule for j in plan_jobs(plan, None)]
     assert jobs.count("index_folder_class") == 2 and jobs.count("threshold") == 2 * 4
+    assert jobs.count("training_view") == jobs.count("validation_split") == 2
 
 
 # ---------------------------------------------------------------------------------------------- workflow
 def _tiny_config(entries) -> dict:
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["datasets"] = {"synthetic": {"enabled": False}, "folder": entries}
+    # a quarter of each class's training images held out for validation (at least one): the models train on the
+    # rest, through a view of the user's class (a class without masks keeps its image-metrics-only mark there)
+    cfg["validation"] = {"holdout": 0.25, "min_holdout": 1, "anomalies": ["perlin", "scratch"], "seed": 0}
     cfg["image_size"] = 32
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2, "t_max": 300}
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"default": 0}, "batch_size": 2}
@@ -292,6 +301,11 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
                     == (cls == "Gravel_Pit")
                     == layout["image_metrics_only"]
                 )
+            # the validation split of a user class: its held-out training images, with anomalies of every kind
+            split = json.loads((work / "results" / "validation" / dataset / cls / "split.json").read_text())
+            assert split["n_normal"] == len(split["held_out"]) >= 1
+            assert split["n_anomalous"] == 2 * split["n_normal"]
+            assert split["n_trained_on"] == layout["n_train"] - split["n_normal"]
     table = (work / "results" / "tables" / "image_auroc.md").read_text()
     assert "| surfaces | Gravel_Pit (Gravel Pit) |" in table and "| line_cam | grass |" in table
     pixel = (work / "results" / "tables" / "pixel_auroc.md").read_text()
@@ -373,4 +387,10 @@ def test_the_readme_snippet_makes_a_folder_the_example_config_plans(tmp_path):
     assert "results/runs/my_surfaces/felt/method_b/default/seed0.json" in out
     block = yaml.safe_load((ROOT / "config" / "folder-example.yaml").read_text())
     assert block == {"datasets": {"synthetic": {"enabled": False},
-                                  "folder": [{"name": "my_surfaces", "path": "my_images"}]}}  # fmt: skip
+                                  "folder": [{"name": "my_surfaces", "path": "my_images"}]},
+                     "validation": {"holdout": 0.2, "min_holdout": 5, "seed": 0,
+                                    "anomalies": ["perlin", "scratch", "hole", "stain", "fold"]}}  # fmt: skip
+    # the example turns the validation split on for the user's classes (issue 23, item 6), and its models train on
+    # the rest of each class's training images
+    assert "rule validation_split" in out and "results/validation/my_surfaces/oak_planks/split.json" in out
+    assert "rule training_view" in out and "results/splits/my_surfaces/felt/view.json" in out

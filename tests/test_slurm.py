@@ -37,6 +37,7 @@ def tiny_config() -> dict:
     cfg["datasets"]["synthetic"].update(classes=[CLASS], image_size=64, n_train=3, n_test_good=2,
                                         n_test_per_defect=1)  # fmt: skip
     cfg["image_size"] = 32
+    cfg["validation"] = {"holdout": 0, "anomalies": ["scratch"]}  # 3 training images: none held out
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2}
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"default": 1}, "batch_size": 2}
     cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)

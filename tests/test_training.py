@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from texad.data.holdout import Holdout
 from texad.data.synth import generate_class
 from texad.diffusion import training
 from texad.diffusion.schedules import NoiseSchedule
@@ -285,10 +286,15 @@ def test_model_hash_tracks_shaping_settings():
     )
     for name, value in changes.items():
         assert dataclasses.replace(s, **{name: value}).model_hash() != h, name
-    # every field is in the identity; t_max only when set (full-range models kept their names)
+    # every field is in the identity; t_max and holdout only when set (full-range models on all of train/good kept
+    # their names)
     fields = {f.name for f in dataclasses.fields(s)}
-    assert set(s.identity()) == fields - {"t_max"} | {"format"}
-    assert set(dataclasses.replace(s, t_max=300).identity()) == fields | {"format"}
+    assert set(s.identity()) == fields - {"t_max", "holdout"} | {"format"}
+    assert set(dataclasses.replace(s, t_max=300).identity()) == fields - {"holdout"} | {"format"}
+    held = dataclasses.replace(s, holdout=Holdout(0.2, 5, 0))
+    assert held.identity()["holdout"] == {"holdout": 0.2, "min_holdout": 5, "seed": 0}
+    assert held.model_hash() != h
+    assert DiffusionTrainSettings.from_record(dataclasses.asdict(held)) == held
 
 
 def test_model_hash_ignores_run_options(class_dir, tmp_path):
@@ -461,10 +467,11 @@ def test_score_model_hash_tracks_shaping_settings():
     h = s.model_hash()
     ident = s.identity()
     assert ident["kind"] == "score_sde" and ident["format"] == training.SCORE_FORMAT
-    assert set(ident) == {f.name for f in dataclasses.fields(s)} | {"format", "kind"}
+    assert set(ident) == {f.name for f in dataclasses.fields(s)} - {"holdout"} | {"format", "kind"}
     changes = dict(
         sde="vp", sigma_min=0.02, sigma_max=50.0, preset="paper", nf=16, image_size=32, batch_size=8,
         iterations=6, lr=1e-3, warmup=0, grad_clip=0.0, ema=0.99, hflip=False, seed=1, class_name="grid",
+        holdout=Holdout(0.2, 5, 0),
     )  # fmt: skip
     for name, value in changes.items():
         assert dataclasses.replace(s, **{name: value}).model_hash() != h, name

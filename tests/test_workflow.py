@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from texad.config import validate_config
+from texad.data.holdout import Holdout
 from texad.methods import get
 from texad.methods.base import RunKey
 from texad.methods.jobs import method_settings
@@ -83,7 +84,10 @@ def test_paper_config_plans_every_data_job():
                         "train_draem": 24, "adapt_features": 9}  # fmt: skip
     # 1075 without the official variants (issue 19): + 8 SimpleNet models and 8 runs each of SimpleNet, Method B
     # and DRAEM; + Method B's 2 map-terms points per (class, seed)
-    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2
+    # issue 23: a validation split and its contact sheet per class; holdout 0 (the papers train on every training
+    # image): no training view, the class folders as before
+    assert counts["validation_split"] == counts["validation_sheet"] == 8 and "training_view" not in counts
+    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2 + 16
     # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
     assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
@@ -104,6 +108,11 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "synth_class": 3,
         "check_class": 3,
         "contact_sheet": 3,
+        # issue 23: each class's validation split, its contact sheet, and the view of the 32 training images (of 40)
+        # that every model trains on
+        "validation_split": 3,
+        "validation_sheet": 3,
+        "training_view": 3,
         "train_score_model": 3,
         "method_a": 3 * 4,  # default + K1, K2, full_chain
         "ablation_table": 2,
@@ -207,6 +216,9 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     cfg["datasets"]["synthetic"].update(classes=["woven", "wood"], image_size=64, n_train=3, n_test_good=2,
                                         n_test_per_defect=1)  # fmt: skip
+    # one of the 3 training images held out for validation: every model trains on the other 2 (the training view),
+    # and its identity says so; the split draws a Perlin anomaly (from the other class) and a scratch on it
+    cfg["validation"] = {"holdout": 0.2, "min_holdout": 1, "anomalies": ["perlin", "scratch"], "seed": 0}
     cfg["image_size"] = 32
     # DDAD's own regime (no EMA, no clipping) written as YAML ints: the identity hashes are the same for 0 and 0.0
     cfg["methods"]["method_b"]["train"] = {"epochs": {"default": 2}, "batch_size": 2, "ema": 0, "grad_clip": 0,
@@ -240,10 +252,17 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
                 tmp_path / "results" / "runs" / "synthetic" / cls / "method_b" / "default" / "seed0.json"
             ).read_text()
         )
-        # the demo's Method B: 10 steps x (1 + blur guidance), maps standardised by the 3 training images
+        # the demo's Method B: 10 steps x (1 + blur guidance), maps standardised by the 2 training images that
+        # remain (the third is the validation split's)
         assert 0.0 <= result["metrics"]["image_auroc"] <= 1.0 and result["timings"]["nfe_per_image"] == 20
         assert result["evaluation"]["switches"]["normalise"] == "train_stats"
-        assert result["extra"]["train_stats_images"] == 3
+        assert result["extra"]["train_stats_images"] == 2
+        assert result["extra"]["holdout"] == {"holdout": 0.2, "min_holdout": 1, "seed": 0}
+        split = json.loads((tmp_path / "results/validation/synthetic" / cls / "split.json").read_text())
+        view = json.loads((tmp_path / "results/splits/synthetic" / cls / "view.json").read_text())
+        assert split["held_out"] == view["held_out"] and len(view["trains_on"]) == 2
+        assert split["n_normal"] == 1 and split["n_anomalous"] == 2
+        assert not split["validates_on_training_images"]
         assert result["backbone"]["name"] == "efficientnet_lite0" and result["model_hash"]
         assert ("adapted" in result["backbone"]) == (cls == "wood")
         if cls == "wood":  # adapted at the side at which the maps compare images
@@ -290,7 +309,8 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         settings = method_settings(config, result["method"], result["class"])
         kind = get(result["method"]).models(settings)["model"]
         if kind in get(result["method"]).MODELS:
-            run = RunKey(result["dataset"], result["class"], result["seed"], "default")
+            held = Holdout.from_identity(result["extra"]["holdout"])  # the training images its models lacked
+            run = RunKey(result["dataset"], result["class"], result["seed"], "default", held)
             assert get(result["method"]).identity(kind, settings, run) == result["model_hash"], result_path
     models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
     assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
@@ -356,6 +376,8 @@ def report_items(classes) -> dict[str, dict]:
     for cls in classes:
         row = [f"synthetic / {cls}"]
         items[f"results/data/synthetic/{cls}/contact_sheet.png"] = {"path": ["Data", "synthetic"], "row": row}
+        items[f"results/data/synthetic/{cls}/validation_sheet.png"] = {
+            "path": ["Data", "synthetic validation"], "row": row}  # fmt: skip
         items[f"results/figures/synthetic/{cls}/figure1.png"] = {
             "path": ["Figures", "Reconstructions (Figure 1)"], "row": row}  # fmt: skip
         items[f"results/figures/synthetic/{cls}/roc.png"] = {"path": ["Figures", "ROC curves"], "row": row}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from texad import __version__
 from texad.cost.cli import add_parsers as add_cost_parsers
+from texad.data.validation_cli import add_parsers as add_validation_parsers
 from texad.evaluation.bootstrap_cli import add_parsers as add_bootstrap_parsers
 from texad.evaluation.thresholds_cli import add_parsers as add_threshold_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
@@ -164,7 +165,7 @@ def cmd_contact_sheet(args) -> int:
     from texad.report.contact_sheet import make_contact_sheet
 
     make_contact_sheet(Path(args.class_dir), Path(args.out), n_normal=args.n_normal, per_defect=args.per_defect,
-                       title=args.title)  # fmt: skip
+                       title=args.title, normals=args.normals)  # fmt: skip
     return 0
 
 
@@ -212,18 +213,20 @@ def cmd_stage_weights(args) -> int:
     return 0
 
 
-def _run_key(args, variant: str = "default"):
+def _run_key(args, config: dict, variant: str = "default"):
+    """The job's run key: its flags, and the held-out share its settings name (``validation``)."""
     from texad.methods.base import RunKey
 
-    return RunKey(args.dataset, args.class_name, args.seed, variant)
+    return RunKey.of(config, args.dataset, args.class_name, args.seed, variant)
 
 
 def cmd_train(args) -> int:
     from texad.config import load_settings
     from texad.methods.jobs import train_model
 
+    config = load_settings(args.settings)
     summary = train_model(
-        args.kind, load_settings(args.settings), _run_key(args), class_dir=Path(args.class_dir),
+        args.kind, config, _run_key(args, config), class_dir=Path(args.class_dir),
         out=Path(args.out), ckpt_dir=Path(args.ckpt_dir), expect_hash=args.expect_hash, workers=args.workers,
         model=Path(args.model) if args.model else None,
         anomaly_root=Path(args.anomaly_root) if args.anomaly_root else None, source_classes=args.source_classes,
@@ -237,8 +240,9 @@ def cmd_run(args) -> int:
     from texad.methods.jobs import run_method
 
     models = {"model": Path(args.model), **({"features": Path(args.features)} if args.features else {})}
+    config = load_settings(args.settings)
     result = run_method(
-        args.method, load_settings(args.settings), _run_key(args, args.variant), class_dir=Path(args.class_dir),
+        args.method, config, _run_key(args, config, args.variant), class_dir=Path(args.class_dir),
         models=models, out_result=Path(args.out), out_maps=Path(args.maps),
     )  # fmt: skip
     m, t = result["metrics"], result["timings"]
@@ -338,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-normal", type=int, default=4)
     p.add_argument("--per-defect", type=int, default=2)
     p.add_argument("--title")
+    p.add_argument("--normals", choices=["train", "test"], default="train",
+                   help="the first row's normal images: train/good, or test/good (a validation split's held-out ones)")  # fmt: skip
     p.set_defaults(func=cmd_contact_sheet)
 
     p = sub.add_parser(
@@ -419,6 +425,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cost_parsers(sub)
     add_threshold_parsers(sub)
     add_bootstrap_parsers(sub)
+    add_validation_parsers(sub)
     add_predict_parsers(sub)
     add_rehearsal_parsers(sub)
     return parser

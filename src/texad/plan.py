@@ -16,6 +16,7 @@ from typing import Any
 
 from texad.config import ConfigError, canonical_json, validate_config
 from texad.data.folder import FolderSpec, class_names, fingerprint, split_counts
+from texad.data.holdout import Holdout, HoldoutError, held_out_count
 from texad.data.layout import LayoutError
 from texad.methods import METHODS, get, model_owner
 from texad.methods.base import OFFICIAL, RunKey, official_variant, run_variants
@@ -98,8 +99,26 @@ class Plan:
                         official_variant(get(method), settings)
                 except ValueError as exc:
                     problems.append(str(exc))
+        problems += self._holdout_problems()
         if problems:
             raise ConfigError("invalid config:\n  " + "\n  ".join(dict.fromkeys(problems)))
+
+    def _holdout_problems(self) -> list[str]:
+        """Classes with too few training images for ``validation.holdout``, where the counts are known before any
+        job runs (the synthetic set's ``n_train``, a user class's folder); other datasets' fail in their split job."""
+        v, problems = self.config["validation"], []
+        for dataset, cls in self.class_keys() if self.enabled_methods() else []:
+            if dataset == "synthetic":
+                n_train = self.dataset("synthetic")["n_train"]
+            elif dataset in self.folders:
+                n_train = self.folder_counts(dataset, cls)[0]
+            else:
+                continue
+            try:
+                held_out_count(v["holdout"], v["min_holdout"], n_train, f"{dataset}/{cls}")
+            except HoldoutError as exc:
+                problems.append(str(exc))
+        return problems
 
     # ------------------------------------------------------------------------------------------ datasets
     def dataset(self, name: str) -> dict:
@@ -180,6 +199,66 @@ class Plan:
             return f"resources/datasets/{dataset}/{cls}.manifest.json"
         return f"resources/datasets/{dataset}.staged.json"
 
+    # ---------------------------------------------------------------------------------------- validation
+    @cached_property
+    def holdout(self) -> Holdout | None:
+        """The share of every class's training images held out for validation (None: ``validation.holdout`` 0);
+        every model trains without it, and its identity says so."""
+        return Holdout.from_config(self.config)
+
+    def training_view(self, dataset: str, cls: str) -> str:
+        """The class folder every train and run job reads: the class itself, or with ``validation.holdout`` > 0 its
+        training view (train/good without the held-out images; test and ground_truth the class's own)."""
+        if self.holdout is None:
+            return self.class_dir(dataset, cls)
+        return f"results/splits/{dataset}/{cls}"
+
+    def training_view_marker(self, dataset: str, cls: str) -> str:
+        """The completion marker of :meth:`training_view`: the class's stage marker, or the view's manifest."""
+        if self.holdout is None:
+            return self.stage_marker(dataset, cls)
+        return f"{self.training_view(dataset, cls)}/view.json"
+
+    def training_view_settings(self) -> dict:
+        """The settings of a ``texad training-view`` job: the held-out share alone (``anomalies`` do not change
+        which images the models train on)."""
+        return self.holdout.to_config() if self.holdout is not None else {}
+
+    def validation_dir(self, dataset: str, cls: str) -> str:
+        """The class's validation split (MVTec layout; ``texad validation-split``)."""
+        return f"results/validation/{dataset}/{cls}"
+
+    def validation_marker(self, dataset: str, cls: str) -> str:
+        """The split's manifest, written last: what a job that reads the split depends on."""
+        return f"{self.validation_dir(dataset, cls)}/split.json"
+
+    def validation_settings(self) -> dict:
+        """The settings of a ``texad validation-split`` job: ``validation``."""
+        return {"validation": self.config["validation"]}
+
+    def validation_sources(self, dataset: str, cls: str) -> tuple[list[str], str]:
+        """(inputs, arguments) of the split's Perlin anomaly sources: DTD when enabled, else the dataset's other
+        classes' training images, else (one class) the class's own training images that remain."""
+        if "perlin" not in self.config["validation"]["anomalies"]:
+            return [], ""
+        if self.dataset("dtd")["enabled"]:
+            dtd = shlex.quote(self.dataset_root("dtd"))
+            return ["resources/datasets/dtd.staged.json"], f"--source-kind dtd --anomaly-root {dtd}"
+        others = [c for c in self.classes(dataset) if c != cls]
+        if not others:
+            return [], ""
+        inputs = [self.stage_marker(dataset, c) for c in others]
+        root = shlex.quote(self.dataset_root(dataset))
+        return inputs, f"--source-kind synthetic --anomaly-root {root} --source-classes {' '.join(others)}"
+
+    def validation_outputs(self) -> list[str]:
+        """Every class's validation split (its manifest) and its contact sheet, where a method runs on the class."""
+        if not self.enabled_methods():
+            return []
+        return self.class_outputs("results/validation/{dataset}/{cls}/split.json") + self.class_outputs(
+            "results/data/{dataset}/{cls}/validation_sheet.png"
+        )
+
     def synth_args(self) -> str:
         c = self.dataset("synthetic")
         return (
@@ -241,7 +320,8 @@ class Plan:
             top["evaluation"] = {
                 k: v for k, v in top["evaluation"].items() if k not in ("threshold", "bootstrap")
             }
-        return {**top, **settings.to_config()}
+        held_out = self.holdout.to_config() if self.holdout is not None else {}
+        return {**top, **held_out, **settings.to_config()}
 
     def threshold_settings(self) -> dict:
         """The settings of a ``texad threshold`` job: ``evaluation.threshold`` alone."""
@@ -310,9 +390,12 @@ class Plan:
         self, kind: str, dataset: str, cls: str, seed: int | str, variant: tuple[str, str] | None = None
     ) -> str | None:
         owner = model_owner(kind)
-        return get(owner).identity(
-            kind, self.model_settings(kind, cls, variant), RunKey(dataset, cls, int(seed), "default")
-        )
+        settings = self.model_settings(kind, cls, variant)
+        return get(owner).identity(kind, settings, self._run_key(dataset, cls, seed))
+
+    def _run_key(self, dataset: str, cls: str, seed: int | str) -> RunKey:
+        """The key of a model's run: with the held-out share its training images lack."""
+        return RunKey(dataset, cls, int(seed), "default", self.holdout)
 
     def model_path(
         self, kind: str, dataset: str, cls: str, seed: int | str, variant: tuple[str, str] | None = None
@@ -320,7 +403,7 @@ class Plan:
         """The model file of ``kind`` that the run ``variant`` = (method, variant name) loads (None: the
         default's); its name carries the identity hash, so every variant that needs the same model reuses it."""
         owner = model_owner(kind)
-        run = RunKey(dataset, cls, int(seed), "default")
+        run = self._run_key(dataset, cls, seed)
         settings = self.model_settings(kind, cls, variant)
         return f"{_models_dir(dataset, cls, seed)}/{get(owner).model_file(kind, settings, run)}"
 
@@ -334,7 +417,7 @@ class Plan:
         ``official`` variant's own model); otherwise the default's."""
         settings, owner = self.model_settings(kind, cls, None), model_owner(kind)
         if model_hash is not None and self.has_official(owner, cls):
-            run = RunKey(dataset, cls, int(seed), "default")
+            run = self._run_key(dataset, cls, seed)
             official = self.model_settings(kind, cls, (owner, OFFICIAL))
             if (
                 get(owner).identity(kind, settings, run)
@@ -437,6 +520,7 @@ class Plan:
         """Every file ``snakemake`` builds by default."""
         targets = self.class_outputs("results/data/{dataset}/{cls}/layout.json")
         targets += self.class_outputs("results/data/{dataset}/{cls}/contact_sheet.png")
+        targets += self.validation_outputs()
         if self.dataset("dtd")["enabled"]:
             targets.append("resources/datasets/dtd.staged.json")
         if self.method_results():

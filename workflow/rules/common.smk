@@ -75,6 +75,14 @@ def torch_env(wildcards):
 
 
 def class_dir(wildcards):
+    """The class folder that train and run jobs read: the class itself, or with validation.holdout > 0 its
+    training view (train/good without the held-out images; test and ground_truth the class's own).
+    """
+    return PLAN.training_view(wildcards.dataset, wildcards.cls)
+
+
+def staged_class_dir(wildcards):
+    """The class folder as staged (the data stage's jobs: index, check, contact sheet, the split)."""
     return PLAN.class_dir(wildcards.dataset, wildcards.cls)
 
 
@@ -96,6 +104,12 @@ def figure_title(wildcards):
 
 
 def stage_marker(wildcards):
+    """The completion marker of `class_dir`: the class's stage marker, or its training view's."""
+    return PLAN.training_view_marker(wildcards.dataset, wildcards.cls)
+
+
+def staged_marker(wildcards):
+    """The completion marker of the job that puts the class folder in place."""
     return PLAN.stage_marker(wildcards.dataset, wildcards.cls)
 
 

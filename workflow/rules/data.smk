@@ -43,7 +43,7 @@ rule index_folder_class:
         runtime=30,
     params:
         texad=PYTHON_TEXAD,
-        view=class_dir,
+        view=staged_class_dir,
         args=lambda wc: PLAN.folder_index_args(wc.dataset, wc.cls),
         fingerprint=lambda wc: PLAN.folder_fingerprint(wc.dataset, wc.cls),
     shell:
@@ -78,7 +78,7 @@ rule stage_dataset:
 
 rule check_class:
     input:
-        marker=stage_marker,
+        marker=staged_marker,
     output:
         layout="results/data/{dataset}/{cls}/layout.json",
     log:
@@ -93,7 +93,7 @@ rule check_class:
         runtime=20,
     params:
         texad=PYTHON_TEXAD,
-        class_dir=class_dir,
+        class_dir=staged_class_dir,
         manifest=lambda wc, input: (
             f"--manifest {input.marker}"
             if input.marker.endswith(".manifest.json")
@@ -102,3 +102,62 @@ rule check_class:
     shell:
         "{params.texad} check-class --dataset {wildcards.dataset} --class-dir {params.class_dir} "
         "{params.manifest} --out {output.layout} > {log} 2>&1"
+
+
+# validation.holdout > 0: the view of a class that every model trains on and every run reads (train/good without the
+# held-out images; test and ground_truth the class's own). Its settings are the held-out share alone, so a change to
+# the validation anomalies retrains nothing.
+rule training_view:
+    input:
+        marker=staged_marker,
+    output:
+        marker="results/splits/{dataset}/{cls}/view.json",
+    log:
+        "results/logs/training_view/{dataset}/{cls}.log",
+    benchmark:
+        "results/benchmarks/training_view/{dataset}/{cls}.tsv"
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=staged_class_dir,
+        view=lambda wc, output: os.path.dirname(output.marker),
+        settings=lambda wc: settings_arg(PLAN.training_view_settings()),
+    shell:
+        "{params.texad} training-view --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --class-dir {params.class_dir} --view {params.view} --marker {output.marker} "
+        "> {log} 2>&1"
+
+
+# The validation split of a class, from normal images only: the held-out training images (with holdout 0 the training
+# images themselves) and the same images with synthetic anomalies and exact masks, in the MVTec layout; split.json last.
+rule validation_split:
+    input:
+        marker=staged_marker,
+        sources=lambda wc: PLAN.validation_sources(wc.dataset, wc.cls)[0],
+    output:
+        marker="results/validation/{dataset}/{cls}/split.json",
+    log:
+        "results/logs/validation_split/{dataset}/{cls}.log",
+    benchmark:
+        "results/benchmarks/validation_split/{dataset}/{cls}.tsv"
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        texad=PYTHON_TEXAD,
+        class_dir=staged_class_dir,
+        out=lambda wc, output: os.path.dirname(output.marker),
+        settings=lambda wc: settings_arg(PLAN.validation_settings()),
+        sources=lambda wc: PLAN.validation_sources(wc.dataset, wc.cls)[1],
+    shell:
+        "{params.texad} validation-split --settings {params.settings} --dataset {wildcards.dataset} "
+        "--class {wildcards.cls} --class-dir {params.class_dir} --out {params.out} --marker {output.marker} "
+        "{params.sources} > {log} 2>&1"

@@ -24,10 +24,43 @@ rule contact_sheet:
         runtime=10,
     params:
         texad=PYTHON_TEXAD,
-        class_dir=class_dir,
+        class_dir=staged_class_dir,
         title=figure_title,
     shell:
         "{params.texad} contact-sheet --class-dir {params.class_dir} --out {output} "
+        "--title {params.title} > {log} 2>&1"
+
+
+# The validation split of a class: its held-out normal images, then each kind of synthetic anomaly with its mask.
+rule validation_sheet:
+    input:
+        split="results/validation/{dataset}/{cls}/split.json",
+    output:
+        report(
+            "results/data/{dataset}/{cls}/validation_sheet.png",
+            caption="../report/validation_sheet.rst",
+            category="Data",
+            subcategory="{dataset} validation",
+            labels={"class": "{dataset} / {cls}"},
+        ),
+    log:
+        "results/logs/validation_sheet/{dataset}/{cls}.log",
+    benchmark:
+        "results/benchmarks/validation_sheet/{dataset}/{cls}.tsv"
+    conda:
+        "../../envs/texad-cpu.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    params:
+        texad=PYTHON_TEXAD,
+        folder=lambda wc, input: os.path.dirname(input.split),
+        title=lambda wc: shlex.quote(
+            f"{wc.dataset} / {PLAN.class_title(wc.dataset, wc.cls)}: validation split"
+        ),
+    shell:
+        "{params.texad} contact-sheet --class-dir {params.folder} --normals test --out {output} "
         "--title {params.title} > {log} 2>&1"
 
 

@@ -194,9 +194,12 @@ def normalise_numbers(instance: Any, schema: dict, root: dict | None = None) -> 
 @cache
 def _partial_schema() -> dict:
     """The config schema for a *part* of a config (what one job reads, ``--settings`` of a ``texad`` command):
-    no top-level key is required, and a method block needs no ``enabled`` (it is there to be used)."""
+    no top-level key is required, a method block needs no ``enabled`` (it is there to be used), and ``validation``
+    is filled in only where the part gives it: a train or run job that names no held-out share trains and runs on
+    the class folder it is given, whole (``texad.data.holdout.Holdout.from_config``)."""
     schema = copy.deepcopy(load_schema("config"))
     schema.pop("required", None)
+    schema["properties"]["validation"].pop("default")
     for block in schema["properties"]["methods"]["properties"].values():
         block["required"] = [k for k in block.get("required", []) if k != "enabled"]
     return schema

@@ -20,7 +20,9 @@ Per job, following the code paths:
 - Staging, checks, tables and figures: I/O (0 FLOPs).
 
 Image counts: MVTec AD's published ones (:mod:`texad.data.catalog`), the synthetic set's from its config keys,
-DTD-Synthetic's :data:`DTD_SYNTHETIC_ASSUMED` (no counts are published).
+DTD-Synthetic's :data:`DTD_SYNTHETIC_ASSUMED` (no counts are published); the trainers and fits see the training
+images without the share ``validation.holdout`` holds out (:func:`trained_counts`). The validation split, its view
+and its contact sheet are I/O.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = [
     "JobWork",
     "RuleCost",
     "class_counts",
+    "trained_counts",
     "plan_jobs",
     "rule_costs",
 ]
@@ -113,6 +116,14 @@ def class_counts(plan: Plan, dataset: str, cls: str) -> tuple[int, int]:
     if dataset in plan.folders:  # a user's folder: counted on the disk
         return plan.folder_counts(dataset, cls)
     raise ValueError(f"no image counts for dataset {dataset!r}")
+
+
+def trained_counts(plan: Plan, dataset: str, cls: str) -> tuple[int, int]:
+    """(training images the models train on and the runs fit on, test images) of one class: the class's training
+    images without the share ``validation.holdout`` holds out for validation."""
+    n_train, n_test = class_counts(plan, dataset, cls)
+    held = 0 if plan.holdout is None else plan.holdout.count(n_train, f"{dataset}/{cls}")
+    return n_train - held, n_test
 
 
 # ----------------------------------------------------------------------------------------- networks
@@ -211,7 +222,7 @@ def _variant_settings(plan: Plan, method: str, cls: str, variant: str):
 
 def _run_work(plan: Plan, method: str, dataset: str, cls: str, variant: str, cache) -> JobWork:
     s = _variant_settings(plan, method, cls, variant)
-    n_train, n_test = class_counts(plan, dataset, cls)
+    n_train, n_test = trained_counts(plan, dataset, cls)
     job = JobWork(method)
     if method == "method_a":
         inf = s.inference
@@ -245,7 +256,7 @@ def _run_work(plan: Plan, method: str, dataset: str, cls: str, variant: str, cac
 
 
 def _train_work(plan: Plan, kind: str, dataset: str, cls: str, run: tuple[str, str], cache) -> JobWork:
-    n_train, n_test = class_counts(plan, dataset, cls)
+    n_train, n_test = trained_counts(plan, dataset, cls)
     job = JobWork(_TRAIN_RULES[kind])
     if kind == "ddpm":
         s = plan.model_settings("ddpm", cls, run)
@@ -320,6 +331,8 @@ def plan_jobs(plan: Plan, cache: Path | None = None) -> list[JobWork]:
         dtd_needed
     )
     io["check_class"] = io["contact_sheet"] = len(keys)
+    io["validation_split"] = io["validation_sheet"] = len(keys) if plan.enabled_methods() else 0
+    io["training_view"] = len(keys) if plan.holdout is not None else 0
     io["stage_weights"] = len(weights)
     io["aggregate"] = int(bool(plan.method_results()))
     io["threshold"] = len(plan.threshold_outputs())

@@ -2,7 +2,8 @@
 workflow can name model files without loading it).
 
 The methods build these from their config blocks (Method B's DDPM: ``methods.method_b``; Method A's own score
-model: ``methods.method_a``) with the run's dataset, class and seed; every field is given, none has a default.
+model: ``methods.method_a``) with the run's dataset, class, seed and held-out share (``validation.holdout``: the
+training images the model did not see; None when it saw all); every field is given, none has a default.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from texad.config.identity import settings_hash
+from texad.data.holdout import Holdout, holdout_identity
 
 __all__ = ["FORMAT", "SCORE_FORMAT", "SCORE_KIND", "DiffusionTrainSettings", "ScoreTrainSettings"]
 
@@ -45,6 +47,8 @@ class DiffusionTrainSettings:
     grad_clip: float
     seed: int
     t_max: int | None  # train on t < t_max only (None: every level, DDAD)
+    #: the training images held out for validation (None: trained on all of train/good)
+    holdout: Holdout | None
 
     def __post_init__(self) -> None:
         if self.t_max is not None and not 1 <= int(self.t_max) <= int(self.timesteps):
@@ -65,13 +69,20 @@ class DiffusionTrainSettings:
                 f"need lr > 0 and weight_decay >= 0, got lr={self.lr!r}, wd={self.weight_decay!r}"
             )
 
+    @classmethod
+    def from_record(cls, record: dict) -> DiffusionTrainSettings:
+        """From what a model file records (``asdict``; a file written before holdouts existed has none)."""
+        return cls(**{**record, "holdout": Holdout.from_identity(record.get("holdout"))})
+
     def identity(self) -> dict:
-        """The settings hashed into :meth:`model_hash`: every field plus the format version (``t_max`` only when
-        set, so the hashes of full-range models did not change when it was added)."""
+        """The settings hashed into :meth:`model_hash`: every field plus the format version (``t_max`` and
+        ``holdout`` only when set, so the hashes of full-range models on all of train/good did not change when
+        they were added)."""
         fields = asdict(self)
         if fields["t_max"] is None:
             del fields["t_max"]
-        return {"format": FORMAT, **fields}
+        del fields["holdout"]
+        return {"format": FORMAT, **fields, **holdout_identity(self.holdout)}
 
     def model_hash(self) -> str:
         return settings_hash(self.identity())
@@ -101,6 +112,8 @@ class ScoreTrainSettings:
     ema: float
     hflip: bool
     seed: int
+    #: the training images held out for validation (None: trained on all of train/good)
+    holdout: Holdout | None
 
     def __post_init__(self) -> None:
         if self.sde not in _SDE_TYPES:
@@ -127,12 +140,19 @@ class ScoreTrainSettings:
                 raise ValueError(f"sigma_max must be 'auto' or a number > sigma_min, got {self.sigma_max!r}")
             object.__setattr__(self, "sigma_max", value)
 
+    @classmethod
+    def from_record(cls, record: dict) -> ScoreTrainSettings:
+        """From what a model file records (``asdict``; a file written before holdouts existed has none)."""
+        return cls(**{**record, "holdout": Holdout.from_identity(record.get("holdout"))})
+
     def identity(self) -> dict:
-        """The settings hashed into :meth:`model_hash`: the fields (VE only: the sigma range), kind and format."""
+        """The settings hashed into :meth:`model_hash`: the fields (VE only: the sigma range; the held-out share
+        only when there is one), kind and format."""
         ident = {"format": SCORE_FORMAT, "kind": SCORE_KIND, **asdict(self)}
         if self.sde == "vp":
             del ident["sigma_min"], ident["sigma_max"]
-        return ident
+        del ident["holdout"]
+        return {**ident, **holdout_identity(self.holdout)}
 
     def model_hash(self) -> str:
         return settings_hash(self.identity())

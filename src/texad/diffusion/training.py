@@ -497,7 +497,7 @@ def load_diffusion_model(
     missing = [k for k in _MODEL_KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{path} is not a texad diffusion model file (missing {missing})")
-    settings = DiffusionTrainSettings(**data["settings"])
+    settings = DiffusionTrainSettings.from_record(data["settings"])
     if settings.model_hash() != data["model_hash"]:
         raise ValueError(
             f"{path} records model {data['model_hash']}, but its settings hash to {settings.model_hash()} "
@@ -540,7 +540,7 @@ def load_score_model(
     missing = [k for k in _SCORE_MODEL_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path} is not a complete texad score model file (missing {missing})")
-    settings = ScoreTrainSettings(**data["settings"])
+    settings = ScoreTrainSettings.from_record(data["settings"])
     if settings.model_hash() != data["model_hash"]:
         raise ValueError(
             f"{path} records model {data['model_hash']}, but its settings hash to {settings.model_hash()} "

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
+from texad.data.holdout import Holdout
+
 if TYPE_CHECKING:  # torch is imported where it is used: planning never needs it
     import torch
 
@@ -44,12 +46,21 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RunKey:
-    """Which run: the class it runs on, its seed and its variant (``default`` or an ablation point's name)."""
+    """Which run: the class it runs on, its seed and its variant (``default`` or an ablation point's name), and the
+    share of the class's training images held out for validation (``validation.holdout``), which its models did not
+    train on: part of every model identity (:func:`texad.data.holdout.holdout_identity`); None when they trained on
+    all of train/good (``holdout: 0``, or a job whose settings name no held-out share)."""
 
     dataset: str
     class_name: str
     seed: int
     variant: str
+    holdout: Holdout | None = None
+
+    @classmethod
+    def of(cls, config: dict, dataset: str, class_name: str, seed: int, variant: str = "default") -> RunKey:
+        """The key of a job from its validated settings, which name the held-out share its models lack."""
+        return cls(dataset, class_name, int(seed), variant, Holdout.from_config(config))
 
 
 def resolve_device(requested: str) -> str:

@@ -242,6 +242,8 @@ def run_class(
         model_hash=rec["model_hash"],
         extra={
             "config": config,
+            # the share of the class's training images its models did not train on (validation.holdout; None: all)
+            "holdout": None if run.holdout is None else run.holdout.identity(),
             **rec["extra"],
             "fit_state": {"file": fit_file.name, "sha256": fit_sha},
             "timing": {

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from texad.data.holdout import Holdout
 from texad.methods import METHODS, get
 from texad.methods.base import RunKey
 
@@ -73,7 +74,8 @@ def _from_result(path: Path) -> ModelRef:
         )
     folder = Path(*parts[:-6]) / "models" / result["dataset"] / result["class"] / seed_dir
     config = _validated(result["extra"]["config"], path)
-    run = RunKey(result["dataset"], result["class"], result["seed"], "default")
+    holdout = Holdout.from_identity(result["extra"].get("holdout"))  # the training images its models lacked
+    run = RunKey(result["dataset"], result["class"], result["seed"], "default", holdout)
     kind = get(method).models(get(method).Settings.from_config(config, run.class_name))["model"]
     models = {"model": folder / f"{kind}-{result['model_hash']}.pt"}
     adapted = (result.get("backbone") or {}).get("adapted")
@@ -118,7 +120,8 @@ def _from_model_file(path: Path) -> ModelRef:
     if data.get("config") is None:
         raise ValueError(f"{path} keeps no settings block (a model file of an earlier texad): retrain it")
     config = _validated(data["config"], path)
-    run = RunKey(key["dataset"], key["class_name"], int(key["seed"]), "default")
+    holdout = Holdout.from_identity(key.get("holdout"))  # the training images the model lacked
+    run = RunKey(key["dataset"], key["class_name"], int(key["seed"]), "default", holdout)
     models = {"model": path}
     module = get(method)
     settings = module.Settings.from_config(config, run.class_name)

@@ -63,10 +63,12 @@ def make_contact_sheet(
     n_normal: int = 4,
     per_defect: int = 2,
     title: str | None = None,
+    normals: str = "train",
 ) -> Path:
     """Write a contact sheet PNG for one class folder and return its path.
 
-    Row 1: ``n_normal`` training images (``train/good``). Then one row per defect type
+    Row 1: ``n_normal`` normal images of ``normals`` (``train/good``, or ``test/good``: a validation split's held-out
+    images, which its defect rows show again with anomalies). Then one row per defect type
     (``test/<defect>``, sorted, ``good`` excluded) with ``per_defect`` defective images, each
     shown plain and with its ground-truth mask overlaid in red (outline + translucent fill).
     """
@@ -77,9 +79,12 @@ def make_contact_sheet(
 
     class_dir = Path(class_dir)
     out_png = Path(out_png)
-    normals = _images(class_dir / "train" / "good")
+    if normals not in ("train", "test"):
+        raise ValueError(f"normals must be 'train' or 'test', got {normals!r}")
+    normal_split = normals
+    normals = _images(class_dir / normal_split / "good")
     if not normals:
-        raise FileNotFoundError(f"no training images in {class_dir / 'train' / 'good'}")
+        raise FileNotFoundError(f"no normal images in {class_dir / normal_split / 'good'}")
     if n_normal < 1 or per_defect < 0:
         raise ValueError(f"n_normal must be >= 1 and per_defect >= 0, got {n_normal}, {per_defect}")
 
@@ -88,7 +93,7 @@ def make_contact_sheet(
     if test_dir.is_dir():
         defects = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and p.name != "good" and _images(p))
     rows: list[tuple[str, list[tuple[Path, str]]]] = [
-        ("train/good", [(p, "") for p in _evenly(normals, n_normal)])
+        (f"{normal_split}/good", [(p, "") for p in _evenly(normals, n_normal)])
     ]
     if per_defect:
         for d in defects:

@@ -37,7 +37,7 @@ __all__ = [
 
 
 def identity(kind: str, settings: DraemSettings, run: RunKey) -> str:
-    return model_hash(settings, run.dataset, run.class_name, run.seed)
+    return model_hash(settings, run.dataset, run.class_name, run.seed, run.holdout)
 
 
 def model_file(kind: str, settings: DraemSettings, run: RunKey) -> str:
@@ -95,7 +95,7 @@ def train(
     )
     return train_draem(
         class_dir, sources, settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed, out=out,
-        ckpt_dir=ckpt_dir, device=runtime.torch_device(), num_workers=workers,
+        ckpt_dir=ckpt_dir, device=runtime.torch_device(), num_workers=workers, holdout=run.holdout,
     )  # fmt: skip
 
 

@@ -29,7 +29,7 @@ class DraemDetector(Detector):
         self.device = torch.device(runtime.torch_device())
         self.accel = runtime.accel().on(self.device)
         recon, disc, self.meta = load_draem_model(models["model"], self.device)
-        expected = model_hash(settings, run.dataset, run.class_name, run.seed)
+        expected = model_hash(settings, run.dataset, run.class_name, run.seed, run.holdout)
         require_model("DRAEM model", models["model"], self.meta["model_hash"], expected)
         self.recon, self.disc = self.accel.prepare(recon, self.device), self.accel.prepare(disc, self.device)
         self.settings = settings

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from texad.config.identity import settings_hash
 from texad.config.settings import build, to_block
+from texad.data.holdout import Holdout, holdout_identity
 
 if TYPE_CHECKING:
     from .anomaly_generator import AnomalyRecipe
@@ -65,12 +66,19 @@ class DraemSettings:
         return [round(e * 4 / 7), round(e * 6 / 7)], 0.1
 
 
-def model_identity(settings: DraemSettings, dataset: str, class_name: str, seed: int) -> dict:
+def model_identity(
+    settings: DraemSettings, dataset: str, class_name: str, seed: int, holdout: Holdout | None = None
+) -> dict:
     """What shapes a trained DRAEM model: every setting but ``score_pool`` and ``protocol``, the run key and the
     format."""
     shaping = {k: v for k, v in asdict(settings).items() if k not in _INFERENCE_ONLY}
-    return {"format": FORMAT, "dataset": dataset, "class_name": class_name, "seed": int(seed), **shaping}
+    key = {"dataset": dataset, "class_name": class_name, "seed": int(seed), **holdout_identity(holdout)}
+    return {"format": FORMAT, **key, **shaping}
 
 
-def model_hash(settings: DraemSettings, dataset: str, class_name: str, seed: int) -> str:
-    return settings_hash(model_identity(settings, dataset, class_name, seed))
+def model_hash(
+    settings: DraemSettings, dataset: str, class_name: str, seed: int, holdout: Holdout | None = None
+) -> str:
+    """The identity's hash; ``holdout``: the run key's held-out share (None: trained on all of train/good, whose
+    identity stays as it was before holdouts existed)."""
+    return settings_hash(model_identity(settings, dataset, class_name, seed, holdout))

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
 from texad.data.anomaly_sources import SourceBank, describe_sources
+from texad.data.holdout import Holdout
 from texad.data.mvtec import MVTecDataset
 
 from .anomaly_generator import simulate_anomaly
@@ -120,11 +121,14 @@ def train_draem(
     num_workers: int = 0,
     progress: bool | None = None,
     log=print,
+    holdout: Holdout | None = None,
     _stop_after_epoch: int | None = None,
 ) -> dict:
     """Train DRAEM on one class, resuming from ``ckpt_dir/last.pt`` when it exists; returns the summary.
 
-    ``dataset`` / ``class_name`` / ``seed`` enter the model identity and every message. ``anomaly_source_paths``
+    ``dataset`` / ``class_name`` / ``seed`` enter the model identity and every message, and so does ``holdout``, the
+    share of the class's training images held out for validation (``class_dir`` is then the view without them;
+    None: all of train/good). ``anomaly_source_paths``
     must not contain the class's own images (see :func:`~texad.data.anomaly_sources.source_paths`). The model
     file keeps the settings block it was trained with (``config``), inference-only keys included.
     """
@@ -136,7 +140,7 @@ def train_draem(
         raise ValueError(f"anomaly sources include the trained class's own images, e.g. {own[0]}")
     s = settings
     dev = torch.device(device)
-    mhash = model_hash(s, dataset, class_name, seed)
+    mhash = model_hash(s, dataset, class_name, seed, holdout)
     tag = f"{dataset}/{class_name}"
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     ckpt = _read_checkpoint(ckpt_path, mhash, s.epochs) if ckpt_path.exists() else None
@@ -273,6 +277,7 @@ def train_draem(
         "dataset": dataset,
         "class_name": class_name,
         "seed": int(seed),
+        "holdout": None if holdout is None else holdout.identity(),
         "recipe": s.anomaly_recipe().as_dict(),
         "anomaly_source": sources,
         "n_params": n_params,
@@ -303,7 +308,8 @@ def load_draem_model(
     if missing:
         raise ValueError(f"{path} is not a texad DRAEM model file (missing {missing})")
     settings = DraemSettings.from_config(data["config"], data["class_name"])
-    expected = model_hash(settings, data["dataset"], data["class_name"], data["seed"])
+    holdout = Holdout.from_identity(data.get("holdout"))  # a file written before holdouts existed has none
+    expected = model_hash(settings, data["dataset"], data["class_name"], data["seed"], holdout)
     if expected != data["model_hash"]:
         raise ValueError(
             f"{path} records model {data['model_hash']}, but its settings hash to {expected}; retrain it"

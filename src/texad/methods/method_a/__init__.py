@@ -37,7 +37,7 @@ __all__ = [
 
 
 def identity(kind: str, settings: MethodASettings, run: RunKey) -> str:
-    return score_train_settings(settings, run.dataset, run.class_name, run.seed).model_hash()
+    return score_train_settings(settings, run.dataset, run.class_name, run.seed, run.holdout).model_hash()
 
 
 def model_file(kind: str, settings: MethodASettings, run: RunKey) -> str:
@@ -69,7 +69,7 @@ def train(
     from texad.diffusion.training import train_diffusion
 
     return train_diffusion(
-        class_dir, out, ckpt_dir, score_train_settings(settings, run.dataset, run.class_name, run.seed),
+        class_dir, out, ckpt_dir, score_train_settings(settings, run.dataset, run.class_name, run.seed, run.holdout),
         device=runtime.torch_device(), precision=runtime.precision,
         checkpoint_every=settings.train.checkpoint_every, config=settings.to_config(), num_workers=workers,
     )  # fmt: skip

@@ -55,12 +55,16 @@ class MethodADetector(Detector):
         )  # fmt: skip
         inf = settings.inference
         if settings.model == "own":
-            expected = score_train_settings(settings, run.dataset, run.class_name, run.seed).model_hash()
+            expected = score_train_settings(
+                settings, run.dataset, run.class_name, run.seed, run.holdout
+            ).model_hash()
             require_model("score model", path, self.meta["model_hash"], expected)
         else:  # Method B's DDPM: its identity is Method B's; it must be this class's, and trained where we start
             trained = self.meta["settings"]
-            require_model("a DDPM of", path, f"{trained['dataset']}/{trained['class_name']}/seed{trained['seed']}",
-                          f"{run.dataset}/{run.class_name}/seed{run.seed}")  # fmt: skip
+            held = [trained.get("holdout"), None if run.holdout is None else run.holdout.identity()]
+            held = [f" holding out {h}" if h else "" for h in held]
+            require_model("a DDPM of", path, f"{trained['dataset']}/{trained['class_name']}/seed{trained['seed']}{held[0]}",
+                          f"{run.dataset}/{run.class_name}/seed{run.seed}{held[1]}")  # fmt: skip
             top = self.model.level_time(inf.sigma_hi) * (
                 self.model.sde.N - 1
             )  # the highest level, as a DDPM index

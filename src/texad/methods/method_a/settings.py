@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from texad.config.settings import build, to_block
+from texad.data.holdout import Holdout
 from texad.diffusion.presets import NCSNPP_PRESETS, check_image_size
 from texad.diffusion.settings import ScoreTrainSettings
 
@@ -106,14 +107,16 @@ class MethodASettings:
 
 
 def score_train_settings(
-    settings: MethodASettings, dataset: str, class_name: str, seed: int
+    settings: MethodASettings, dataset: str, class_name: str, seed: int, holdout: Holdout | None = None
 ) -> ScoreTrainSettings:
-    """The trainer's settings, and so the identity, of the class's own score model (``model: own``)."""
+    """The trainer's settings, and so the identity, of the class's own score model (``model: own``); ``holdout``:
+    the run key's held-out share (:attr:`texad.methods.base.RunKey.holdout`; None: trained on all of train/good)."""
     s = settings
     return ScoreTrainSettings(
         dataset=dataset,
         class_name=class_name,
         seed=int(seed),
+        holdout=holdout,
         sde=s.sde.type,
         sigma_min=s.sde.sigma_min,
         sigma_max=s.sde.sigma_max,

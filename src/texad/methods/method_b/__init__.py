@@ -44,7 +44,7 @@ __all__ = [
 
 def identity(kind: str, settings: MethodBSettings, run: RunKey) -> str | None:
     """The DDPM's hash, or the adapted extractor's (None: the class is not adapted)."""
-    ddpm = ddpm_train_settings(settings, run.dataset, run.class_name, run.seed).model_hash()
+    ddpm = ddpm_train_settings(settings, run.dataset, run.class_name, run.seed, run.holdout).model_hash()
     if kind == "ddpm":
         return ddpm
     adaptation = adaptation_settings(settings, run.seed)
@@ -89,7 +89,7 @@ def train(
         from texad.diffusion.training import train_diffusion
 
         return train_diffusion(
-            class_dir, out, ckpt_dir, ddpm_train_settings(settings, run.dataset, run.class_name, run.seed),
+            class_dir, out, ckpt_dir, ddpm_train_settings(settings, run.dataset, run.class_name, run.seed, run.holdout),
             device=runtime.torch_device(), precision=runtime.precision,
             checkpoint_every=settings.train.checkpoint_every, config=settings.to_config(), num_workers=workers,
         )  # fmt: skip

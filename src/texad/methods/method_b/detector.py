@@ -44,7 +44,9 @@ class MethodBDetector(Detector):
         self.accel = runtime.accel().on(self.device)
         inf = settings.inference
         model, schedule, self.meta = load_diffusion_model(models["model"], device=self.device)
-        expected = ddpm_train_settings(settings, run.dataset, run.class_name, run.seed).model_hash()
+        expected = ddpm_train_settings(
+            settings, run.dataset, run.class_name, run.seed, run.holdout
+        ).model_hash()
         require_model("DDPM", models["model"], self.meta["model_hash"], expected)
         require_trained_level(self.meta, inf.t_start, f"Method B on {run.class_name}")
         self.model = self.accel.prepare(model, self.device)

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from texad.config.identity import settings_hash
 from texad.config.settings import PER_CLASS, build, config_key, to_block
+from texad.data.holdout import Holdout
 from texad.diffusion.presets import UNET_PRESETS, check_image_size
 from texad.diffusion.settings import DiffusionTrainSettings
 
@@ -171,14 +172,17 @@ class AdaptationSettings:
 
 
 def ddpm_train_settings(
-    settings: MethodBSettings, dataset: str, class_name: str, seed: int
+    settings: MethodBSettings, dataset: str, class_name: str, seed: int, holdout: Holdout | None = None
 ) -> DiffusionTrainSettings:
-    """The trainer's settings, and so the identity, of the class's DDPM (shared by Method A's ``shared_ddpm``)."""
+    """The trainer's settings, and so the identity, of the class's DDPM (shared by Method A's ``shared_ddpm``);
+    ``holdout``: the run key's held-out share (:attr:`texad.methods.base.RunKey.holdout`; None: trained on all of
+    train/good)."""
     d, t = settings.diffusion, settings.train
     return DiffusionTrainSettings(
         dataset=dataset,
         class_name=class_name,
         seed=int(seed),
+        holdout=holdout,
         preset=d.preset,
         image_size=settings.image_size,
         timesteps=d.timesteps,

@@ -40,7 +40,7 @@ __all__ = [
 
 def identity(kind: str, settings: SimpleNetSettings, run: RunKey) -> str:
     return model_hash(settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
-                      backbone_weights=settings.backbone_weights)  # fmt: skip
+                      backbone_weights=settings.backbone_weights, holdout=run.holdout)  # fmt: skip
 
 
 def model_file(kind: str, settings: SimpleNetSettings, run: RunKey) -> str:
@@ -87,7 +87,7 @@ def train(
     return train_simplenet(
         class_dir, out, ckpt_dir, settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
         backbone_weights=settings.backbone_weights, weights_cache=runtime.weights_cache,
-        device=runtime.torch_device(), selector=selector,
+        device=runtime.torch_device(), selector=selector, holdout=run.holdout,
     )  # fmt: skip
 
 

@@ -25,7 +25,8 @@ class SimpleNetDetector(Detector):
             models["model"], weights_cache=runtime.weights_cache, device=self.device
         )
         expected = model_hash(settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
-                              backbone_weights=self.meta["identity"]["backbone_weights"])  # fmt: skip
+                              backbone_weights=self.meta["identity"]["backbone_weights"],
+                              holdout=run.holdout)  # fmt: skip
         require_model("SimpleNet model", models["model"], self.meta["model_hash"], expected)
         self.settings = settings
         self.load_size = settings.load_size

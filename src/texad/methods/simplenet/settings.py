@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from texad.backbones.weights import BACKBONES
 from texad.config.identity import settings_hash
 from texad.config.settings import build, to_block
+from texad.data.holdout import Holdout, holdout_identity
 
 __all__ = ["FORMAT", "SimpleNetSettings", "shaping_settings", "model_identity", "model_hash"]
 
@@ -82,25 +83,34 @@ def shaping_settings(settings: SimpleNetSettings) -> dict:
 
 
 def model_identity(
-    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str
-) -> dict:
-    """What shapes a trained SimpleNet model: :func:`shaping_settings`, the backbone's weights and the run key."""
+    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str,
+    holdout: Holdout | None = None,
+) -> dict:  # fmt: skip
+    """What shapes a trained SimpleNet model: :func:`shaping_settings`, the backbone's weights and the run key
+    (with ``holdout``, the share of the training images held out for validation; None: trained on all of them)."""
     return {
         "format": FORMAT,
         "dataset": dataset,
         "class_name": class_name,
         "seed": int(seed),
+        **holdout_identity(holdout),
         "backbone_weights": backbone_weights,
         "settings": shaping_settings(settings),
     }
 
 
 def model_hash(
-    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str
-) -> str:
+    settings: SimpleNetSettings, *, dataset: str, class_name: str, seed: int, backbone_weights: str,
+    holdout: Holdout | None = None,
+) -> str:  # fmt: skip
     """The short hash naming a model file (``texad.config.identity.settings_hash`` of :func:`model_identity`)."""
     return settings_hash(
         model_identity(
-            settings, dataset=dataset, class_name=class_name, seed=seed, backbone_weights=backbone_weights
+            settings,
+            dataset=dataset,
+            class_name=class_name,
+            seed=seed,
+            backbone_weights=backbone_weights,
+            holdout=holdout,
         )
     )

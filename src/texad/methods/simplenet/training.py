@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from texad.backbones.features import load_backbone
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
+from texad.data.holdout import Holdout
 
 from .data import load_images
 from .loss import separation, truncated_l1_loss
@@ -135,9 +136,12 @@ def train_simplenet(
     cache_bytes: int = 4 * 2**30,
     progress: bool | None = None,
     log=print,
+    holdout: Holdout | None = None,
     _stop_after_meta_epoch: int | None = None,
 ) -> dict:
     """Train one class's SimpleNet, resuming from ``ckpt_dir/last.pt`` when it exists; returns the summary.
+    ``holdout``: the share of the class's training images held out for validation, part of the identity
+    (``class_dir`` is then the view without them; None: all of train/good).
 
     ``selector`` is required for ``settings.selection == "official"`` (and refused otherwise, so a fair
     run cannot read the test set by accident). The final model goes atomically to ``out_path``.
@@ -153,12 +157,9 @@ def train_simplenet(
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     dev = torch.device(device)
     tag = f"{dataset}/{class_name}"
-    ident = model_identity(
-        s, dataset=dataset, class_name=class_name, seed=seed, backbone_weights=backbone_weights
-    )
-    mhash = model_hash(
-        s, dataset=dataset, class_name=class_name, seed=seed, backbone_weights=backbone_weights
-    )
+    key = {"dataset": dataset, "class_name": class_name, "seed": seed, "holdout": holdout}
+    ident = model_identity(s, backbone_weights=backbone_weights, **key)
+    mhash = model_hash(s, backbone_weights=backbone_weights, **key)
     ckpt_path = ckpt_dir / CHECKPOINT_NAME
     ckpt = _read_checkpoint(ckpt_path, mhash) if ckpt_path.exists() else None
 
@@ -329,7 +330,8 @@ def load_simplenet(
     ident = data["identity"]
     settings = SimpleNetSettings.from_config(data["config"], ident["class_name"])
     again = model_hash(settings, dataset=ident["dataset"], class_name=ident["class_name"], seed=ident["seed"],
-                       backbone_weights=ident["backbone_weights"])  # fmt: skip
+                       backbone_weights=ident["backbone_weights"],
+                       holdout=Holdout.from_identity(ident.get("holdout")))  # fmt: skip
     if data.get("format") != FORMAT or again != data["model_hash"]:
         raise ValueError(
             f"{path} records model {data['model_hash']} (format {data.get('format')!r}), but its identity "
