@@ -20,6 +20,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/methods.smk"
+include: "workflow/rules/selection.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

@@ -334,7 +334,9 @@ def test_settings_take_exactly_the_schema_keys_and_round_trip():
     # no dataclass defaults: the schema is their only source
     assert all(f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING for f in fields)
     base = make_settings("draem")
-    assert base.to_config() == {"methods": {"draem": schema_defaults}}
+    filled = validate_config({"methods": {"draem": {"enabled": False}}}, partial=True)["methods"]["draem"]
+    assert {k: v for k, v in schema_defaults.items() if not isinstance(v, dict)}.items() <= filled.items()
+    assert base.to_config() == {"methods": {"draem": {k: v for k, v in filled.items() if k != "enabled"}}}
     varied = _tiny(recipe="paper", score_pool=5, p_anomaly=0.3)
     assert DraemSettings.from_config(varied.to_config()) == varied
     assert DraemSettings.from_config(validate_config(varied.to_config(), partial=True)) == varied

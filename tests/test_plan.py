@@ -59,15 +59,17 @@ def test_run_jobs_resolve_their_variant_as_the_plan_does_and_load_its_models(pla
     for method in plan.enabled_methods():
         module = get(method)
         for dataset, cls in plan.class_keys():
-            for variant in plan.variants(method, cls):
+            for variant in dict.fromkeys(plan.variants(method, cls) + plan.candidates(method, cls)):
                 config = _job_config(settings_arg(plan.run_settings(method, cls, variant)))
                 # what `texad run` does with its --settings and --variant
                 applied = variant_settings(
-                    module.variants(method_settings(config, method, cls)), variant, method
+                    run_variants(module, method_settings(config, method, cls)), variant, method
                 )
                 planned = plan._variant(method, cls, variant).settings
                 if hasattr(planned, "ablation"):  # the job's settings carry only its own ablation entry
                     applied, planned = replace(applied, ablation=None), replace(planned, ablation=None)
+                if hasattr(planned, "select"):  # and only its own candidate
+                    applied, planned = replace(applied, select=None), replace(planned, select=None)
                 assert applied == planned, (method, cls, variant)
                 seed = plan.config["seeds"][0]
                 models = plan.run_models(method, dataset, cls, seed, variant)
@@ -100,6 +102,9 @@ def test_official_variants_are_planned_on_their_seeds_and_load_the_models_their_
             planned = plan._variant(method, cls, "official").settings
             if hasattr(planned, "ablation"):
                 applied, planned = replace(applied, ablation=None), replace(planned, ablation=None)
+            if hasattr(planned, "select"):  # an official run carries no candidates
+                assert not any(vars(applied.select).values())
+                applied, planned = replace(applied, select=None), replace(planned, select=None)
             assert applied == planned
             models = plan.run_models(method, dataset, cls, 0, "official")
             default = plan.run_models(method, dataset, cls, 0, "default")

@@ -228,12 +228,17 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
                                               "blur_sigma": [3], "t_start": [250]}  # fmt: skip
     cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
     cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
+    # settings chosen on the validation split (issue 23): Method B's w among {11, 4} (w 4 is an ablation point, run
+    # once for both), DRAEM's pool among {3, 1}; Method A's selection is the same code and is left out for time
+    cfg["methods"]["method_b"]["select"] = {"w": [4]}
+    cfg["methods"]["draem"]["select"] = {"score_pool": [1]}
     cfg["methods"]["method_a"].update(
         sde={"sigma_max": 1.0, "n_steps": 10}, network={"preset": "tiny", "nf": 8},
         train={"batch_size": 2, "iterations": 3, "warmup": 1, "ema": 0, "grad_clip": 0},
         inference={"draws": 1, "batch_size": 4},
         ablation={"n_scales": [4], "steps_per_scale": [5], "sigma_hi": [0.4], "full_chain": True, "metric": [],
                   "shared_ddpm": True, "speed_batches": [1, 16]},
+        select={},
     )  # fmt: skip
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -295,6 +300,43 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
         assert method_a["default"]["model_hash"] != result["model_hash"]
     # every result records the settings it ran with: a valid config part on its own (texad predict rebuilds the
     # run from it), naming the model the run loaded
+    # the selected and oracle variants: each a candidate's test-set run, relabelled with what was chosen and how
+    runs = tmp_path / "results" / "runs" / "synthetic"
+    for cls in ("woven", "wood"):
+        for method, names in (
+            ("method_b", ["default", "w4_s0.5_blur3_t250"]),
+            ("draem", ["default", "pool1"]),
+        ):
+            choice = json.loads(
+                (tmp_path / "results/selection/synthetic" / cls / method / "seed0.json").read_text()
+            )
+            assert [c["name"] for c in choice["candidates"]] == names and choice["chosen"] in names
+            assert (
+                choice["validation"]["n_normal"] == 1
+                and not choice["validation"]["validates_on_training_images"]
+            )
+            for variant, on in (("selected", "validation"), ("oracle", "test")):
+                relabelled = json.loads((runs / cls / method / variant / "seed0.json").read_text())
+                sel = relabelled["extra"]["selection"]
+                assert sel["chosen_on"] == on and relabelled["variant"] == variant
+                chosen = json.loads((runs / cls / method / sel["chosen"] / "seed0.json").read_text())
+                assert relabelled["metrics"] == chosen["metrics"]
+            assert (
+                sel["chosen"]
+                == max(  # the oracle: the best mean AUROC on the test set, ties to the first
+                    sel["candidates"],
+                    key=lambda c: (
+                        c["test"]["image_auroc"] + c["test"]["pixel_auroc"],
+                        -names.index(c["name"]),
+                    ),  # fmt: skip
+                )["name"]
+            )
+    selection = pd.read_csv(tmp_path / "results" / "tables" / "selection.csv")
+    assert set(selection["method"]) == {"method_b", "draem"} and set(selection["class"]) == {
+        "woven",
+        "wood",
+        "mean",
+    }
     thresholds = sorted((tmp_path / "results" / "runs").rglob("*.threshold.json"))
     assert len(thresholds) == 4 * 2  # one beside each default run
     for result_path in sorted(set((tmp_path / "results" / "runs").rglob("*.json")) - set(thresholds)):
@@ -341,7 +383,8 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     claims = pd.read_csv(tmp_path / "results" / "tables" / "claims.csv")
     tested = claims[claims["verdict"] != "untested"]
     # this config runs no w 0, s 0, map-terms or recon point: those claims say which keys would run them
-    assert set(tested["claim"]) == {"method_b_beats_simplenet", "method_b_beats_draem", "t_scales_cut_cost"}
+    assert set(tested["claim"]) == {"method_b_beats_simplenet", "method_b_beats_draem", "t_scales_cut_cost",
+                                    "test_set_choice_inflates_method_b"}  # fmt: skip
     assert (
         claims.loc[claims["claim"] == "conditioning_helps", "reason"]
         .str.contains("ablation.w: \\[0\\]")
@@ -361,7 +404,10 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert plan.returncode == 0, plan.stderr[-3000:]
     counts = job_counts(plan.stdout + plan.stderr)
     assert not [job for job in counts if job.startswith(("train_", "adapt_"))], counts
-    assert counts["method_a"] == 2 and counts["draem"] == 2 and counts["simplenet"] == 2, counts
+    # DRAEM: the default and the pool-1 candidate, whose job carries the default's block as an ablation point does;
+    # its choice is made again, Method B's is left alone
+    assert counts["method_a"] == 2 and counts["draem"] == 4 and counts["simplenet"] == 2, counts
+    assert counts["select"] == 2 and counts["choose"] == 2, counts
     assert "method_b" not in counts, counts
     report = smk(
         "--cores", "1", "--configfile", str(path), "--report", str(tmp_path / "report.html"), cwd=tmp_path
@@ -385,9 +431,12 @@ def report_items(classes) -> dict[str, dict]:
         items[f"results/figures/ablation_{method}.png"] = {"path": ["Figures", "Ablations"], "row": [method]}
     items["results/figures/speed_accuracy.png"] = {
         "path": ["Figures", "Speed vs accuracy"], "row": ["all methods and ablation points"]}  # fmt: skip
+    items["results/figures/selection.png"] = {
+        "path": ["Figures", "Selection"], "row": ["default, selected and oracle"]}  # fmt: skip
     groups = {"benchmark": ["image_auroc", "pixel_auroc", "aupro", "pixel_ap"],
               "paper": ["paper_method_b_table1", "paper_method_a_main", "paper_method_a_tscales", "extended"],
-              "ablation": ["ablation_method_a", "ablation_method_b"], "claims": ["claims"]}  # fmt: skip
+              "ablation": ["ablation_method_a", "ablation_method_b"], "claims": ["claims"],
+              "selection": ["selection"]}  # fmt: skip
     for group, tables in groups.items():
         for table in tables:
             items[f"results/report/tables/{group}/{table}.html"] = {"path": ["Tables", group], "row": [table]}

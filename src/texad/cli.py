@@ -18,6 +18,7 @@ from texad.cost.cli import add_parsers as add_cost_parsers
 from texad.data.validation_cli import add_parsers as add_validation_parsers
 from texad.evaluation.bootstrap_cli import add_parsers as add_bootstrap_parsers
 from texad.evaluation.thresholds_cli import add_parsers as add_threshold_parsers
+from texad.methods.selection_cli import add_parsers as add_selection_parsers
 from texad.predict.cli import add_parsers as add_predict_parsers
 from texad.rehearsal.cli import add_parsers as add_rehearsal_parsers
 from texad.report.figures_cli import add_parsers as add_figure_parsers
@@ -428,6 +429,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_validation_parsers(sub)
     add_predict_parsers(sub)
     add_rehearsal_parsers(sub)
+    add_selection_parsers(sub)
     return parser
 
 

@@ -19,7 +19,16 @@ from texad.data.folder import FolderSpec, class_names, fingerprint, split_counts
 from texad.data.holdout import Holdout, HoldoutError, held_out_count
 from texad.data.layout import LayoutError
 from texad.methods import METHODS, get, model_owner
-from texad.methods.base import OFFICIAL, RunKey, official_variant, run_variants
+from texad.methods.base import (
+    OFFICIAL,
+    ORACLE,
+    SELECTED,
+    RunKey,
+    candidates,
+    no_candidates,
+    official_variant,
+    run_variants,
+)
 
 __all__ = [
     "CLASS_DATASETS",
@@ -339,6 +348,7 @@ class Plan:
         """Every planned result JSON of one class: default, ablation and official runs of every method."""
         runs = self.method_results() + self.official_results()
         runs += [r for m in ABLATED_METHODS for r in self.ablation_results(m)]
+        runs += self.candidate_results() + self.selection_results()
         return sorted({r for r in runs if r.split("/")[2:4] == [dataset, cls]})
 
     def bootstrap_outputs(self) -> list[str]:
@@ -354,7 +364,53 @@ class Plan:
         settings = self.settings(method, cls)
         if v.grid is not None:
             settings = replace(settings, ablation=v.grid)
+        if hasattr(settings, "select"):  # a candidate carries its own values, every other run none
+            settings = replace(settings, select=v.select or no_candidates(settings.select))
         return self._fragment(settings, _RUN_KEYS)
+
+    # ----------------------------------------------------------------------------------------- selection
+    def candidates(self, method: str, cls: str) -> list[str]:
+        """The candidates of ``method``'s ``selected`` variant on ``cls`` (``default`` first); [] plans none."""
+        return [v.name for v in candidates(get(method), self.settings(method, cls))]
+
+    def selection_keys(self) -> list[tuple[str, str, str]]:
+        """Every (dataset, class, method) whose method has candidates on the class."""
+        return [
+            (d, c, m) for d, c in self.class_keys() for m in self.enabled_methods() if self.candidates(m, c)
+        ]
+
+    def candidate_results(self) -> list[str]:
+        """The test-set run of every candidate (an ablation point or the default runs once for both)."""
+        return [
+            f"results/runs/{d}/{c}/{m}/{v}/seed{s}.json"
+            for d, c, m in self.selection_keys()
+            for v in self.candidates(m, c)
+            for s in self.config["seeds"]
+        ]
+
+    def selection_results(self) -> list[str]:
+        """The ``selected`` and ``oracle`` results of every method with candidates, on every class and seed."""
+        return [
+            f"results/runs/{d}/{c}/{m}/{v}/seed{s}.json"
+            for d, c, m in self.selection_keys()
+            for v in (SELECTED, ORACLE)
+            for s in self.config["seeds"]
+        ]
+
+    def selection_table_results(self) -> list[str]:
+        """What the three-way table reads: the default, selected and oracle runs of every method with candidates."""
+        methods = {m for _, _, m in self.selection_keys()}
+        return sorted(
+            {r for r in self.method_results() if r.split("/")[4] in methods} | set(self.selection_results())
+        )
+
+    def select_settings(self, method: str, cls: str) -> dict:
+        """The settings of a ``texad select`` job: the method's default block with its candidates, the run's
+        top-level keys and ``selection`` (the criterion)."""
+        return {
+            **self._fragment(self.settings(method, cls), _RUN_KEYS),
+            "selection": self.config["selection"],
+        }
 
     def run_models(
         self, method: str, dataset: str, cls: str, seed: int | str, variant: str
@@ -502,6 +558,8 @@ class Plan:
             tables += [("benchmark", m) for m in METRIC_TABLES]
             tables += [("paper", t) for t in self.paper_tables()]
             tables.append(("claims", "claims"))
+        if self.selection_results():
+            tables.append(("selection", "selection"))
         tables += [("ablation", f"ablation_{m}") for m in ABLATED_METHODS if self.ablation_results(m)]
         return tables
 
@@ -514,6 +572,8 @@ class Plan:
         figures += self.class_outputs("results/figures/{dataset}/{cls}/roc.png")
         figures += [f"results/figures/ablation_{m}.png" for m in ABLATED_METHODS if self.ablation_results(m)]
         figures.append("results/figures/speed_accuracy.png")
+        if self.selection_results():
+            figures.append("results/figures/selection.png")
         return figures
 
     def final_outputs(self) -> list[str]:

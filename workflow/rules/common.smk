@@ -37,7 +37,8 @@ wildcard_constraints:
     seed=r"\d+",
     model_hash=r"[0-9a-f]+",
     fe_hash=r"[0-9a-f]+",
-    variant=r"[A-Za-z0-9_.-]+",
+    # `selected` and `oracle` are written by the choose rule (selection.smk), not by a method run
+    variant=r"(?!(?:selected|oracle)/)[A-Za-z0-9_.-]+",
     backbone=r"[a-z0-9_]+",
     prefix=r"[0-9a-f]{8}",
 
@@ -171,3 +172,36 @@ def draem_source_args(wildcards):
 
 def get_final_output():
     return PLAN.final_outputs()
+
+
+def select_inputs(wildcards):
+    """A select job's inputs: the validation split, the default run's models and the staged weights."""
+    return {
+        "split": PLAN.validation_marker(wildcards.dataset, wildcards.cls),
+        "weights": PLAN.weights(wildcards.method, wildcards.cls),
+        **PLAN.run_models(
+            wildcards.method,
+            wildcards.dataset,
+            wildcards.cls,
+            wildcards.seed,
+            "default",
+        ),
+    }
+
+
+def choose_inputs(wildcards):
+    """A choose job's inputs: the choice and every candidate's test-set run (result JSONs, maps, fit states)."""
+    results = [
+        f"results/runs/{wildcards.dataset}/{wildcards.cls}/{wildcards.method}/{v}/seed{wildcards.seed}.json"
+        for v in PLAN.candidates(wildcards.method, wildcards.cls)
+    ]
+    maps = [
+        r.replace("results/runs/", "results/maps/", 1).removesuffix(".json") + ".npz"
+        for r in results
+    ]
+    return {
+        "selection": f"results/selection/{wildcards.dataset}/{wildcards.cls}/{wildcards.method}/seed{wildcards.seed}.json",
+        "results": results,
+        "maps": maps,
+        "fits": [r.removesuffix(".json") + ".fit.npz" for r in results],
+    }

@@ -69,8 +69,6 @@ rule simplenet:
         "results/logs/simplenet/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
         "results/benchmarks/simplenet/{dataset}/{cls}/{variant}/seed{seed}.tsv"
-    wildcard_constraints:
-        variant="default|official",
     conda:
         torch_env
     threads: compute_threads(2)
@@ -98,8 +96,6 @@ rule draem:
         "results/logs/draem/{dataset}/{cls}/{variant}/seed{seed}.log",
     benchmark:
         "results/benchmarks/draem/{dataset}/{cls}/{variant}/seed{seed}.tsv"
-    wildcard_constraints:
-        variant="default|official",
     conda:
         torch_env
     threads: compute_threads(2)

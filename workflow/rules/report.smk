@@ -81,7 +81,7 @@ rule table_html:
     benchmark:
         "results/benchmarks/table_html/{group}/{table}.tsv"
     wildcard_constraints:
-        group="benchmark|paper|ablation|claims",
+        group="benchmark|paper|ablation|claims|selection",
     localrule: True
     conda:
         "../../envs/texad-cpu.yaml"

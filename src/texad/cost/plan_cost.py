@@ -17,6 +17,8 @@ Per job, following the code paths:
   ``normalise_images`` training images (its fit: the fusion scale of ``fusion_norm: train``, ``train_stats``), NFE =
   draws x steps x (2 when s > 0).
 - ``simplenet``, ``draem``: test images x one forward.
+- ``select``: every candidate of a method's ``selected`` variant as a run of its own, on the validation split's
+  images (:func:`validation_count`) instead of the test set; the candidates' test-set runs are runs of the method.
 - Staging, checks, tables and figures: I/O (0 FLOPs).
 
 Image counts: MVTec AD's published ones (:mod:`texad.data.catalog`), the synthetic set's from its config keys,
@@ -48,6 +50,7 @@ __all__ = [
     "RuleCost",
     "class_counts",
     "trained_counts",
+    "validation_count",
     "plan_jobs",
     "rule_costs",
 ]
@@ -220,10 +223,24 @@ def _variant_settings(plan: Plan, method: str, cls: str, variant: str):
     raise ValueError(f"{method} defines no variant {variant!r} on class {cls!r}")
 
 
-def _run_work(plan: Plan, method: str, dataset: str, cls: str, variant: str, cache) -> JobWork:
+def validation_count(plan: Plan, dataset: str, cls: str) -> int:
+    """Images of a class's validation split: the held-out normal images (with ``holdout: 0`` every training image),
+    each once as it is and once per anomaly kind (``texad.data.validation``)."""
+    n_train, _ = class_counts(plan, dataset, cls)
+    held = n_train if plan.holdout is None else plan.holdout.count(n_train, f"{dataset}/{cls}")
+    return held * (1 + len(plan.config["validation"]["anomalies"]))
+
+
+def _run_work(
+    plan: Plan, method: str, dataset: str, cls: str, variant: str, cache, job: JobWork | None = None,
+    n_test: int | None = None,
+) -> JobWork:  # fmt: skip
+    """A run's work; ``job`` and ``n_test``: add it to that job instead, scoring ``n_test`` images (a candidate
+    scored on the validation split by ``select``)."""
     s = _variant_settings(plan, method, cls, variant)
-    n_train, n_test = trained_counts(plan, dataset, cls)
-    job = JobWork(method)
+    n_train, n_class_test = trained_counts(plan, dataset, cls)
+    n_test = n_class_test if n_test is None else n_test
+    job = JobWork(method) if job is None else job
     if method == "method_a":
         inf = s.inference
         mb = plan.settings("method_b", cls)
@@ -300,7 +317,7 @@ def _train_work(plan: Plan, kind: str, dataset: str, cls: str, run: tuple[str, s
 def plan_jobs(plan: Plan, cache: Path | None = None) -> list[JobWork]:
     """Every job of the plan with its work (I/O rules with none)."""
     runs = set(plan.method_results()) | {p for m in ABLATED_METHODS for p in plan.ablation_results(m)}
-    runs = sorted(runs | set(plan.official_results()))
+    runs = sorted(runs | set(plan.official_results()) | set(plan.candidate_results()))
     jobs: list[JobWork] = []
     models: dict[str, tuple[str, str, str, tuple[str, str]]] = {}
     weights: set[str] = set()
@@ -323,6 +340,18 @@ def plan_jobs(plan: Plan, cache: Path | None = None) -> list[JobWork]:
             weights |= set(plan.weights("method_b", cls, "features"))
         if kind == "draem" and plan.settings("draem", cls).anomaly_source == "dtd":
             dtd_needed = True
+    for (
+        dataset,
+        cls,
+        method,
+    ) in plan.selection_keys():  # every candidate fitted and scored on the validation split
+        for _seed in plan.config["seeds"]:
+            job = JobWork("select")
+            for variant in plan.candidates(method, cls):
+                _run_work(
+                    plan, method, dataset, cls, variant, cache, job, validation_count(plan, dataset, cls)
+                )
+            jobs.append(job)
     keys = plan.class_keys()
     io = Counter()
     io["synth_class"] = sum(1 for d, _ in keys if d == "synthetic")
@@ -338,6 +367,8 @@ def plan_jobs(plan: Plan, cache: Path | None = None) -> list[JobWork]:
     io["threshold"] = len(plan.threshold_outputs())
     io["bootstrap"] = len(plan.bootstrap_outputs())
     io["claims"] = int(bool(plan.method_results()))
+    io["choose"] = len(plan.selection_results()) // 2  # one job writes selected and oracle
+    io["selection_table"] = io["selection_figure"] = int(bool(plan.selection_results()))
     io["ablation_table"] = sum(1 for m in ABLATED_METHODS if plan.ablation_results(m))
     io["paper_table"] = len(plan.paper_tables()) if plan.method_results() else 0
     io["table_html"] = len(plan.report_tables())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from importlib import import_module
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -40,7 +40,12 @@ __all__ = [
     "variant_settings",
     "OFFICIAL",
     "official_variant",
+    "candidates",
+    "no_candidates",
+    "candidate_values",
     "run_variants",
+    "SELECTED",
+    "ORACLE",
 ]
 
 
@@ -126,10 +131,17 @@ class Variant:
     name: str
     settings: Any
     grid: Any = field(default=None)
+    #: a candidate of the ``selected`` variant: the ``select`` block that generates this candidate alone (its own
+    #: value in each list); None for the default and the ablation points, whose jobs carry no candidates
+    select: Any = field(default=None)
 
 
 #: The name of the variant that runs a method under its official code's evaluation.
 OFFICIAL = "official"
+#: The variant whose inference settings were chosen among its candidates on the class's validation split only.
+SELECTED = "selected"
+#: The labelled diagnostic: the candidate that scores best on the test set itself (never a default).
+ORACLE = "oracle"
 
 
 def official_variant(module: Any, settings: Any) -> Variant | None:
@@ -139,10 +151,33 @@ def official_variant(module: Any, settings: Any) -> Variant | None:
     return None if make is None else make(settings)
 
 
+def candidates(module: Any, settings: Any) -> list[Variant]:
+    """The candidates of the method's ``selected`` variant for these settings (``default`` first), or [] when its
+    ``select`` block names none (or the method has no inference-only settings to choose: SimpleNet)."""
+    make = getattr(module, "candidates", None)
+    found = [] if make is None else make(settings)
+    return found if len(found) > 1 else []
+
+
+def no_candidates(select: Any) -> Any:
+    """A ``select`` block with every candidate list emptied: what a job that runs no candidate carries, so that a
+    change to the candidates leaves it alone."""
+    return replace(select, **{f.name: () for f in fields(select)})
+
+
+def candidate_values(variant: Variant) -> dict:
+    """The settings a candidate stands for, by ``select`` key (``{"w": 4.0, "s": 0.5, "t_start": 250}``)."""
+    return {f.name: getattr(variant.select, f.name)[0] for f in fields(variant.select)}
+
+
 def run_variants(module: Any, settings: Any) -> list[Variant]:
-    """Every variant a run of the method may name: ``default``, the ablation points, and ``official`` if any."""
+    """Every variant a run of the method may name: ``default``, the ablation points, the candidates of its
+    ``selected`` variant that are not an ablation point already, and ``official`` if any."""
     official = official_variant(module, settings)
-    return module.variants(settings) + ([] if official is None else [official])
+    out = {v.name: v for v in module.variants(settings)}
+    for v in candidates(module, settings):
+        out.setdefault(v.name, v)
+    return list(out.values()) + ([] if official is None else [official])
 
 
 def variant_settings(variants: list[Variant], name: str, what: str) -> Any:

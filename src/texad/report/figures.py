@@ -788,3 +788,43 @@ def speed_accuracy_figure(
         fig.tight_layout()
         _save(fig, out_png, out_pdf)
     return points
+
+
+# ----------------------------------------------------------------------------------------------- selection
+_SIDE_STYLE = {"default": ("o", "tab:gray"), "selected": ("s", "tab:blue"), "oracle": ("^", "tab:red")}
+
+
+def selection_figure(
+    table_csv: str | Path, out_png: str | Path, out_pdf: str | Path, title: str | None = None
+):
+    """default, selected and oracle of every method and class (``selection.csv``, :mod:`texad.results.selection_table`)
+    side by side, one panel per metric, with their bootstrap intervals where the table has them."""
+    import pandas as pd
+
+    table = pd.read_csv(table_csv, keep_default_na=False, na_values=[""])
+    metrics = [m for m in ("image_auroc", "pixel_auroc") if f"{m}_default" in table.columns]
+    if table.empty or not metrics:
+        raise ValueError(f"{table_csv} holds no selection rows")
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(6.0, 0.55 * len(table) + 2), 3.6), squeeze=False)
+    labels = [f"{r['method']}\n{r['class']}" for _, r in table.iterrows()]
+    x = np.arange(len(table))
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for k, (side, (marker, colour)) in enumerate(_SIDE_STYLE.items()):
+            y = 100 * table[f"{metric}_{side}"].to_numpy(float)
+            low = 100 * table.get(f"{metric}_{side}_low", pd.Series(np.nan, index=table.index)).to_numpy(
+                float
+            )
+            high = 100 * table.get(f"{metric}_{side}_high", pd.Series(np.nan, index=table.index)).to_numpy(
+                float
+            )
+            err = np.vstack([np.where(np.isnan(low), 0, y - low), np.where(np.isnan(high), 0, high - y)])
+            ax.errorbar(x + (k - 1) * 0.22, y, yerr=err, fmt=marker, color=colour, ms=5, capsize=2, lw=1,
+                        label=side)  # fmt: skip
+        ax.set_xticks(x, labels, fontsize=7)
+        ax.set_ylabel(f"{_METRIC_LABEL.get(metric, metric)} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle(title or "Settings chosen on validation (selected) vs the test set (oracle)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out_png, out_pdf)

@@ -51,6 +51,14 @@ def cmd_speed_accuracy(args) -> int:
     return 0
 
 
+def cmd_selection_figure(args) -> int:
+    from texad.report.figures import selection_figure
+
+    selection_figure(args.table, args.out_png, args.out_pdf, title=args.title)
+    _print_outputs(args)
+    return 0
+
+
 def _outputs(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out-png", required=True, help="PNG output (150 dpi), written atomically")
     p.add_argument("--out-pdf", required=True, help="PDF output (vector), written atomically")
@@ -106,3 +114,10 @@ def add_parsers(sub) -> None:
     )
     _outputs(p)
     p.set_defaults(func=cmd_speed_accuracy)
+
+    p = sub.add_parser(
+        "selection-figure", help="default, selected and oracle side by side (from selection.csv)"
+    )
+    p.add_argument("--table", required=True, help="results/tables/selection.csv (texad selection-table)")
+    _outputs(p)
+    p.set_defaults(func=cmd_selection_figure)

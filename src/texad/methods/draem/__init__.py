@@ -12,7 +12,7 @@ from typing import Any
 
 from texad.methods.base import RunKey, Runtime, Variant, lazy_detector
 
-from .settings import FORMAT, DraemSettings, model_hash, model_identity
+from .settings import FORMAT, DraemSettings, Select, model_hash, model_identity
 
 NAME = "draem"
 MODELS = ("draem",)
@@ -31,6 +31,7 @@ __all__ = [
     "model_identity",
     "models",
     "official",
+    "candidates",
     "train",
     "variants",
 ]
@@ -54,6 +55,20 @@ def backbones(settings: DraemSettings, kind: str | None) -> tuple[str, ...]:
 
 def variants(settings: DraemSettings) -> list[Variant]:
     return [Variant("default", settings)]
+
+
+def candidates(settings: DraemSettings) -> list[Variant]:
+    """The candidates of the ``selected`` variant: ``default``, then ``pool<n>`` for each ``select.score_pool`` size
+    (the pooling of the image score only: the same model and maps)."""
+    if not settings.select.score_pool:
+        return []
+    out = {}
+    for pool in (settings.score_pool, *settings.select.score_pool):
+        name = "default" if pool == settings.score_pool else f"pool{pool}"
+        out.setdefault(
+            name, Variant(name, replace(settings, score_pool=pool), None, Select(score_pool=(pool,)))
+        )
+    return list(out.values())
 
 
 def official(settings: DraemSettings) -> Variant:

@@ -22,7 +22,14 @@ __all__ = ["FORMAT", "DraemSettings", "model_identity", "model_hash"]
 
 #: Version of the training recipe and model-file layout; part of the model identity.
 FORMAT = "texad.draem/2"  # 2: the model file keeps its config block; identity spells class_name
-_INFERENCE_ONLY = ("score_pool", "protocol")
+_INFERENCE_ONLY = ("score_pool", "protocol", "select")
+
+
+@dataclass(frozen=True)
+class Select:
+    """``select``: candidate ``score_pool`` sizes of the ``selected`` variant (an empty tuple: none)."""
+
+    score_pool: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -40,6 +47,7 @@ class DraemSettings:
     p_anomaly: float
     score_pool: int
     protocol: str  # "texad", or "draem" (the official test's mask rule: the labelled official variant)
+    select: Select
 
     @classmethod
     def from_config(cls, config: dict, class_name: str | None = None) -> DraemSettings:
@@ -69,8 +77,8 @@ class DraemSettings:
 def model_identity(
     settings: DraemSettings, dataset: str, class_name: str, seed: int, holdout: Holdout | None = None
 ) -> dict:
-    """What shapes a trained DRAEM model: every setting but ``score_pool`` and ``protocol``, the run key and the
-    format."""
+    """What shapes a trained DRAEM model: every setting but ``score_pool``, ``protocol`` and the ``select``
+    candidates, the run key and the format."""
     shaping = {k: v for k, v in asdict(settings).items() if k not in _INFERENCE_ONLY}
     key = {"dataset": dataset, "class_name": class_name, "seed": int(seed), **holdout_identity(holdout)}
     return {"format": FORMAT, **key, **shaping}

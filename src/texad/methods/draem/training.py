@@ -28,6 +28,7 @@ import torch
 from tqdm import tqdm
 
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
+from texad.config import validate_config
 from texad.data.anomaly_sources import SourceBank, describe_sources
 from texad.data.holdout import Holdout
 from texad.data.mvtec import MVTecDataset
@@ -307,7 +308,9 @@ def load_draem_model(
     missing = [k for k in _MODEL_KEYS if not isinstance(data, dict) or k not in data]
     if missing:
         raise ValueError(f"{path} is not a texad DRAEM model file (missing {missing})")
-    settings = DraemSettings.from_config(data["config"], data["class_name"])
+    # validated: a file written before a key existed (select) gets the key's schema default
+    config = validate_config(data["config"], partial=True)
+    settings = DraemSettings.from_config(config, data["class_name"])
     holdout = Holdout.from_identity(data.get("holdout"))  # a file written before holdouts existed has none
     expected = model_hash(settings, data["dataset"], data["class_name"], data["seed"], holdout)
     if expected != data["model_hash"]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from texad.methods.base import RunKey, Runtime, lazy_detector
 
-from .ablation import point_name, variants
+from .ablation import candidates, point_name, variants
 from .settings import MethodASettings, score_train_settings
 
 NAME = "method_a"
@@ -33,6 +33,7 @@ __all__ = [
     "score_train_settings",
     "train",
     "variants",
+    "candidates",
 ]
 
 

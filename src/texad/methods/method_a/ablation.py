@@ -12,11 +12,13 @@ from dataclasses import replace
 
 from texad.methods.base import Variant
 
-from .settings import Ablation, Inference, MethodASettings
+from .settings import Ablation, Inference, MethodASettings, Select
 
-__all__ = ["point_name", "variants"]
+__all__ = ["point_name", "variants", "candidates"]
 
 _TIMED = ("default", "full_chain")
+_NO_ABLATION = Ablation(n_scales=(), steps_per_scale=(), sigma_hi=(), full_chain=False, metric=(), shared_ddpm=False,
+                        speed_batches=())  # fmt: skip
 
 
 def point_name(inf: Inference) -> str:
@@ -27,8 +29,7 @@ def point_name(inf: Inference) -> str:
 def variants(settings: MethodASettings) -> list[Variant]:
     """``default``, then every ablation point of ``settings.ablation`` (a point equal to the default is left out)."""
     base, abl = settings.inference, settings.ablation
-    none = Ablation(n_scales=(), steps_per_scale=(), sigma_hi=(), full_chain=False, metric=(), shared_ddpm=False,
-                    speed_batches=())  # fmt: skip
+    none = _NO_ABLATION
 
     def grid(name: str, **axis) -> Ablation:
         return replace(none, speed_batches=abl.speed_batches if name in _TIMED else (), **axis)
@@ -58,4 +59,33 @@ def variants(settings: MethodASettings) -> list[Variant]:
         out["shared_ddpm"] = Variant(
             "shared_ddpm", replace(settings, model="shared_ddpm"), grid("shared_ddpm", shared_ddpm=True)
         )
+    return list(out.values())
+
+
+def _candidate_name(base: Inference, inf: Inference) -> str:
+    """A candidate's name, the ablation's where it is one of its points: ``default``, ``K2_n5_s0.4`` (T scales),
+    ``metric_recon`` (the measure), or both joined (``K2_n5_s0.4_metric_recon``)."""
+    scales = replace(inf, metric=base.metric)
+    if inf == base:
+        return "default"
+    if scales == base:
+        return f"metric_{inf.metric}"
+    return point_name(inf) if inf.metric == base.metric else f"{point_name(inf)}_metric_{inf.metric}"
+
+
+def candidates(settings: MethodASettings) -> list[Variant]:
+    """The candidates of the ``selected`` variant: ``default``, then every point of the ``select`` grid sigma_hi x
+    n_scales x metric (an empty list keeps the default's value; sigma_lo follows sigma_hi down as in the ablation).
+    None retrains the score model."""
+    base, sel = settings.inference, settings.select
+    if not (sel.sigma_hi or sel.n_scales or sel.metric):
+        return []
+    out = {}
+    for hi in (base.sigma_hi, *sel.sigma_hi):
+        for k in (base.n_scales, *sel.n_scales):
+            for metric in (base.metric, *sel.metric):
+                inf = replace(base, sigma_hi=hi, sigma_lo=min(base.sigma_lo, hi), n_scales=k, metric=metric)
+                name = _candidate_name(base, inf)
+                one = Select(sigma_hi=(float(hi),), n_scales=(int(k),), metric=(metric,))
+                out.setdefault(name, Variant(name, replace(settings, inference=inf), _NO_ABLATION, one))
     return list(out.values())

@@ -81,6 +81,15 @@ class Ablation:
 
 
 @dataclass(frozen=True)
+class Select:
+    """``select``: the candidates of the ``selected`` variant (inference only; an empty tuple keeps the default's)."""
+
+    sigma_hi: tuple[float, ...]
+    n_scales: tuple[int, ...]
+    metric: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MethodASettings:
     image_size: int  # the config's top-level image_size (both diffusion methods' input size)
     model: str  # own (a score model per class) or shared_ddpm (Method B's DDPM read as a score model)
@@ -89,6 +98,7 @@ class MethodASettings:
     train: Train
     inference: Inference
     ablation: Ablation
+    select: Select
 
     def __post_init__(self) -> None:
         if self.model == "own":  # (Method B's settings check the shared DDPM's network)

@@ -14,7 +14,15 @@ from typing import Any
 from texad.backbones.weights import BACKBONES
 from texad.methods.base import RunKey, Runtime, lazy_detector
 
-from .ablation import inference_point, neighbour_point, official, parse_point, point_name, variants
+from .ablation import (
+    candidates,
+    inference_point,
+    neighbour_point,
+    official,
+    parse_point,
+    point_name,
+    variants,
+)
 from .settings import MethodBSettings, adaptation_settings, ddpm_train_settings
 
 NAME = "method_b"
@@ -35,6 +43,7 @@ __all__ = [
     "models",
     "neighbour_point",
     "official",
+    "candidates",
     "parse_point",
     "point_name",
     "train",

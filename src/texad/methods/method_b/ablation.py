@@ -25,9 +25,17 @@ from dataclasses import replace
 from texad.methods.base import Variant
 
 from .anomaly_map import MAP_TERMS
-from .settings import Ablation, Inference, MethodBSettings
+from .settings import Ablation, Inference, MethodBSettings, Select
 
-__all__ = ["point_name", "inference_point", "parse_point", "neighbour_point", "variants", "official"]
+__all__ = [
+    "point_name",
+    "inference_point",
+    "parse_point",
+    "neighbour_point",
+    "variants",
+    "candidates",
+    "official",
+]
 
 _POINT = re.compile(
     r"^w(?P<w>[^_]+)_s(?P<s>[^_]+)_blur(?P<blur_sigma>[^_]+)_t(?P<t_start>\d+)"
@@ -89,11 +97,37 @@ def official(settings: MethodBSettings) -> Variant:
     return Variant("official", replace(settings, inference=inf), _NO_ABLATION)
 
 
+def _at_t_start(base: Inference, t_start: int) -> dict:
+    """``t_start`` with ``skip`` following it, so that every start step takes the default's number of steps."""
+    steps = max(1, round(base.t_start / base.skip))
+    return {
+        "t_start": t_start,
+        "skip": base.skip if t_start == base.t_start else max(1, round(t_start / steps)),
+    }
+
+
+def candidates(settings: MethodBSettings) -> list[Variant]:
+    """The candidates of the ``selected`` variant: ``default`` (the class's own point), then every point of the
+    ``select`` grid w x s x t_start (an empty list keeps the default's value), named as the ablation names its
+    points, so that a candidate that is an ablation point too runs once."""
+    base, sel = settings.inference, settings.select
+    out = {}
+    for w in (base.w, *sel.w):
+        for s in (base.s, *sel.s):
+            for t in (base.t_start, *sel.t_start):
+                inf = replace(base, w=w, s=s, **_at_t_start(base, t))
+                name = "default" if inf == base else inference_point(inf)
+                one = Select(w=(float(w),), s=(float(s),), t_start=(int(t),))
+                out.setdefault(name, Variant(name, replace(settings, inference=inf), _NO_ABLATION, one))
+    if not (sel.w or sel.s or sel.t_start):
+        return []
+    return list(out.values())
+
+
 def variants(settings: MethodBSettings) -> list[Variant]:
     """``default``, then every guidance point of ``settings.ablation`` for the settings' class, in axis order,
     without the default point and without repeats."""
     base, abl = settings.inference, settings.ablation
-    steps = max(1, round(base.t_start / base.skip))  # the default's step count, kept at every t_start
     none = _NO_ABLATION
 
     def point(axis: dict, w=None, s=None, blur=None, t=None, terms=None) -> Variant:
@@ -102,8 +136,7 @@ def variants(settings: MethodBSettings) -> list[Variant]:
             w=base.w if w is None else w,
             s=base.s if s is None else s,
             blur_sigma=base.blur_sigma if blur is None else blur,
-            t_start=base.t_start if t is None else t,
-            skip=base.skip if t is None else max(1, round(t / steps)),
+            **_at_t_start(base, base.t_start if t is None else t),
             map_terms=base.map_terms if terms is None else terms,
         )
         return Variant(inference_point(inf), replace(settings, inference=inf), replace(none, **axis))

@@ -108,6 +108,15 @@ class Ablation:
 
 
 @dataclass(frozen=True)
+class Select:
+    """``select``: the candidates of the ``selected`` variant (inference only; an empty tuple keeps the default's)."""
+
+    w: tuple[float, ...]
+    s: tuple[float, ...]
+    t_start: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class MethodBSettings:
     image_size: int  # the config's top-level image_size (both diffusion methods' input size)
     diffusion: Diffusion
@@ -115,6 +124,7 @@ class MethodBSettings:
     inference: Inference
     feature_adaptation: FeatureAdaptation
     ablation: Ablation
+    select: Select
 
     def __post_init__(self) -> None:
         check_image_size(
