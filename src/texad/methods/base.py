@@ -34,6 +34,7 @@ __all__ = [
     "MethodModule",
     "image_identity",
     "image_seed",
+    "fit_state_path",
     "lazy_detector",
     "require_model",
     "resolve_device",
@@ -210,6 +211,12 @@ def lazy_detector(package: str, cls: str) -> Callable[[str], type]:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
 
     return __getattr__
+
+
+def fit_state_path(result: str | Path) -> Path:
+    """The fit state a run writes beside its result JSON: ``<stem>.fit.npz`` (:meth:`Detector.fit_state`)."""
+    result = Path(result)
+    return result.with_name(f"{result.stem}.fit.npz")
 
 
 def image_identity(path: str | Path) -> str:

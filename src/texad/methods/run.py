@@ -31,7 +31,7 @@ from texad.config.identity import settings_hash
 from texad.data.layout import image_metrics_only, list_samples
 from texad.data.mvtec import MVTecDataset
 from texad.evaluation.protocol import evaluate_on_grid, geometry
-from texad.methods.base import Detector, RunKey, Runtime, Scored, image_identity, image_seed
+from texad.methods.base import Detector, RunKey, Runtime, Scored, fit_state_path, image_identity, image_seed
 from texad.results.record import build_result, device_info, write_result
 
 __all__ = [
@@ -74,12 +74,6 @@ def image_seeds(run: RunKey, paths) -> list[int]:
     """The noise seeds of these image files for ``run``: from each file's content, so that the same image draws
     the same noise in the benchmark and in ``texad predict``, wherever it lies and whatever the other images."""
     return [image_seed(run.seed, run.class_name, image_identity(p)) for p in paths]
-
-
-def fit_state_path(result: Path) -> Path:
-    """The fit state beside a result JSON: ``<stem>.fit.npz``."""
-    result = Path(result)
-    return result.with_name(f"{result.stem}.fit.npz")
 
 
 def write_fit_state(path: Path, state: dict[str, np.ndarray]) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 
 from texad.atomic import atomic_write_text
 from texad.methods import get
-from texad.methods.base import ORACLE, SELECTED, RunKey, Runtime, candidate_values, candidates
+from texad.methods.base import ORACLE, SELECTED, RunKey, Runtime, candidate_values, candidates, fit_state_path
 
 __all__ = ["FORMAT", "CRITERIA", "criterion_value", "pick", "score_candidates", "choose"]
 
@@ -161,7 +161,6 @@ def choose(
     choice in ``selection`` and the candidates' test-set runs (``results`` with their ``maps`` in the same order).
     Each is its candidate's run, relabelled, with ``extra.selection`` recording every candidate's validation and
     test metrics, the criterion and the choice; returns them by variant."""
-    from texad.methods.run import fit_state_path
     from texad.results.record import read_result, write_result
 
     record = _read_selection(selection)
