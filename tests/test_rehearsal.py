@@ -29,7 +29,7 @@ from texad.rehearsal.run import PROFILES, merged_config, rehearse
 ROOT = Path(__file__).resolve().parents[1]
 
 #: The keys an overlay may set: counts (iterations, epochs, batch sizes, images, draws, seeds, classes, ablation
-#: points) and where the generated data lives. Anything else would change a size or a code path.
+#: and candidate points) and where the generated data lives. Anything else would change a size or a code path.
 COUNT_KEYS = [
     r"seeds",
     r"datasets\.(mvtec_ad|dtd_synthetic)\.(classes|path|accept_license)",
@@ -39,6 +39,7 @@ COUNT_KEYS = [
     r"methods\.method_a\.sde\.n_steps",  # the number of SDE grid levels (the full chain's length)
     r"methods\.method_a\.inference\.(draws|batch_size|steps_per_scale)",  # steps per level; the levels stay
     r"methods\.(method_a|method_b)\.ablation\..+",
+    r"methods\.\w+\.select\..+",  # the selected variant's candidates: points, as the ablation's
     r"methods\.method_b\.train\.(epochs\.\w+|batch_size)",
     r"methods\.method_b\.inference\.batch_size",
     r"methods\.method_b\.feature_adaptation\.(epochs\.\w+|batch_size)",
