@@ -63,19 +63,26 @@ def test_paper_config_plans_every_data_job():
     assert counts["train_simplenet"] == 8 * 3 + 8 and counts["simplenet"] == 8 * 3 + 8
     # the official variants of Method B (DDAD's protocol) and DRAEM (its mask rule) on seed 0 reuse the default's
     # models: one evaluation per class each, no training
-    assert counts["draem"] == 8 * 3 + 8 and counts["train_draem"] == 8 * 3
+    # issue 23: + the selected variant's candidate pools 11 and 31 (21 is the default) per (class, seed)
+    assert counts["draem"] == 8 * 3 * 3 + 8 and counts["train_draem"] == 8 * 3
     # the two torchvision backbones (WRN-101 for Method B, WRN-50 for SimpleNet) are staged once each
     assert counts["stage_weights"] == 2
     # DDAD's feature adaptation only where its epochs are not 0 (grid 6, leather 8, wood 16), per seed
     assert counts["adapt_features"] == 3 * 3
     # Method A: one score model per (class, seed), read by the default run and all 14 ablation points (9 T-scales
     # points, the full chain, 3 other measures, and shared_ddpm on Method B's DDPM: no training of its own)
-    assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * 15
+    # issue 23: + 4 selection candidates per (class, seed) that are no ablation point (K x sigma_hi off the axes)
+    assert counts["train_score_model"] == 8 * 3 and counts["method_a"] == 8 * 3 * (15 + 4)
     assert counts["ablation_table"] == 2  # Method A and Method B
     # the report: a Figure-1 grid and ROC curves per class; four paper tables; every table as an HTML page
-    # (4 benchmark metrics, 4 paper tables, 2 ablations, the claims); ablation curves of both methods; one speed plot
+    # (4 benchmark metrics, 4 paper tables, 2 ablations, the claims, the selection); ablation curves of both methods;
+    # one speed plot
     assert counts["figure_grid"] == 8 and counts["roc_curves"] == 8 and counts["paper_table"] == 4
-    assert counts["table_html"] == 11 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
+    assert counts["table_html"] == 12 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
+    # issue 23: one choice on the validation split and one selected/oracle pair per (class, seed) and method with
+    # candidates (Method A, Method B, DRAEM), and the three-way table and figure
+    assert counts["select"] == counts["choose"] == 8 * 3 * 3
+    assert counts["selection_table"] == counts["selection_figure"] == 1
     # issue 21: one bootstrap of each class's runs, and the claims table
     assert counts["bootstrap"] == 8 and counts["claims"] == 1
     # whatever the grids: one model per (dataset, class, seed) and method
@@ -87,7 +94,7 @@ def test_paper_config_plans_every_data_job():
     # issue 23: a validation split and its contact sheet per class; holdout 0 (the papers train on every training
     # image): no training view, the class folders as before
     assert counts["validation_split"] == counts["validation_sheet"] == 8 and "training_view" not in counts
-    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2 + 16
+    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2 + 16 + 96 + 48 + 72 * 2 + 3
     # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
     assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
@@ -117,17 +124,23 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "method_a": 3 * 4,  # default + K1, K2, full_chain
         "ablation_table": 2,
         "train_diffusion": 3,
-        # default + (w 0, s 0.5), (w 11, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0)
-        "method_b": 3 + 3 + 2,
+        # default + (w 0, s 0.5), (w 11, s 0) on woven and wood; default + (w 0, s 0) on carpet (w 0); the
+        # selection candidate w 11 on carpet (w 0 elsewhere is the ablation's point)
+        "method_b": 3 + 3 + 2 + 1,
         "train_simplenet": 3,
         "simplenet": 3,
         "train_draem": 3,
-        "draem": 3,
+        "draem": 3 * 3,  # default + the candidate pools 1 and 9
+        # issue 23: each method's choice on the validation split, its selected and oracle runs, the table, the figure
+        "select": 3 * 3,
+        "choose": 3 * 3,
+        "selection_table": 1,
+        "selection_figure": 1,
         "aggregate": 1,
         "threshold": 4 * 3,  # a deployment threshold beside each default run
-        # the report: tables (4 benchmark, 4 paper, 2 ablation, the claims) as HTML, and the figures
+        # the report: tables (4 benchmark, 4 paper, 2 ablation, the claims, the selection) as HTML, and the figures
         "paper_table": 4,
-        "table_html": 11,
+        "table_html": 12,
         "bootstrap": 3,  # one per class: every run of the class on the same resamples
         "claims": 1,
         "figure_grid": 3,
