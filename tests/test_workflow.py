@@ -60,7 +60,7 @@ def test_paper_config_plans_every_data_job():
     assert counts["train_diffusion"] == 8 * 3 and counts["method_b"] == 8 * 3 * 23 + 8
     # SimpleNet: one model per (class, seed), one evaluation each; plus the official variant on seed 0 (best
     # test-set epoch, 288 crop of 329: a model of its own per class)
-    assert counts["train_simplenet"] == 8 * 3 + 8 and counts["simplenet"] == 8 * 3 + 8
+    assert counts["train_simplenet"] == 8 * 3 + 8 and counts["simplenet"] == 8 * 3 * 4 + 8  # + 3 epochs
     # the official variants of Method B (DDAD's protocol) and DRAEM (its mask rule) on seed 0 reuse the default's
     # models: one evaluation per class each, no training
     # issue 23: + the selected variant's candidate pools 11 and 31 (21 is the default) per (class, seed)
@@ -81,7 +81,7 @@ def test_paper_config_plans_every_data_job():
     assert counts["table_html"] == 12 and counts["ablation_curves"] == 2 and counts["speed_accuracy"] == 1
     # issue 23: one choice on the validation split and one selected/oracle pair per (class, seed) and method with
     # candidates (Method A, Method B, DRAEM), and the three-way table and figure
-    assert counts["select"] == counts["choose"] == 8 * 3 * 3
+    assert counts["select"] == counts["choose"] == 8 * 3 * 4  # and SimpleNet
     assert counts["selection_table"] == counts["selection_figure"] == 1
     # issue 21: one bootstrap of each class's runs, and the claims table
     assert counts["bootstrap"] == 8 and counts["claims"] == 1
@@ -94,7 +94,7 @@ def test_paper_config_plans_every_data_job():
     # issue 23: a validation split and its contact sheet per class; holdout 0 (the papers train on every training
     # image): no training view, the class folders as before
     assert counts["validation_split"] == counts["validation_sheet"] == 8 and "training_view" not in counts
-    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2 + 16 + 96 + 48 + 72 * 2 + 3
+    assert sum(counts.values()) == 1075 + 32 + 96 + 8 * 3 * 2 + 8 + 2 + 16 + 96 + 48 + 72 * 2 + 3 + 120
     # issue 20: a deployment threshold beside each of the 96 default runs (4 methods x 8 classes x 3 seeds)
     assert counts["threshold"] == 96
     for name in ("carpet", "grid", "leather", "tile", "wood", "Mesh_114", "Stratified_154", "Blotchy_099"):
@@ -128,12 +128,12 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         # selection candidate w 11 on carpet (w 0 elsewhere is the ablation's point)
         "method_b": 3 + 3 + 2 + 1,
         "train_simplenet": 3,
-        "simplenet": 3,
+        "simplenet": 3 * 3,  # default + the candidate epochs 4 and 7 (snapshots of the default's training)
         "train_draem": 3,
         "draem": 3 * 3,  # default + the candidate pools 1 and 9
         # issue 23: each method's choice on the validation split, its selected and oracle runs, the table, the figure
-        "select": 3 * 3,
-        "choose": 3 * 3,
+        "select": 3 * 4,
+        "choose": 3 * 4,
         "selection_table": 1,
         "selection_figure": 1,
         "aggregate": 1,
@@ -239,7 +239,7 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     cfg["methods"]["method_b"]["feature_adaptation"] = {"epochs": {"wood": 1, "default": 0}, "batch_size": 2}
     cfg["methods"]["method_b"]["ablation"] = {"w": [4], "s": [0.5], "joint_w": [4], "joint_s": [0],
                                               "blur_sigma": [3], "t_start": [250]}  # fmt: skip
-    cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32)
+    cfg["methods"]["simplenet"].update(meta_epochs=1, gan_epochs=1, image_size=32, resize=32, select={})
     cfg["methods"]["draem"].update(epochs=1, image_size=32, score_pool=3)
     # settings chosen on the validation split (issue 23): Method B's w among {11, 4} (w 4 is an ablation point, run
     # once for both), DRAEM's pool among {3, 1}; Method A's selection is the same code and is left out for time

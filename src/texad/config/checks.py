@@ -121,6 +121,28 @@ def _method_a_problems(config: dict) -> list[str]:
     return problems
 
 
+def _simplenet_problems(config: dict) -> list[str]:
+    """SimpleNet's candidate meta epochs are epochs of its one training run, which test-set selection excludes."""
+    sn = config.get("methods", {}).get("simplenet")
+    if not sn or not sn["select"]["meta_epoch"]:
+        return []
+    key, epochs = "methods.simplenet.select.meta_epoch", sn["select"]["meta_epoch"]
+    problems = []
+    late = [e for e in epochs if e > sn["meta_epochs"]]
+    if late:
+        problems.append(
+            f"{key}: {late} exceed methods.simplenet.meta_epochs = {sn['meta_epochs']}; training keeps the weights "
+            "of listed epochs it reaches only: list epochs from 1 to meta_epochs"
+        )
+    if sn["selection"] == "official":
+        problems.append(
+            f"{key}: candidate epochs are chosen on the validation split, but methods.simplenet.selection is "
+            "official (the best test-set epoch, which the labelled official variant runs: official.seeds); use "
+            "selection: last with select.meta_epoch, or leave select.meta_epoch empty"
+        )
+    return problems
+
+
 _FOLDER_LAYOUT_KEYS = ("normal_dir", "abnormal_dir", "mask_dir", "normal_test_dir")
 _BUILT_IN_DATASETS = ("synthetic", "mvtec_ad", "dtd_synthetic", "dtd")
 
@@ -154,4 +176,5 @@ def cross_key_problems(config: dict) -> list[str]:
         + _fusion_problems(config)
         + _method_a_problems(config)
         + _blur_kernel_problems(config)
+        + _simplenet_problems(config)
     )

@@ -154,7 +154,8 @@ def official_variant(module: Any, settings: Any) -> Variant | None:
 
 def candidates(module: Any, settings: Any) -> list[Variant]:
     """The candidates of the method's ``selected`` variant for these settings (``default`` first), or [] when its
-    ``select`` block names none (or the method has no inference-only settings to choose: SimpleNet)."""
+    ``select`` block names none. Most candidates are inference settings on the default's models; SimpleNet's are
+    meta epochs whose weights the default's one training run keeps."""
     make = getattr(module, "candidates", None)
     found = [] if make is None else make(settings)
     return found if len(found) > 1 else []

@@ -160,7 +160,8 @@ def choose(
     """Write the ``selected`` and ``oracle`` results (``out``: variant -> (result JSON, maps file)) from the
     choice in ``selection`` and the candidates' test-set runs (``results`` with their ``maps`` in the same order).
     Each is its candidate's run, relabelled, with ``extra.selection`` recording every candidate's validation and
-    test metrics, the criterion and the choice; returns them by variant."""
+    test metrics, the criterion and the choice (beside what the run itself recorded there: SimpleNet's scored meta
+    epoch); returns them by variant."""
     from texad.results.record import read_result, write_result
 
     record = _read_selection(selection)
@@ -192,6 +193,7 @@ def choose(
         relabelled["extra"] = {
             **result["extra"],
             "selection": {
+                **result["extra"].get("selection", {}),  # the run's own (SimpleNet: the epoch it scored)
                 "chosen": name,
                 "chosen_on": on,
                 "criterion": criterion,

@@ -4,8 +4,9 @@ method, its settings, the run's key and the model files a detector loads.
 A result names its models only by hash, so their files are looked up in the workflow's layout
 (``<root>/runs/<dataset>/<class>/<method>/<variant>/seed<k>.json`` ->
 ``<root>/models/<dataset>/<class>/seed<k>/<kind>-<model_hash>.pt``); the settings are the ones the result records
-(``extra.config``). A model file carries its method's config block (the settings it was trained with); its
-inference keys are used as they are. Either way, overrides may change inference keys only: the detector refuses
+(``extra.config``: a candidate's run of the ``selected`` variant carries its own candidate, e.g. SimpleNet's meta
+epoch). A model file carries its method's config block (the settings it was trained with); its inference keys are
+used as they are, its ``select`` candidates left out (it runs as the default run). Either way, overrides may change inference keys only: the detector refuses
 settings that name another model than the file holds.
 """
 
@@ -120,6 +121,9 @@ def _from_model_file(path: Path) -> ModelRef:
     if data.get("config") is None:
         raise ValueError(f"{path} keeps no settings block (a model file of an earlier texad): retrain it")
     config = _validated(data["config"], path)
+    block = config["methods"][method]
+    if "select" in block:  # the file keeps every candidate it was trained beside; it runs as the default run,
+        block["select"] = {k: [] for k in block["select"]}  # with none (SimpleNet: its last weights)
     holdout = Holdout.from_identity(key.get("holdout"))  # the training images the model lacked
     run = RunKey(key["dataset"], key["class_name"], int(key["seed"]), "default", holdout)
     models = {"model": path}

@@ -2,7 +2,9 @@
 ``baselines_simplenet_draem.md`` §1. Fair by default: whole image (no centre crop), last-epoch model.
 
 The registry module of ``methods.simplenet`` (see :class:`texad.methods.base.MethodModule`): one model kind,
-``simplenet`` (feature adaptor and discriminator on a frozen pretrained backbone), no ablation.
+``simplenet`` (feature adaptor and discriminator on a frozen pretrained backbone), no ablation. The candidates of
+its ``selected`` variant are meta epochs of the default's one training run (``select.meta_epoch``), whose model file
+keeps their weights beside the last.
 """
 
 from __future__ import annotations
@@ -11,9 +13,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from texad.methods.base import RunKey, Runtime, Variant, lazy_detector
+from texad.methods.base import RunKey, Runtime, Variant, lazy_detector, no_candidates
 
-from .settings import FORMAT, SimpleNetSettings, model_hash, model_identity, shaping_settings
+from .settings import FORMAT, Select, SimpleNetSettings, model_hash, model_identity, shaping_settings
 
 NAME = "simplenet"
 MODELS = ("simplenet",)
@@ -26,6 +28,7 @@ __all__ = [
     "Settings",
     "SimpleNetSettings",
     "backbones",
+    "candidates",
     "identity",
     "model_file",
     "model_hash",
@@ -59,11 +62,29 @@ def variants(settings: SimpleNetSettings) -> list[Variant]:
     return [Variant("default", settings)]
 
 
+def candidates(settings: SimpleNetSettings) -> list[Variant]:
+    """The candidates of the ``selected`` variant: ``default`` (the last meta epoch), then ``epoch<e>`` for each
+    ``select.meta_epoch`` entry, each carrying that one epoch in its ``select`` (what its run scores with). Every
+    candidate loads the default's model file, whose training kept the listed epochs' weights: none retrains."""
+    if not settings.select.meta_epoch:
+        return []
+    out = {}
+    for epoch in (settings.meta_epochs, *settings.select.meta_epoch):
+        name = "default" if epoch == settings.meta_epochs else f"epoch{epoch}"
+        chosen = Select(meta_epoch=(epoch,))
+        out.setdefault(name, Variant(name, replace(settings, select=chosen), None, chosen))
+    return list(out.values())
+
+
 def official(settings: SimpleNetSettings) -> Variant:
     """The official code's protocol: the best test-set epoch and the resize-then-centre-crop (329 -> 288 in the
     paper's run). Both change the trained model (the selection reads the test set, the crop the training input),
-    so it has a model of its own. The masks keep texad's rule on the cropped field of view."""
-    return Variant("official", replace(settings, selection="official", center_crop=True))
+    so it has a model of its own, which keeps no candidate epochs (``select`` emptied). The masks keep texad's rule
+    on the cropped field of view."""
+    return Variant(
+        "official",
+        replace(settings, selection="official", center_crop=True, select=no_candidates(settings.select)),
+    )
 
 
 def train(

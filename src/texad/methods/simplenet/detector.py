@@ -1,6 +1,12 @@
-"""SimpleNet applied to images: -D(adaptor(features)) per patch, upsampled and smoothed (:mod:`.infer`)."""
+"""SimpleNet applied to images: -D(adaptor(features)) per patch, upsampled and smoothed (:mod:`.infer`).
+
+A run scores with the model's last weights, or, where its ``select`` names one meta epoch (a candidate of the
+``selected`` variant), with the weights the model file kept at that epoch.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import torch
 
@@ -21,10 +27,14 @@ class SimpleNetDetector(Detector):
     def __init__(self, settings: SimpleNetSettings, runtime: Runtime, run: RunKey, models: dict):
         self.device = torch.device(runtime.torch_device())
         self.accel = runtime.accel().on(self.device)
-        self.model, _, self.meta = load_simplenet(
-            models["model"], weights_cache=runtime.weights_cache, device=self.device
-        )
-        expected = model_hash(settings, dataset=run.dataset, class_name=run.class_name, seed=run.seed,
+        self.model, trained, self.meta = load_simplenet(
+            models["model"], weights_cache=runtime.weights_cache, device=self.device,
+            meta_epoch=settings.snapshot_epoch,
+        )  # fmt: skip
+        # a run carries its own candidate epoch (or none), the model the epochs its training kept: the identity
+        # is the run's settings with the model's kept epochs (load_simplenet refused an epoch it does not keep)
+        expected = model_hash(replace(settings, select=trained.select), dataset=run.dataset,
+                              class_name=run.class_name, seed=run.seed,
                               backbone_weights=self.meta["identity"]["backbone_weights"],
                               holdout=run.holdout)  # fmt: skip
         require_model("SimpleNet model", models["model"], self.meta["model_hash"], expected)
@@ -52,6 +62,8 @@ class SimpleNetDetector(Detector):
                     "used_test_set": train["used_test_set"],
                     "selected_meta_epoch": train["selected_meta_epoch"],
                     "selected_test_record": train["selected_test_record"],
+                    "scored_meta_epoch": self.meta["scored_meta_epoch"],
+                    "kept_meta_epochs": self.meta["kept_meta_epochs"],
                 },
                 "input_size": s.image_size,
                 "feature_grid": train["feature_grid"],

@@ -12,8 +12,12 @@
 - ``meta_epochs`` x ``gan_epochs`` passes. Selection ``last`` keeps the final weights (never reads the
   test set). ``official`` calls ``selector(model) -> (image_auroc, pixel_auroc)`` (the test set) after every
   meta epoch and keeps the best image AUROC, ties broken by pixel AUROC, as the official code.
+- Snapshots: after each meta epoch of ``select.meta_epoch`` (but the last, the main weights) a copy of the adaptor
+  and discriminator states is kept, and written to the model file under ``snapshots`` (by epoch): the candidates
+  of the ``selected`` variant, scored without retraining (:func:`load_simplenet` with ``meta_epoch``). A snapshot
+  is the state a run with ``meta_epochs`` = that epoch ends with (the same shuffles and noise up to there).
 - Resumable: ``ckpt_dir/last.pt`` is written atomically after every ``checkpoint_every`` meta epochs with
-  every state the rest of the run depends on, so a killed-and-resumed CPU run ends with identical weights.
+  every state the rest of the run depends on (the snapshots kept so far among them), so a killed-and-resumed CPU run ends with identical weights.
   Keep ``ckpt_dir`` outside the Snakemake rule's outputs. The final model is written atomically.
 """
 
@@ -155,6 +159,12 @@ def train_simplenet(
         raise ValueError("selection 'last' never reads the test set: do not pass a selector")
     if checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
+    kept = s.kept_epochs
+    if official and kept:
+        raise ValueError(
+            f"methods.simplenet.select.meta_epoch {list(kept)}: candidate epochs are chosen on the validation "
+            "split, not beside the official test-set selection"
+        )
     dev = torch.device(device)
     tag = f"{dataset}/{class_name}"
     key = {"dataset": dataset, "class_name": class_name, "seed": seed, "holdout": holdout}
@@ -182,6 +192,7 @@ def train_simplenet(
     start, step, seconds, selection_s = 0, 0, 0.0, 0.0
     history: list[dict] = []
     best_record, best_state, best_epoch, resumed_from = None, None, None, None
+    snapshots: dict[int, dict] = {}  # meta epoch -> {"adaptor": state, "discriminator": state}
     if ckpt is not None:
         model.adaptor.load_state_dict(ckpt["adaptor"])
         model.discriminator.load_state_dict(ckpt["discriminator"])
@@ -193,6 +204,7 @@ def train_simplenet(
         start, step = int(ckpt["meta_epoch"]), int(ckpt["step"])
         seconds, selection_s = float(ckpt.get("seconds", 0.0)), float(ckpt.get("selection_s", 0.0))
         history = list(ckpt.get("history", []))
+        snapshots = {int(e): state for e, state in ckpt.get("snapshots", {}).items()}
         if ckpt.get("best_state") is not None:
             best_state = ckpt["best_state"]
             best_record = tuple(ckpt["best_record"])
@@ -211,6 +223,7 @@ def train_simplenet(
             "shuffle_generator": shuffle_gen.get_state(), "noise_generator": noise_gen.get_state().cpu(),
             "torch_rng": torch.get_rng_state(),
             "best_state": best_state, "best_record": best_record, "best_epoch": best_epoch,
+            "snapshots": snapshots,
         })  # fmt: skip
 
     n_images = images.shape[0]
@@ -263,6 +276,11 @@ def train_simplenet(
                     "discriminator": cpu_state(model.discriminator),
                 }
         history.append(entry)
+        if meta_epoch in kept:  # a candidate of the selected variant: this epoch's weights, as they are
+            snapshots[meta_epoch] = {
+                "adaptor": cpu_state(model.adaptor),
+                "discriminator": cpu_state(model.discriminator),
+            }
         bar.set_postfix(
             loss=f"{entry['loss']:.4f}", p_real=f"{entry['p_real']:.2f}", p_fake=f"{entry['p_fake']:.2f}"
         )
@@ -288,6 +306,7 @@ def train_simplenet(
         "meta_epochs": s.meta_epochs,
         "selection": s.selection,
         "selected_meta_epoch": selected,
+        "kept_meta_epochs": sorted(snapshots),
         "used_test_set": official,
         "selected_test_record": list(best_record) if official else None,
         "feature_grid": list(features.grid),
@@ -302,7 +321,7 @@ def train_simplenet(
     save_torch(out_path, {
         "format": FORMAT, "model_hash": mhash, "identity": ident, "config": s.to_config(),
         "backbone": model.aggregator.extractor.describe(),
-        "adaptor": adaptor_state, "discriminator": dsc_state, "train": summary,
+        "adaptor": adaptor_state, "discriminator": dsc_state, "snapshots": snapshots, "train": summary,
     })  # fmt: skip
     log(
         f"[{tag}] wrote SimpleNet model {mhash} (selection {s.selection}, meta epoch {selected}) to {out_path}"
@@ -311,13 +330,20 @@ def train_simplenet(
 
 
 def load_simplenet(
-    path: Path, *, weights_cache: Path | str | None = None, device: str | torch.device = "cpu"
+    path: Path,
+    *,
+    weights_cache: Path | str | None = None,
+    device: str | torch.device = "cpu",
+    meta_epoch: int | None = None,
 ) -> tuple[SimpleNet, SimpleNetSettings, dict]:
     """Read a model written by :func:`train_simplenet`: (model in eval mode on ``device``, settings, meta).
 
     The backbone is rebuilt from the recorded name and weights and must have the recorded SHA-256. The
     settings are those the model was trained with (its config block); a run scores with its own settings, which
-    may differ from these outside the identity (``smoothing_sigma`` under ``selection: last``).
+    may differ from these outside the identity (``smoothing_sigma`` under ``selection: last``). ``meta_epoch``:
+    the weights of that meta epoch, a snapshot the file keeps (``select.meta_epoch``); None or the model's
+    ``meta_epochs``: its main weights (the last epoch's, or the official selection's). ``meta["scored_meta_epoch"]``
+    says which; ``meta["kept_meta_epochs"]`` lists the snapshots.
     """
     path = Path(path)
     try:
@@ -341,8 +367,19 @@ def load_simplenet(
     if model.aggregator.extractor.describe()["sha256"] != data["backbone"]["sha256"]:
         raise ValueError(f"{path} was trained on backbone weights {data['backbone']}, which differ from "
                          f"{model.aggregator.extractor.describe()}")  # fmt: skip
-    model.adaptor.load_state_dict(data["adaptor"])
-    model.discriminator.load_state_dict(data["discriminator"])
+    snapshots = data.get("snapshots") or {}
+    kept = sorted(int(e) for e in snapshots)
+    weights, scored = data, data["train"]["selected_meta_epoch"]
+    if meta_epoch is not None and meta_epoch != settings.meta_epochs:
+        if meta_epoch not in snapshots:
+            raise ValueError(
+                f"{path} keeps the weights of meta epochs {kept} besides its last ({settings.meta_epochs}), not "
+                f"of epoch {meta_epoch}: list the epoch in methods.simplenet.select.meta_epoch and retrain"
+            )
+        weights, scored = snapshots[meta_epoch], int(meta_epoch)
+    model.adaptor.load_state_dict(weights["adaptor"])
+    model.discriminator.load_state_dict(weights["discriminator"])
     model.to(device).eval()
-    meta = {k: v for k, v in data.items() if k not in ("adaptor", "discriminator")}
+    meta = {k: v for k, v in data.items() if k not in ("adaptor", "discriminator", "snapshots")}
+    meta.update(scored_meta_epoch=scored, kept_meta_epochs=kept)
     return model, settings, meta
