@@ -24,8 +24,9 @@ demo: install
 	@for m in method_a method_b; do echo; echo "== $$m ablation =="; cat results/tables/ablation_$$m.md; done
 	@echo "demo done: tables in results/tables/, contact sheets in results/data/synthetic/*/contact_sheet.png, report in results/report.html"
 
+# Two to four xdist workers (one per core): most tests run one torch thread; the longest start first (conftest.py).
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --maxprocesses 4 --dist load
 
 # The paper config (config.yaml) at paper size on the CPU, every count shrunk (config/rehearsal-full.yaml), after its
 # cost: random torchvision weights and a generated set, so it checks code paths and sizes, not accuracy.

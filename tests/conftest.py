@@ -177,3 +177,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# ------------------------------------------------------------------------------------------- test order
+#: The longest tests, in falling order of their time on 2 cores (about 16, 8, 5, 3, 2 and 2 minutes): `make test`
+#: runs the suite on two xdist workers (--dist load), and a long test started last would run alone at the end.
+LONGEST_FIRST = (
+    "tests/test_rehearsal.py::test_paper_size_rehearsal",
+    "tests/test_folder_dataset.py::test_folder_datasets_run_end_to_end",
+    "tests/test_workflow.py::test_tiny_demo_runs_end_to_end",
+    "tests/test_slurm.py::test_workflow_runs_on_a_slurm_cluster",
+    "tests/test_model_identity.py::test_a_key_changes_the_identity",
+    "tests/test_faults.py::",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, p in enumerate(LONGEST_FIRST) if item.nodeid.startswith(p)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: every other test keeps its place

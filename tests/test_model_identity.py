@@ -49,6 +49,9 @@ TINY = {
                  "ablation": {"t_start": [150]}},
 }  # fmt: skip
 TOP = {"image_size": 64, "device": "cpu"}  # a size every network preset takes
+#: Keys whose other values are valid only beside another key's value: a transductive fusion scale belongs to DDAD's
+#: protocol (the official variant), so the walk moves the protocol with it.
+COMPANIONS = {("methods", "method_b", "inference", "fusion_norm"): {"protocol": "ddad"}}
 
 
 # ------------------------------------------------------------------------------------------ the schema walk
@@ -141,7 +144,10 @@ def _perturbations(method: str):
         value = _get(base, path)
         for candidate in _candidates(value, schema, root):
             try:
-                config = validate_config(_set(base, path, candidate), partial=True)
+                changed = _set(base, path, candidate)
+                for key, companion in COMPANIONS.get(path, {}).items():
+                    changed = _set(changed, (*path[:-1], key), companion)
+                config = validate_config(changed, partial=True)
                 method_settings(config, method, CLASS)  # the checks the schema cannot express
             except (ConfigError, ValueError):
                 continue

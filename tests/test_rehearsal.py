@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: and candidate points) and where the generated data lives. Anything else would change a size or a code path.
 COUNT_KEYS = [
     r"seeds",
+    r"validation\.anomalies",  # the kinds drawn onto the validation split: fewer images, the same code per kind
     r"datasets\.(mvtec_ad|dtd_synthetic)\.(classes|path|accept_license)",
     r"datasets\.dtd_synthetic\.enabled",  # false: no class of it
     r"datasets\.dtd\.path",

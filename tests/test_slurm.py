@@ -46,6 +46,14 @@ def tiny_config() -> dict:
         sde={"sigma_max": 1.0, "n_steps": 10}, network={"preset": "tiny", "nf": 8},
         train={"batch_size": 2, "iterations": 3, "warmup": 1}, inference={"draws": 1, "batch_size": 4},
     )  # fmt: skip
+    # no ablation point and no selection: the cluster path is what this test covers (test_workflow runs them)
+    cfg["methods"]["method_a"]["ablation"] = {"n_scales": [], "steps_per_scale": [], "sigma_hi": [],
+                                              "full_chain": False, "metric": [], "shared_ddpm": False,
+                                              "speed_batches": []}  # fmt: skip
+    cfg["methods"]["method_b"]["ablation"] = {"w": [], "s": [], "joint_w": [], "joint_s": [], "blur_sigma": [],
+                                              "t_start": []}  # fmt: skip
+    for block in cfg["methods"].values():
+        block["select"] = {key: [] for key in block.get("select", {})}
     return cfg
 
 

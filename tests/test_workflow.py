@@ -128,7 +128,7 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         # selection candidate w 11 on carpet (w 0 elsewhere is the ablation's point)
         "method_b": 3 + 3 + 2 + 1,
         "train_simplenet": 3,
-        "simplenet": 3 * 3,  # default + the candidate epochs 4 and 7 (snapshots of the default's training)
+        "simplenet": 3 * 2,  # default + the candidate epoch 5 (a snapshot of the default's training)
         "train_draem": 3,
         "draem": 3 * 3,  # default + the candidate pools 1 and 9
         # issue 23: each method's choice on the validation split, its selected and oracle runs, the table, the figure

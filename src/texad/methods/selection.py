@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from texad.atomic import atomic_write_text
+from texad.atomic import atomic_write, atomic_write_text
 from texad.methods import get
 from texad.methods.base import ORACLE, SELECTED, RunKey, Runtime, candidate_values, candidates, fit_state_path
 
@@ -138,16 +138,9 @@ def _read_selection(path: Path) -> dict:
 
 
 def _copy(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` atomically (a temp file beside ``dst``, then rename)."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=dst.parent, prefix=f".{dst.name}.", delete=False) as fh:
-        tmp = Path(fh.name)
-    try:
-        shutil.copyfile(src, tmp)
-        tmp.replace(dst)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Copy ``src`` to ``dst`` atomically."""
+    with open(src, "rb") as fh:
+        atomic_write(dst, lambda out: shutil.copyfileobj(fh, out), binary=True)
 
 
 def choose(
