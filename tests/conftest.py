@@ -180,7 +180,7 @@ def one_torch_thread():
 
 
 # ------------------------------------------------------------------------------------------- test order
-#: The longest tests, in falling order of their time on 2 cores (about 16, 8, 5, 3, 2 and 2 minutes): `make test`
+#: The longest tests, in falling order of their time on 2 cores (about 10, 3, 2.5, 2, 1.5 and 2 minutes): `make test`
 #: runs the suite on two xdist workers (--dist load), and a long test started last would run alone at the end.
 LONGEST_FIRST = (
     "tests/test_rehearsal.py::test_paper_size_rehearsal",

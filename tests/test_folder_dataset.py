@@ -250,9 +250,7 @@ def test_a_single_class_dataset_needs_another_draem_source(folders):
 # ---------------------------------------------------------------------------------------------- workflow
 def _tiny_config(entries) -> dict:
     cfg = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
-    # line_cam's moss alone (its mixed image sizes; grass is the same layout): three classes, not four
-    cfg["datasets"] = {"synthetic": {"enabled": False},
-                       "folder": [entries[0], {**entries[1], "classes": ["moss"]}]}  # fmt: skip
+    cfg["datasets"] = {"synthetic": {"enabled": False}, "folder": entries}
     # a quarter of each class's training images held out for validation (at least one): the models train on the
     # rest, through a view of the user's class (a class without masks keeps its image-metrics-only mark there)
     cfg["validation"] = {"holdout": 0.25, "min_holdout": 1, "anomalies": ["perlin", "scratch"], "seed": 0}
@@ -291,7 +289,7 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
     path.write_text(yaml.safe_dump(_tiny_config(entries)))
     run = _smk("--cores", "2", "--configfile", str(path), cwd=work)
     assert run.returncode == 0, run.stderr[-3000:]
-    classes = {"surfaces": ("Gravel_Pit", "brick"), "line_cam": ("moss",)}
+    classes = {"surfaces": ("Gravel_Pit", "brick"), "line_cam": ("grass", "moss")}
     for dataset, names in classes.items():
         for cls in names:
             layout = json.loads((work / "results" / "data" / dataset / cls / "layout.json").read_text())
@@ -313,8 +311,12 @@ def test_folder_datasets_run_end_to_end_and_a_changed_file_makes_its_runs_stale(
             assert split["n_normal"] == len(split["held_out"]) >= 1
             assert split["n_anomalous"] == 2 * split["n_normal"]
             assert split["n_trained_on"] == layout["n_train"] - split["n_normal"]
+            # and DRAEM's pool chosen on it: the selected run is one of its candidates' runs, relabelled
+            selected = json.loads((work / "results" / "runs" / dataset / cls / "draem" / "selected" /
+                                   "seed0.json").read_text())  # fmt: skip
+            assert selected["extra"]["selection"]["chosen"] in ("default", "pool1")
     table = (work / "results" / "tables" / "image_auroc.md").read_text()
-    assert "| surfaces | Gravel_Pit (Gravel Pit) |" in table and "| line_cam | moss |" in table
+    assert "| surfaces | Gravel_Pit (Gravel Pit) |" in table and "| line_cam | grass |" in table
     pixel = (work / "results" / "tables" / "pixel_auroc.md").read_text()
     assert "| surfaces | Gravel_Pit (Gravel Pit) | n/a | n/a | n/a | n/a |" in pixel
     extended = (work / "results" / "tables" / "extended.md").read_text()

@@ -32,21 +32,27 @@ DIFFERENCES = (("selected_minus_default", SELECTED, "default"), ("oracle_minus_s
 _METRICS = ("image_auroc", "pixel_auroc")
 
 
-def _choices(df: pd.DataFrame) -> dict[tuple, str]:
+def _selections(df: pd.DataFrame) -> dict[str, dict]:
+    """The ``extra.selection`` record of every selected and oracle run in ``df``, by path (each file read once)."""
+    paths = df.loc[df["variant"].isin([SELECTED, ORACLE]), "path"]
+    return {path: read_result(path)["extra"]["selection"] for path in paths}
+
+
+def _choices(df: pd.DataFrame, selections: dict[str, dict]) -> dict[tuple, str]:
     """(dataset, class, method, variant) -> the candidates chosen, over seeds (``w4_s0.5_blur3_t250``, ``a/b``)."""
     out: dict[tuple, list[str]] = {}
     for _, r in df[df["variant"].isin([SELECTED, ORACLE])].iterrows():
-        chosen = read_result(r["path"])["extra"]["selection"]["chosen"]
+        chosen = selections[r["path"]]["chosen"]
         out.setdefault((r["dataset"], r["class"], r["method"], r["variant"]), []).append(chosen)
     return {k: "/".join(dict.fromkeys(v)) for k, v in out.items()}
 
 
-def _on_training_images(df: pd.DataFrame) -> bool:
+def _on_training_images(df: pd.DataFrame, selections: dict[str, dict]) -> bool:
     """Whether any selected run validated on its training images (``validation.holdout: 0``)."""
-    for path in df.loc[df["variant"] == SELECTED, "path"]:
-        if read_result(path)["extra"]["selection"]["validation"].get("validates_on_training_images"):
-            return True
-    return False
+    return any(
+        selections[path]["validation"].get("validates_on_training_images")
+        for path in df.loc[df["variant"] == SELECTED, "path"]
+    )
 
 
 def selection_table(
@@ -57,7 +63,8 @@ def selection_table(
     ``<metric>_<difference>`` (+ ``_low``/``_high``), then ``chosen_selected`` / ``chosen_oracle``."""
     methods = sorted(df.loc[df["variant"] == SELECTED, "method"].unique())
     runs = df[df["method"].isin(methods) & df["variant"].isin(SIDES)]
-    choices = _choices(runs)
+    selections = _selections(runs)
+    choices = _choices(runs, selections)
     records = []
     for (dataset, method), group in runs.groupby(["dataset", "method"], sort=True):
         classes = sorted(group.loc[group["variant"] == SELECTED, "class"].unique())
@@ -86,21 +93,14 @@ def selection_table(
                 )
             records.append(rec)
     table = pd.DataFrame(records)
-    table.attrs.update(metrics=tuple(metrics), on_training_images=_on_training_images(runs))
+    table.attrs.update(metrics=tuple(metrics), on_training_images=_on_training_images(runs, selections))
     if boot:
         table.attrs.update(level=boot.level, resamples=boot.resamples)
     return table
 
 
 def _delta(value: float, low: float, high: float, tex: bool) -> str:
-    if math.isnan(value):
-        return "n/a"
-    text = f"{100 * value:+.1f}"
-    if not (math.isnan(low) or math.isnan(high)):
-        sep = r",\," if tex else ", "
-        inner = f"{100 * low:+.1f}{sep}{100 * high:+.1f}"
-        text += f"$_{{[{inner}]}}$" if tex else f" [{inner}]"
-    return text
+    return format_cell(value, low=low, high=high, tex=tex, signed=True)
 
 
 def _cells(r: pd.Series, metric: str, tex: bool) -> list[str]:

@@ -57,14 +57,17 @@ def _missing(x) -> bool:
 
 
 def format_cell(
-    mean, std=None, n=None, *, percent: bool = True, pm: str = PM, low=None, high=None, tex: bool = False
-) -> str:
+    mean, std=None, n=None, *, percent: bool = True, pm: str = PM, low=None, high=None, tex: bool = False,
+    signed: bool = False,
+) -> str:  # fmt: skip
     """``97.5 ± 1.2`` (percent, one decimal; ``± std`` only when n > 1 and std is known), ``97.5`` for
     one seed, ``n/a`` when ``mean`` is missing.  Non-percent metrics use 3 significant digits.  With an
-    interval: ``97.5 ± 1.2 [95.1, 99.0]`` (``tex``: the interval as a subscript, ``97.5$_{[95.1,\\,99.0]}$``)."""
+    interval: ``97.5 ± 1.2 [95.1, 99.0]`` (``tex``: the interval as a subscript, ``97.5$_{[95.1,\\,99.0]}$``).
+    ``signed``: a difference, every number with its sign (``+2.5 [+0.0, +7.5]``)."""
     if _missing(mean):
         return MISSING
-    fmt = (lambda v: f"{100.0 * float(v):.1f}") if percent else (lambda v: f"{float(v):.3g}")
+    sign = "+" if signed else ""
+    fmt = (lambda v: f"{100.0 * float(v):{sign}.1f}") if percent else (lambda v: f"{float(v):{sign}.3g}")
     text = fmt(mean)
     if not _missing(n) and int(n) > 1 and not _missing(std):
         text += f" {pm} {fmt(std)}"
