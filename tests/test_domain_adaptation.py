@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from texad.backbones.features import load_backbone
+from texad.backbones.features import FeatureExtractor, load_backbone
 from texad.checkpoints import TrainingStopped
 from texad.config import ConfigError, validate_config
 from texad.diffusion.schedules import NoiseSchedule
@@ -252,3 +253,95 @@ def test_every_inference_point_of_the_ablation_reuses_the_adapted_extractor():
                           class_name="wood")  # fmt: skip
     assert method_b_module.identity("features", moved, run) != default
     assert adaptation_settings(moved, 0).t_start == 150 and adaptation_settings(settings, 0).skip == 25
+
+
+# ----------------------------------------------------------------------------------------------------
+# one adaptation run against a hand-computed one
+# ----------------------------------------------------------------------------------------------------
+def _tiny_extractor() -> FeatureExtractor:
+    """A three-stage float64 conv net in the extractor's frame: convolutions without bias (as in a ResNet; before
+    a train-mode BatchNorm a bias gets a zero gradient, which Adam's g / (|g| + eps) turns into rounding noise),
+    BatchNorm with fresh running statistics."""
+    torch.manual_seed(3)
+
+    def block(cin: int, cout: int, stride: int) -> nn.Module:
+        return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
+
+    stages = {"layer1": block(4, 4, 1), "layer2": block(4, 6, 2), "layer3": block(6, 8, 2)}
+    return FeatureExtractor(block(3, 4, 2), stages, layers=ADAPTATION_LAYERS, name="tiny", weights="none",
+                            weight_path=None, sha256=None).double()  # fmt: skip
+
+
+def _hand_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """1 - cos of each sample's flattened maps, averaged over the batch, written out."""
+    a, b = a.flatten(1), b.flatten(1)
+    return (1.0 - (a * b).sum(1) / (a.norm(dim=1) * b.norm(dim=1))).mean()
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_adaptation_steps_equal_hand_computed_adamw_steps(tmp_path, monkeypatch):
+    """Two epochs of two steps on a tiny float64 extractor equal the same steps done by hand: the spec's loss
+    (§1.4: sum over the layers of (1 - cos(F(x_rec), F(y))) + lambda (1 - cos(F(y), F0(y))) + lambda (1 -
+    cos(F(x_rec), F0(x_rec))), F trained in train() mode, F0 the frozen original), its gradient by autograd and
+    AdamW's update (lr, default weight decay 0.01, betas (0.9, 0.999), eps 1e-8) written out. The reconstructions
+    are the code's own (recorded); each batch's target and input halves cover the images once per epoch. A
+    sign-flipped loss, a dropped lambda term or another optimiser gives other weights and losses."""
+    from texad.methods.method_b import domain_adaptation
+
+    extractor = _tiny_extractor()
+    images = torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    settings = AdaptationSettings(epochs=2, w=3.0, lam=0.5, lr=1e-2, batch_size=4, t_start=50, skip=25, eta=0.0,
+                                  seed=0, feature_size=None)  # fmt: skip
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    real = domain_adaptation.reconstruct
+
+    def spy(eps_model, schedule, x, recon, *, seeds, target):
+        x_rec, info = real(eps_model, schedule, x, recon, seeds=seeds, target=target)
+        calls.append((x.clone(), target.clone(), x_rec.clone()))
+        return x_rec, info
+
+    monkeypatch.setattr(domain_adaptation, "reconstruct", spy)
+    summary = adapt_features(lambda x_t, t: 0.1 * x_t, NoiseSchedule.linear(1000, 1e-4, 0.02), extractor, images,
+                             settings, _method_b().inference, model_hash="abc123abc123", out_path=tmp_path / "a.pt",
+                             ckpt_dir=tmp_path / "ck", progress=False, log=lambda m: None)  # fmt: skip
+    assert len(calls) == 4
+    for epoch in (calls[:2], calls[2:]):  # every image once per epoch, as target or as input
+        used = torch.cat([torch.cat([x, y]) for x, y, _ in epoch]).flatten(1).sum(1)
+        assert sorted(used.tolist()) == pytest.approx(sorted(images.flatten(1).sum(1).tolist()))
+
+    hand = extractor.trainable_copy().train()
+    params = list(hand.parameters())
+    m = [torch.zeros_like(p) for p in params]
+    v = [torch.zeros_like(p) for p in params]
+    lr, wd, b1, b2, eps, lam = settings.lr, 0.01, 0.9, 0.999, 1e-8, settings.lam
+    losses = []
+    for k, (_, target, x_rec) in enumerate(calls, start=1):
+        rec01, target01 = (x_rec + 1) / 2, (target + 1) / 2
+        f_rec, f_target = hand(rec01), hand(target01)
+        with torch.no_grad():
+            f0_target, f0_rec = extractor(target01), extractor(rec01)
+        loss = sum(
+            _hand_distance(f_rec[layer], f_target[layer])
+            + lam * _hand_distance(f_target[layer], f0_target[layer])
+            + lam * _hand_distance(f_rec[layer], f0_rec[layer])
+            for layer in ADAPTATION_LAYERS
+        )
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+            for p, g, m_i, v_i in zip(params, grads, m, v, strict=True):
+                m_i.mul_(b1).add_((1 - b1) * g)
+                v_i.mul_(b2).add_((1 - b2) * g * g)
+                p.mul_(1 - lr * wd)
+                p.sub_(lr * (m_i / (1 - b1**k)) / ((v_i / (1 - b2**k)).sqrt() + eps))
+        losses.append(float(loss.detach()))
+    assert losses[0] > 0.01  # the lambda terms count from the first step: F in train(), F0 in eval()
+    assert summary["losses"] == pytest.approx([(losses[0] + losses[1]) / 2, (losses[2] + losses[3]) / 2],
+                                              rel=1e-9)  # fmt: skip
+    state, _ = load_adapted_state(tmp_path / "a.pt")
+    want = hand.state_dict()
+    assert state.keys() == want.keys()
+    moved = 0.0
+    for name, value in want.items():  # parameters and BatchNorm's running statistics
+        torch.testing.assert_close(state[name], value, rtol=1e-9, atol=1e-12, msg=name)
+        moved = max(moved, float((value.double() - extractor.state_dict()[name].double()).abs().max()))
+    assert moved > 0.01

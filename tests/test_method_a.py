@@ -16,6 +16,7 @@ import yaml
 from settings_checks import assert_each_grid_regenerates_its_variant, assert_settings_mirror_the_schema
 
 from texad.config import ConfigError, validate_config
+from texad.data.layout import list_samples
 from texad.diffusion.samplers import randn_like
 from texad.diffusion.schedules import NoiseSchedule
 from texad.diffusion.sde import VESDE, VPSDE
@@ -460,7 +461,10 @@ def test_tiny_train_and_t_scales_detect_defects(synth_class, own_model, tmp_path
     assert json.loads((tmp_path / "r.json").read_text())["model_hash"] == result["model_hash"]
     npz = np.load(tmp_path / "m.npz")
     assert npz["maps"].shape == (18, 64, 64) and npz["scores"].shape == (18,)
-    assert np.array_equal(npz["labels"], np.array([1] * 12 + [0] * 6)) or npz["labels"].sum() == 12
+    # the labels and paths in the dataset's listing order: test/good first, then the defects alphabetically
+    listing = list_samples(synth_class, "test")
+    assert npz["paths"].tolist() == [str(s.path) for s in listing]
+    assert npz["labels"].tolist() == [s.label for s in listing] == [0] * 6 + [1] * 12
     assert npz["reconstructions"].shape == (18, IMAGE_SIZE, IMAGE_SIZE, 3)
 
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 import yaml
+from services import require_module
 from settings_checks import assert_settings_mirror_the_schema
 
 from texad.config import ConfigError, validate_config
@@ -445,7 +446,7 @@ def test_feature_distance_zero_for_identical_and_positive_at_a_changed_patch():
 
 
 def test_feature_distance_with_the_offline_efficientnet():
-    pytest.importorskip("efficientnet_lite_pytorch")
+    require_module("efficientnet_lite_pytorch")
     from texad.backbones import load_backbone
 
     ext = load_backbone(

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from services import require
 from slurm_cluster import ACCOUNT, PARTITION, SYSTEM_PATH, SlurmCluster, install_packages, poll
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -257,7 +258,7 @@ def cluster(tmp_path):
     t0 = time.monotonic()
     reason = install_packages()
     if reason:
-        pytest.skip(f"cannot set up a SLURM cluster: {reason}")
+        require(f"cannot set up a SLURM cluster: {reason}")
     cluster = SlurmCluster()
     cluster.setup_began = t0  # for the test's wall time (installing and starting included)
     try:

@@ -7,11 +7,14 @@ build them; a test varies them with ``dataclasses.replace``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 from pathlib import Path
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 from texad.data.holdout import Holdout
 from texad.data.synth import generate_class
@@ -347,6 +350,87 @@ def test_ema_decay_warms_up_to_the_configured_value():
     assert ema_decay(0.999, 90) == pytest.approx(91 / 100)
     assert ema_decay(0.999, 100000) == 0.999
     assert ema_decay(0.0, 5) == 0.0
+
+
+def _ema_closed_form(decay: float, weights: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """The EMA after K steps in closed form, from the raw weights p_0 (before the first step) .. p_K (after step
+    k): ema_K = (prod_k d_k) p_0 + sum_k (1 - d_k) (prod_{j>k} d_j) p_k, with the warmed-up decay
+    d_k = min(decay, (1 + k) / (10 + k)) of (1-based) step k (0 when decay is 0: the raw weights), in float64."""
+    K = len(weights) - 1
+    d = [None] + [0.0 if decay == 0 else min(decay, (1.0 + k) / (10.0 + k)) for k in range(1, K + 1)]
+    after = [math.prod(d[k + 1 :]) for k in range(K + 1)]  # prod_{j>k} d_j (1 for k = K)
+    coef = [after[0]] + [(1.0 - d[k]) * after[k] for k in range(1, K + 1)]
+    assert sum(coef) == pytest.approx(1.0, abs=1e-12)  # an average of the raw weights
+    pairs = list(zip(coef, weights, strict=True))
+    return {name: sum(c * w[name].double() for c, w in pairs) for name in weights[0]}
+
+
+@pytest.mark.parametrize("decay", [0.1, 0.9, 0.0])
+def test_update_ema_equals_the_closed_form(decay):
+    """``_update_ema`` with ``ema_decay``'s schedule, applied after each of 6 steps of made-up raw weights, gives
+    the closed-form average (0.1: the fixed decay from step 1, as (1 + k) / (10 + k) > 0.1; 0.9: every step in the
+    warm-up; 0: the raw weights); the buffers (BatchNorm's running statistics) are the raw model's latest ones."""
+    g = torch.Generator().manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).double()
+    ema = copy.deepcopy(model)
+    weights = [{k: v.detach().clone() for k, v in model.named_parameters()}]
+    for step in range(1, 7):
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+            model.train()(torch.randn(5, 3, generator=g, dtype=torch.float64))  # moves the running statistics
+        weights.append({k: v.detach().clone() for k, v in model.named_parameters()})
+        training._update_ema(ema, model, training.ema_decay(decay, step))
+    want = _ema_closed_form(decay, weights)
+    for name, value in ema.named_parameters():
+        torch.testing.assert_close(value, want[name], rtol=1e-12, atol=1e-12, msg=name)
+        assert decay == 0 or (value - weights[-1][name]).abs().max() > 0.01, name  # not the raw weights
+    for (name, value), raw in zip(ema.named_buffers(), model.buffers(), strict=True):
+        assert torch.equal(value, raw), name
+    assert float(model[1].running_mean.abs().max()) > 0  # the buffers did move
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "score"])
+def test_training_saves_the_closed_form_ema_of_its_raw_weights(class_dir, tmp_path, kind):
+    """Through the real training loop of both trainers (Method B's DDPM, Method A's score model): the raw weights
+    are recorded before the first optimiser step and after each step (global optimiser hooks, outside the code
+    under test); the checkpoint's EMA and the model file's weights equal the closed form of those weights, with
+    the warmed-up decay of each global step, and the buffers equal the raw model's."""
+    if kind == "ddpm":  # 6 images, batch 4, drop_last: one step per epoch
+        s = _settings(epochs=5, ema=0.9, lr=1e-2)
+        names = [n for n, _ in training.build_unet(s.preset, s.image_size).named_parameters()]
+    else:
+        s = _score_settings(iterations=5, ema=0.9, lr=1e-2, warmup=0, sigma_max=40.0)
+        net = training.build_ncsnpp(s.preset, s.image_size, s.nf, s.sde)
+        names = [n for n, _ in net.named_parameters()]
+    weights: list[dict[str, torch.Tensor]] = []
+
+    def record(optimizer, args, kwargs) -> None:
+        params = optimizer.param_groups[0]["params"]
+        assert len(optimizer.param_groups) == 1 and len(params) == len(names)
+        weights.append({n: p.detach().clone() for n, p in zip(names, params, strict=True)})
+
+    pre = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: None if weights else record(opt, args, kwargs)  # p_0: before step 1
+    )
+    post = register_optimizer_step_post_hook(record)
+    try:
+        summary = _train(class_dir, tmp_path, "m", s)
+    finally:
+        pre.remove()
+        post.remove()
+    assert summary["steps"] == 5 and len(weights) == 6
+    ckpt = torch.load(tmp_path / "m_ckpt" / "last.pt", weights_only=True)
+    stored = torch.load(tmp_path / "m.pt", weights_only=True)["state_dict"]
+    want = _ema_closed_form(0.9, weights)
+    for name in names:
+        assert torch.equal(ckpt["model"][name], weights[-1][name]), name  # the hooks saw the real weights
+        torch.testing.assert_close(ckpt["ema"][name].double(), want[name], rtol=1e-5, atol=1e-6, msg=name)
+        assert torch.equal(stored[name], ckpt["ema"][name]), name
+    moved = max(float((want[n] - weights[-1][n].double()).abs().max()) for n in names)
+    assert moved > 1e-3  # far from the raw weights beyond the tolerance: the comparison can fail
+    for name in set(ckpt["model"]) - set(names):  # buffers: copied from the raw model
+        assert torch.equal(ckpt["ema"][name], ckpt["model"][name]), name
 
 
 # ----------------------------------------------------------------------------------------------------

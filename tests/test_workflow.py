@@ -459,6 +459,7 @@ def report_items(classes) -> dict[str, dict]:
 def check_report(report: Path, workdir: Path, classes) -> None:
     """The report holds every table and figure with a caption, and a browser shows each of them."""
     from report_browser import decode_data_url, embedded, find_chromium, open_items, screenshot
+    from services import require
 
     items = report_items(classes)
     results = embedded(report, "results")
@@ -468,9 +469,7 @@ def check_report(report: Path, workdir: Path, classes) -> None:
     assert set(categories) == {"Data", "Tables", "Figures"}
     binary = find_chromium()
     if binary is None:
-        pytest.skip(
-            "headless Chromium is not installed and cannot be (apt-get chromium-headless-shell as root)"
-        )
+        require("headless Chromium is not installed and cannot be (apt-get chromium-headless-shell as root)")
     shown = open_items(binary, report, [{**v, "file": k} for k, v in items.items()], workdir)
     assert [s["file"] for s in shown] == list(items)
     for entry in shown:
