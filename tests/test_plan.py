@@ -206,6 +206,24 @@ def test_settings_the_schema_cannot_check_stop_the_plan():
     )
 
 
+def test_a_model_another_method_shapes_is_checked_where_that_method_does_not_run():
+    """Method A alone with its shared_ddpm point reads Method B's DDPM: the schema defaults of Method B's block
+    (the paper preset) must take the image size too, and the plan says so before any job starts."""
+    raw = yaml.safe_load(CONFIGS["demo"].read_text())
+    raw["image_size"] = 48
+    for method in ("method_b", "simplenet", "draem"):
+        raw["methods"][method]["enabled"] = False
+    del raw["methods"]["method_b"]
+    raw["methods"]["method_a"]["ablation"]["shared_ddpm"] = True
+    with pytest.raises(ConfigError) as err:
+        Plan(validate_config(raw))
+    assert "image_size: 48 is not a multiple of 32, which methods.method_b.diffusion.preset 'paper' needs" in str(
+        err.value
+    )
+    raw["methods"]["method_a"]["ablation"]["shared_ddpm"] = False  # no DDPM read: the size is Method A's alone
+    Plan(validate_config(raw))
+
+
 def test_a_job_settings_argument_is_one_json_word():
     plan = Plan(load_config(CONFIGS["demo"]))
     arg = settings_arg(plan.run_settings("method_b", "woven", "default"))

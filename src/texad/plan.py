@@ -106,6 +106,11 @@ class Plan:
                     settings = self.settings(method, cls)
                     if self.official_seeds():  # the official variant's settings must hold too
                         official_variant(get(method), settings)
+                    # a model another method's settings shape (Method A's shared_ddpm reads Method B's DDPM,
+                    # also where Method B does not run): its owner's settings must hold for this class too
+                    for v in run_variants(get(method), settings):
+                        for kind in get(method).models(v.settings).values():
+                            self.settings(model_owner(kind), cls)
                 except ValueError as exc:
                     problems.append(str(exc))
         problems += self._holdout_problems()
