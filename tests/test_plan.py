@@ -217,10 +217,12 @@ def test_a_model_another_method_shapes_is_checked_where_that_method_does_not_run
     raw["methods"]["method_a"]["ablation"]["shared_ddpm"] = True
     with pytest.raises(ConfigError) as err:
         Plan(validate_config(raw))
-    assert "image_size: 48 is not a multiple of 32, which methods.method_b.diffusion.preset 'paper' needs" in str(
-        err.value
+    assert (
+        "image_size: 48 is not a multiple of 32, which methods.method_b.diffusion.preset 'paper' needs"
+        in str(err.value)
     )
-    raw["methods"]["method_a"]["ablation"]["shared_ddpm"] = False  # no DDPM read: the size is Method A's alone
+    # no DDPM read: the size is Method A's alone
+    raw["methods"]["method_a"]["ablation"]["shared_ddpm"] = False
     Plan(validate_config(raw))
 
 
