@@ -35,6 +35,8 @@ from texad.predict.cli import add_parsers
 DATASET, CLASS, SEED = "synthetic", "wood", 0
 RUN = RunKey(DATASET, CLASS, SEED, "default")
 GRID = 64  # the benchmark's evaluation grid; the models read 32 x 32 images, so its maps are resized to it
+# float16 keeps 11 significant bits: rounding to nearest moves a value by 2^-11 of it at most
+HALF_ULP16 = 2.0**-11
 
 # the methods' config blocks: tiny models, a few seconds of training each on the CPU
 SIMPLENET = {
@@ -233,7 +235,11 @@ def _check_outputs(data: Data, out: Path, fpr: float, *, map_side: int) -> dict:
 
 def _check_maps_match_the_benchmark(data: Data, out: Path, name: str) -> None:
     """maps/*.npy (model input size, float16), resized to the evaluation grid as the benchmark resizes its maps
-    (:func:`texad.evaluation.grid.resize_maps`), equal the benchmark run's maps of the same images (float16)."""
+    (:func:`texad.evaluation.grid.resize_maps`), equal the benchmark run's maps of the same images (float16) pixel
+    by pixel, to the rounding of the two files: predict rounds its map at the model's size, which the bilinear
+    resize (weights >= 0, summing to 1) carries as at most 2^-11 of the resized |map|; the benchmark rounds its map
+    on the grid, at most 2^-11 of |map| again; and 1e-5 of the maps' range covers float32 arithmetic (other
+    batches, other image sets). A map mirrored left-right exceeds that bound."""
     from texad.evaluation.grid import resize_maps
 
     bench = np.load(data.maps_path(name))["maps"].astype(np.float32)
@@ -243,8 +249,11 @@ def _check_maps_match_the_benchmark(data: Data, out: Path, name: str) -> None:
     assert ours.shape[-1] < GRID  # a real resize, not a copy
     on_grid = resize_maps(ours, (GRID, GRID))
     assert float(bench.std()) > 0  # maps that vary, or equality would prove little
-    # float16 storage on both sides: half-precision rounding of the largest value at most, twice
-    np.testing.assert_allclose(on_grid, bench, rtol=0, atol=2e-3 * float(np.abs(bench).max()))
+    arithmetic = 1e-5 * float(np.ptp(bench))
+    bound = HALF_ULP16 * (resize_maps(np.abs(ours), (GRID, GRID)) + np.abs(bench)) + arithmetic
+    excess = np.abs(on_grid - bench) - bound
+    assert (excess <= 0).all(), (name, float(excess.max()), np.argwhere(excess > 0)[:3].tolist())
+    assert (np.abs(on_grid[..., ::-1] - bench) > bound).any()  # the bound tells a mirrored map from the run's
 
 
 # --------------------------------------------------------------------------------------- behaviour
@@ -430,6 +439,54 @@ def test_draem_result_reproduces_the_benchmark(data, draem_run, tmp_path):
         and rec["settings"]["score_pool"] == 5
     )
     assert rec["settings_overrides"] == {} and rec["backbone"] is None
+
+
+@pytest.mark.parametrize("method", ["method_a", "method_b", "simplenet", "draem"])
+def test_every_method_thresholds_pixels_on_the_normal_maps_and_outlines_what_lies_above(
+    data, request, tmp_path, method
+):
+    """The pixel threshold is the documented rule on every pixel of the --normal images' maps (here the benchmark's
+    own test/good images, so their maps are the run's), whatever the method, and not the image threshold; each
+    overlay outlines in magenta the edge of the region whose map lies above it, and nothing else."""
+    from scipy import ndimage as ndi
+
+    from texad.evaluation.grid import resize_maps
+
+    run = request.getfixturevalue(f"{method}_run")
+    names = sorted(p.name for p in data.flat.iterdir())
+    good = [n for n, label in zip(names, data.labels, strict=True) if label == 0]
+    (tmp_path / "normal").mkdir()
+    for n in good:
+        shutil.copy(data.flat / n, tmp_path / "normal" / n)
+    out, fpr = tmp_path / "out", 0.1
+    rec = predict_folder(run, data.flat, out, normal=tmp_path / "normal", fpr=fpr, device="cpu")
+    _check_maps_match_the_benchmark(data, out, method)  # the normal images' maps are the run's
+    maps = {n: np.load(out / "maps" / f"{Path(n).stem}.npy").astype(np.float32) for n in names}
+
+    # rank ceil((1 - fpr)(n - 1)) of the n sorted pixel values of the normal images' maps (4 x 32 x 32); they were
+    # scored among --normal and saved among --images: the same maps to float32 arithmetic, rounded to float16 here
+    values = np.sort(np.concatenate([maps[n].ravel() for n in good]).astype(np.float64))
+    reference = values[int(np.ceil((1 - fpr) * (values.size - 1)))]
+    threshold = rec["pixel_threshold"]
+    assert abs(threshold - reference) <= HALF_ULP16 * abs(reference) + 1e-5 * (values[-1] - values[0]), (
+        threshold, reference, rec["image_threshold"])  # fmt: skip
+    assert values[0] < reference < values[-1]
+
+    edges = 0
+    for n in names:
+        with Image.open(out / "overlays" / f"{Path(n).stem}.png") as im:
+            overlay = np.asarray(im.convert("RGB"))
+        size = overlay.shape[:2]
+        m = resize_maps(maps[n], size)  # the map on the image, as predict draws it (from float32 there)
+        tol = HALF_ULP16 * resize_maps(np.abs(maps[n]), size) + 1e-6 * float(np.abs(maps[n]).max())
+        above, below = m > threshold + tol, m < threshold - tol  # surely; in between: either
+        magenta = (overlay == (255, 0, 255)).all(axis=-1)
+        assert not (magenta & below).any(), n
+        assert not (magenta & ndi.binary_erosion(above, border_value=1)).any(), n  # inside the region
+        edge = above & ~ndi.binary_erosion(~below, border_value=1)  # above, beside a pixel below
+        assert magenta[edge].all(), n
+        edges += int(edge.sum())
+    assert edges > 0
 
 
 def test_model_file_uses_its_training_settings_overridable_and_overlays_take_the_image_size(

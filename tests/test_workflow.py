@@ -14,10 +14,11 @@ import pandas as pd
 import pytest
 import torch
 import yaml
+from saved_outputs import check_saved_runs
 
 from texad.config import validate_config
 from texad.data.holdout import Holdout
-from texad.methods import get
+from texad.methods import METHODS, get
 from texad.methods.base import RunKey
 from texad.methods.jobs import method_settings
 
@@ -367,6 +368,16 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
             held = Holdout.from_identity(result["extra"]["holdout"])  # the training images its models lacked
             run = RunKey(result["dataset"], result["class"], result["seed"], "default", held)
             assert get(result["method"]).identity(kind, settings, run) == result["model_hash"], result_path
+    # issue 24: every run's metrics (default, ablation points, candidates, selected and oracle) follow from its
+    # maps file, the class folder's own masks on the evaluation grid and its labels (tests/saved_outputs.py)
+    checked = check_saved_runs(tmp_path, "synthetic")
+    assert {(c, m) for c, m, _, _ in checked} == {(c, m) for c in ("woven", "wood") for m in METHODS}
+    variants = {v for _, _, v, _ in checked}
+    assert variants >= {"default", "full_chain", "shared_ddpm", "selected", "oracle", "pool1"}, variants
+    # the float16 maps bound each pixel metric to a few 1e-4, which tells a flipped map from the run's; not DRAEM's
+    # after 1 epoch: its probabilities vary by less than float16 resolves (0.504-0.507, 6 distinct values)
+    width = {(c, m, v): out["high"]["pixel_auroc"] - out["low"]["pixel_auroc"] for c, m, v, out in checked}
+    assert {m for (_, m, _), w in width.items() if w > 1e-3} <= {"draem"}, width
     models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
     assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
     # each model file keeps the whole block it was trained with: the ints as the schema's floats, and the
