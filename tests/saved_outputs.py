@@ -9,16 +9,8 @@ on the grid). The labels, the masks and the image order are checked against the 
 wrote, so a shuffled label, a misaligned mask grid or a flipped map fails here even when the run's own numbers
 agree with its own files.
 
-The maps file keeps the maps as float16 and the run scored float32 maps. Rounding to float16 keeps the order of the
-pixels but can tie pixels that differ in float32, so the pixel metrics of the saved maps are not the run's to the
-last digit. They are bounded instead: every pixel metric here (AUROC, AP, AUPRO, F1-max) can only grow when an
-anomalous pixel moves above a normal one. Within each float16 value, putting every anomalous pixel above the
-normal ones (tied among themselves) gives the largest value that any float32 order with these roundings can give,
-and putting them below the normal ones (each at its own value) gives the smallest. The run's value must lie in
-[lowest, highest] (1e-9 slack for summation order). Where float16 ties no two pixels the bounds coincide; the fewer
-ties, the narrower they are (a few 1e-4 of pixel AUROC on the tiny workflow's maps, but most of [0, 1] for maps
-that vary by less than float16's resolution). A float32 maps file is checked for equality. The image metrics
-come from the float32 scores that the file keeps, so they must be equal to 1e-9.
+The maps file keeps the maps as float32, the values the run computed its metrics on, and the image scores as
+float32: every metric must be the result's to 1e-9 (summation order).
 """
 
 from __future__ import annotations
@@ -33,8 +25,7 @@ from texad.evaluation.grid import resize_masks
 from texad.evaluation.metrics import evaluate
 from texad.evaluation.protocol import center_crop, ddad_masks, draem_masks, grid_size, mask_geometry
 
-__all__ = ["TOL", "class_listing", "dataset_masks_on_grid", "pixel_metric_bounds", "check_saved_run",
-           "check_saved_runs"]  # fmt: skip
+__all__ = ["TOL", "class_listing", "dataset_masks_on_grid", "check_saved_run", "check_saved_runs"]
 
 TOL = 1e-9  # summation order of the metrics; anything larger is a different value
 _SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -93,28 +84,12 @@ def dataset_masks_on_grid(listing, evaluation: dict) -> np.ndarray:
     return np.ascontiguousarray(center_crop(resize_masks(native, load), grid))
 
 
-def pixel_metric_bounds(maps16: np.ndarray, masks: np.ndarray, scores, labels, fpr_limit: float):
-    """(lowest, highest) metrics over every float32 order of the pixels that rounds to ``maps16``: the pixels are
-    replaced by the rank of their float16 value (every metric here depends on the order alone), and within each
-    value the anomalous pixels go below the normal ones, each at its own level (lowest), or above them, tied
-    (highest)."""
-    _, rank = np.unique(maps16.astype(np.float32), return_inverse=True)
-    rank = rank.reshape(maps16.shape).astype(np.float64)
-    anomalous = masks.astype(bool)
-    own = np.zeros(rank.shape)
-    own[anomalous] = (1.0 + np.arange(int(anomalous.sum()))) / (anomalous.sum() + 2.0)  # distinct, in (0, 1)
-    low = evaluate(scores, rank - 0.5 * own, masks, labels=labels, fpr_limit=fpr_limit)
-    high = evaluate(scores, rank + 0.5 * anomalous, masks, labels=labels, fpr_limit=fpr_limit)
-    return low, high
-
-
 def check_saved_run(result: dict, maps_file: Path, class_dir: Path, root: Path | None = None) -> dict:
     """Assert that the maps file of the run ``result`` (its JSON, loaded) holds the class's test images in the
     folder's order with the folder's labels and masks, and that every metric of the result follows from it.
 
     ``class_dir``: the class folder as staged (not the view a run read); ``root``: the folder that relative image
-    paths in the maps file are relative to (the workflow's working directory). Returns the recomputed metrics
-    with their bounds (``low``/``high``) for the pixel metrics."""
+    paths in the maps file are relative to (the workflow's working directory). Returns the recomputed metrics."""
     listing = class_listing(class_dir)
     where = f"{result['method']}/{result['variant']} of {result['class']}"
     with np.load(maps_file, allow_pickle=False) as z:
@@ -134,7 +109,7 @@ def check_saved_run(result: dict, maps_file: Path, class_dir: Path, root: Path |
     evaluation, metrics = result["evaluation"], result["metrics"]
     masks = dataset_masks_on_grid(listing, evaluation)
     maps, scores = saved["maps"], saved["scores"]
-    assert maps.dtype in (np.float16, np.float32) and np.isfinite(maps).all(), (where, maps.dtype)
+    assert maps.dtype == np.float32 and np.isfinite(maps).all(), (where, maps.dtype)
     assert maps.shape == masks.shape and list(masks.shape[-2:]) == evaluation["grid"] == metrics["grid"], (
         where, maps.shape, masks.shape, evaluation["grid"])  # fmt: skip
     assert np.array_equal(saved["masks"], masks), f"{where}: the saved masks are not the folder's on the grid"
@@ -142,28 +117,20 @@ def check_saved_run(result: dict, maps_file: Path, class_dir: Path, root: Path |
     unknown = set(metrics) - {*_IMAGE_METRICS, *_PIXEL_METRICS, *_COUNTS, "pixel_f1_threshold"}
     assert not unknown, f"{where}: metrics this check does not recompute: {sorted(unknown)}"
     pixels = metrics["pixel_auroc"] is not None
-    again = evaluate(scores, maps.astype(np.float32), masks, labels=labels, fpr_limit=evaluation["fpr_limit"],
+    again = evaluate(scores, maps, masks, labels=labels, fpr_limit=evaluation["fpr_limit"],
                      pixel_metrics=pixels)  # fmt: skip
     for key in _COUNTS:
         assert again[key] == metrics[key], (where, key, again[key], metrics[key])
-    for key in _IMAGE_METRICS:
+    pixels_keys = _PIXEL_METRICS if pixels else ()
+    for key in (*_IMAGE_METRICS, *pixels_keys):
         assert abs(again[key] - metrics[key]) <= TOL, (where, key, again[key], metrics[key])
-    out = {"metrics": again, "low": {}, "high": {}}
     if not pixels:
         assert all(metrics[k] is None for k in (*_PIXEL_METRICS, "pixel_f1_threshold")), where
-        return out
-    if maps.dtype == np.float32:  # the maps the run scored: its own numbers
-        low = high = again
-    else:
-        low, high = pixel_metric_bounds(maps, masks, scores, labels, evaluation["fpr_limit"])
-    for key in _PIXEL_METRICS:
-        out["low"][key], out["high"][key] = low[key], high[key]
-        bounds = (low[key], high[key])
-        assert low[key] - TOL <= metrics[key] <= high[key] + TOL, (where, key, metrics[key], bounds)
-    # the F1-max threshold is one of the float32 map values: as the file keeps them, one of the saved ones
+        return again
+    # the F1-max threshold is one of the map values the file keeps
     threshold = metrics["pixel_f1_threshold"]
-    assert maps.dtype.type(threshold) in np.unique(maps), (where, threshold)
-    return out
+    assert np.float32(threshold) in np.unique(maps), (where, threshold)
+    return again
 
 
 def check_saved_runs(workdir: Path, dataset: str, dataset_root: Path | None = None) -> list[tuple]:

@@ -52,11 +52,11 @@ def _maps(masks: np.ndarray, strength: float, seed: int) -> np.ndarray:
 def _write(root: Path, dataset: str, cls: str, method: str, variant: str, seed: int, labels, masks, maps,
            point: str | None = None, nfe: float | None = None) -> tuple[Path, Path]:  # fmt: skip
     """A run's result JSON (metrics computed from its maps, as a run does) and maps file, in the workflow layout."""
-    maps = maps.astype(np.float16).astype(np.float32)  # as the runs store them
+    maps = maps.astype(np.float32)  # as the runs store them
     scores = maps.reshape(len(labels), -1).max(axis=1)
     rel = Path(dataset) / cls / method / variant / f"seed{seed}"
     result_path, maps_path = root / "runs" / rel.with_suffix(".json"), root / "maps" / rel.with_suffix(".npz")
-    save_maps(maps_path, maps=maps.astype(np.float16), scores=scores, labels=labels, masks=masks,
+    save_maps(maps_path, maps=maps, scores=scores, labels=labels, masks=masks,
               paths=np.array([f"{cls}/img{i}.png" for i in range(len(labels))]))  # fmt: skip
     metrics = evaluate(scores, maps, masks, labels=labels, fpr_limit=0.3)
     metrics.update(n_images=len(labels), n_anomalous=int(labels.sum()), grid=[GRID, GRID])
@@ -164,7 +164,9 @@ def test_perfect_separation_and_identical_runs_give_degenerate_intervals(tmp_pat
     boot = Bootstraps([_bootstrap(tmp_path, [a, b], tmp_path / "wood.npz")])
     for metric in ("image_auroc", "pixel_auroc", "aupro", "pixel_ap"):
         e = boot.estimate("synthetic", "wood", "method_b", "default", metric)
-        assert (e.value, e.low, e.high) == pytest.approx((1.0, 1.0, 1.0), abs=1e-12), metric
+        # pixel resamples are binned (1000 quantile bins, a bin may hold pixels of both sides): within 1e-3 of 1,
+        # never above it
+        assert e.value == 1.0 and 1.0 - 1e-3 <= e.low <= e.high <= 1.0, (metric, e)
         d = boot.difference("synthetic", ["wood"], ("method_b", "default"), ("simplenet", "default"), metric)
         assert (d.value, d.low, d.high) == (0.0, 0.0, 0.0), metric  # identical maps: exactly zero
     assert d.delong is None

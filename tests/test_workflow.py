@@ -374,10 +374,6 @@ def test_tiny_demo_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert {(c, m) for c, m, _, _ in checked} == {(c, m) for c in ("woven", "wood") for m in METHODS}
     variants = {v for _, _, v, _ in checked}
     assert variants >= {"default", "full_chain", "shared_ddpm", "selected", "oracle", "pool1"}, variants
-    # the float16 maps bound each pixel metric to a few 1e-4, which tells a flipped map from the run's; not DRAEM's
-    # after 1 epoch: its probabilities vary by less than float16 resolves (0.504-0.507, 6 distinct values)
-    width = {(c, m, v): out["high"]["pixel_auroc"] - out["low"]["pixel_auroc"] for c, m, v, out in checked}
-    assert {m for (_, m, _), w in width.items() if w > 1e-3} <= {"draem"}, width
     models = sorted(p.name.split("-")[0] for p in (tmp_path / "results" / "models").rglob("*.pt"))
     assert models == sorted(["score", "ddpm", "simplenet", "draem"] * 2 + ["features"])
     # each model file keeps the whole block it was trained with: the ints as the schema's floats, and the

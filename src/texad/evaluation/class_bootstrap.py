@@ -9,7 +9,8 @@ the class's name (:func:`class_seed`), so classes are resampled independently of
 Per run and metric the file holds the exact estimate (the result JSON's, as the tables show it) and B resampled
 values. Pixel metrics come from quantile-binned histograms of the saved maps; each run's resampled values are
 shifted by (exact estimate − binned estimate on all images), so that the binning moves no interval off the
-number it surrounds (the shift is recorded, and is at most a few 1e-4 at 1000 bins).
+number it surrounds (the shift is recorded, and is at most a few 1e-4 at 1000 bins); shifted values are clipped to
+[0, 1], the range of every metric here.
 
 The file (``results/uncertainty/<dataset>/<class>.npz``) holds:
 
@@ -81,7 +82,8 @@ def _run_arrays(result: dict, maps, weights: np.ndarray) -> tuple[np.ndarray, np
         for j, name in enumerate(_PIXEL_METRICS, start=1):
             binned[j], replicates[:, j] = resampled[name][0], resampled[name][1:]
     shift = estimate - binned
-    return estimate, shift, replicates + shift
+    # every metric here lies in [0, 1]: a shifted replicate of a perfect separation must not pass 1
+    return estimate, shift, np.clip(replicates + shift, 0.0, 1.0)
 
 
 def _check_same_class(first: tuple, path: Path, result: dict, run_maps) -> None:

@@ -14,7 +14,7 @@ grid, :func:`texad.methods.run.save_maps`). The rule is ``evaluation.threshold``
 
 A value is anomalous when it is *greater than* its threshold (as ``texad predict`` flags). The precision-recall
 curve counts values *at or above* its threshold, so an ``f1_max`` threshold is the largest float32 below the
-curve's: the maps file stores float32 scores and float16 maps, so the same values are flagged.
+curve's: the maps file stores float32 scores and maps, so the same values are flagged.
 
 The file (``<result stem>.threshold.json`` beside the result, :func:`threshold_path`) also holds what the
 thresholds achieve on the test set (image and pixel FPR, TPR and F1; in-sample for the images they were chosen
