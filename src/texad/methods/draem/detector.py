@@ -14,8 +14,8 @@ from texad.methods.base import Detector, RunKey, Runtime, Scored, require_model
 from texad.methods.run import to_uint8_hwc
 
 from .infer import image_scores, predict
+from .model_reader import load_draem_model
 from .settings import DraemSettings, model_hash
-from .training import load_draem_model
 
 __all__ = ["DraemDetector"]
 

@@ -28,21 +28,20 @@ import torch
 from tqdm import tqdm
 
 from texad.checkpoints import TrainingStopped, cpu_state, read_checkpoint, save_torch
-from texad.config import validate_config
 from texad.data.anomaly_sources import SourceBank, describe_sources
 from texad.data.holdout import Holdout
 from texad.data.mvtec import MVTecDataset
 
 from .anomaly_generator import simulate_anomaly
 from .loss import draem_loss
-from .model import DiscriminativeNet, ReconstructiveNet, build_networks, count_parameters
+from .model import build_networks, count_parameters
+from .model_reader import load_draem_model
 from .settings import FORMAT, DraemSettings, model_hash
 
 __all__ = ["TrainingStopped", "epoch_batches", "load_draem_model", "load_train_images", "train_draem"]
 
 CHECKPOINT_NAME = "last.pt"
 _CKPT_KEYS = ("model_hash", "epoch", "step", "recon", "disc", "optimizer", "scheduler", "torch_rng")
-_MODEL_KEYS = ("format", "state_dict", "config", "model_hash", "dataset", "class_name", "seed")
 CHECKPOINT_EVERY = 10  # epochs between resumable checkpoints (and the last epoch)
 _SHUFFLE_STREAM = 0x5F1E  # keeps the permutation stream apart from the per-sample streams
 
@@ -288,41 +287,3 @@ def train_draem(
     save_torch(out, final)
     log(f"[{tag}] wrote DRAEM model {mhash} ({sum(n_params.values())} parameters) to {out}")
     return summary
-
-
-def load_draem_model(
-    path: str | Path, device: str | torch.device = "cpu"
-) -> tuple[ReconstructiveNet, DiscriminativeNet, dict]:
-    """Read a model written by :func:`train_draem`: both networks in eval mode on ``device`` and the meta
-    dict (``settings``: the :class:`DraemSettings` it was trained with; dataset, class_name, seed, model_hash,
-    recipe, anomaly_source, n_params, train summary)."""
-    path = Path(path)
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"DRAEM model file {path} is unreadable ({type(exc).__name__}: {exc})") from exc
-    if isinstance(data, dict) and data.get("format") != FORMAT:
-        raise ValueError(
-            f"{path} is a DRAEM model of format {data.get('format')!r}, not {FORMAT!r}; retrain it"
-        )
-    missing = [k for k in _MODEL_KEYS if not isinstance(data, dict) or k not in data]
-    if missing:
-        raise ValueError(f"{path} is not a texad DRAEM model file (missing {missing})")
-    # validated: a file written before a key existed (select) gets the key's schema default
-    config = validate_config(data["config"], partial=True)
-    settings = DraemSettings.from_config(config, data["class_name"])
-    holdout = Holdout.from_identity(data.get("holdout"))  # a file written before holdouts existed has none
-    expected = model_hash(settings, data["dataset"], data["class_name"], data["seed"], holdout)
-    if expected != data["model_hash"]:
-        raise ValueError(
-            f"{path} records model {data['model_hash']}, but its settings hash to {expected}; retrain it"
-        )
-    recon = ReconstructiveNet(settings.recon_base_width)
-    disc = DiscriminativeNet(settings.disc_base_width)
-    recon.load_state_dict(data["state_dict"]["recon"])
-    disc.load_state_dict(data["state_dict"]["disc"])
-    for net in (recon, disc):
-        net.to(device).eval().requires_grad_(False)
-    meta = {k: v for k, v in data.items() if k != "state_dict"}
-    meta["settings"] = settings
-    return recon, disc, meta
