@@ -230,3 +230,15 @@ def test_a_job_settings_argument_is_one_json_word():
     plan = Plan(load_config(CONFIGS["demo"]))
     arg = settings_arg(plan.run_settings("method_b", "woven", "default"))
     assert len(shlex.split(arg)) == 1 and json.loads(shlex.split(arg)[0])["run_name"] == "demo"
+
+
+def test_the_t_scales_table_is_planned_only_with_a_method_a_ablation_point():
+    config = load_config(CONFIGS["paper"])
+    assert "paper_method_a_tscales" in Plan(config).paper_tables()
+    bare = copy.deepcopy(config)
+    bare["methods"]["method_a"]["ablation"].update(
+        n_scales=[], steps_per_scale=[], sigma_hi=[], metric=[], full_chain=False, shared_ddpm=False
+    )
+    tables = Plan(bare).paper_tables()
+    # the default alone fills no T-scales table (paper-tables stops on it): the job would fail the workflow
+    assert "paper_method_a_tscales" not in tables and "paper_method_a_main" in tables

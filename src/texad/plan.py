@@ -108,7 +108,9 @@ class Plan:
                         official_variant(get(method), settings)
                     # a model another method's settings shape (Method A's shared_ddpm reads Method B's DDPM,
                     # also where Method B does not run): its owner's settings must hold for this class too
-                    for v in run_variants(get(method), settings):
+                    for v in get(method).variants(
+                        settings
+                    ):  # the official variant is checked above, if planned
                         for kind in get(method).models(v.settings).values():
                             self.settings(model_owner(kind), cls)
                 except ValueError as exc:
@@ -531,10 +533,17 @@ class Plan:
         ]
 
     def paper_tables(self) -> list[str]:
+        """The paper tables this config can fill: a method of each is enabled, and the T-scales table has at least
+        one Method A ablation point (config lists with no point leave only the default, which it cannot show)."""
         return [
             t
             for t, needs in PAPER_TABLES.items()
-            if set(needs) & set(self.enabled_methods()) and self.paper_table_results(t)
+            if set(needs) & set(self.enabled_methods())
+            and self.paper_table_results(t)
+            and (
+                t != "paper_method_a_tscales"
+                or set(self.ablation_results("method_a")) - set(self.method_results())
+            )
         ]
 
     def paper_table_results(self, table: str) -> list[str]:
