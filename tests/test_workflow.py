@@ -131,7 +131,7 @@ def test_demo_config_is_not_merged_with_the_paper_config():
         "train_simplenet": 3,
         "simplenet": 3 * 2,  # default + the candidate epoch 5 (a snapshot of the default's training)
         "train_draem": 3,
-        "draem": 3 * 3,  # default + the candidate pools 1 and 9
+        "draem": 3 * 2,  # default + the candidate pool 9
         # issue 23: each method's choice on the validation split, its selected and oracle runs, the table, the figure
         "select": 3 * 4,
         "choose": 3 * 4,

@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("rehearse", help="run config.yaml's workflow at paper size on the CPU, counts shrunk")
     p.add_argument("--workdir", required=True, type=Path, help="where the data, weights and results go")
     p.add_argument("--profile", choices=sorted(PROFILES), required=True,
-                   help="test: the test suite's (~10 min on 2 cores); full: make rehearse's")  # fmt: skip
+                   help="test: the test suite's (~6 min on 2 cores); full: make rehearse's")  # fmt: skip
     p.add_argument("--cores", type=int, required=True)
     p.add_argument("--root", type=Path, required=True, help="the texad repository (Snakefile, config.yaml)")
     p.set_defaults(func=cmd_rehearse)
