@@ -174,11 +174,23 @@ def get_final_output():
     return PLAN.final_outputs()
 
 
+def candidate_fit_states(wildcards):
+    """The fit states of a method's candidates' test-set runs (training-image statistics only): texad select
+    takes them instead of fitting each candidate again."""
+    runs = f"results/runs/{wildcards.dataset}/{wildcards.cls}/{wildcards.method}"
+    return [
+        f"{runs}/{v}/seed{wildcards.seed}.fit.npz"
+        for v in PLAN.candidates(wildcards.method, wildcards.cls)
+    ]
+
+
 def select_inputs(wildcards):
-    """A select job's inputs: the validation split, the default run's models and the staged weights."""
+    """A select job's inputs: the validation split, the default run's models, the staged weights and the
+    candidates' fit states."""
     return {
         "split": PLAN.validation_marker(wildcards.dataset, wildcards.cls),
         "weights": PLAN.weights(wildcards.method, wildcards.cls),
+        "fits": candidate_fit_states(wildcards),
         **PLAN.run_models(
             wildcards.method,
             wildcards.dataset,

@@ -25,10 +25,11 @@ rule select:
         validation=lambda wc: PLAN.validation_dir(wc.dataset, wc.cls),
         settings=lambda wc: settings_arg(PLAN.select_settings(wc.method, wc.cls)),
         models=models_arg,
+        class_dir=class_dir,
     shell:
         "{params.texad} select {wildcards.method} --settings {params.settings} --dataset {wildcards.dataset} "
         "--class {wildcards.cls} --seed {wildcards.seed} --validation-dir {params.validation} {params.models} "
-        "--out {output} > {log} 2>&1"
+        "--fit-states {input.fits} --fit-class-dir {params.class_dir} --out {output} > {log} 2>&1"
 
 
 rule choose:

@@ -22,6 +22,7 @@ import hashlib
 import io
 import math
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -157,17 +158,28 @@ def _recorded_config(detector: Detector) -> dict:
 
 
 def run_class(
-    detector: Detector, class_dir: Path, run: RunKey, runtime: Runtime, *, out_result: Path, out_maps: Path
+    detector: Detector,
+    class_dir: Path,
+    run: RunKey,
+    runtime: Runtime,
+    *,
+    out_result: Path,
+    out_maps: Path,
+    fit_state: Mapping[str, np.ndarray] | None = None,
 ) -> dict:
     """Run ``detector`` on the test split of ``class_dir`` and write the result JSON and the maps file.
 
     Every image, test or training, draws its noise from its own content (:func:`image_seeds`), so a score depends
     neither on the batch size nor on the other images, their names or their order. The fit state goes beside the
-    result (:func:`fit_state_path`), written before it. Returns the result.
+    result (:func:`fit_state_path`), written before it. ``fit_state``: what :meth:`Detector.fit` gives on the
+    training images of ``class_dir`` (another run's, computed on the same images), taken instead of fitting.
+    Returns the result.
     """
     class_dir = Path(class_dir)
     start = time.perf_counter()
-    if detector.needs_fit:
+    if fit_state is not None:
+        detector.load_fit_state(fit_state)
+    elif detector.needs_fit:
         train = load_images(class_dir, "train", detector.load_size, detector.fit_images)
         paths = [s.path for s in list_samples(class_dir, "train")[: train.shape[0]]]  # the images loaded
         if train.shape[0] < 2:  # per-pixel statistics need two maps at least

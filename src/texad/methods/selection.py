@@ -7,6 +7,9 @@ jobs turn them into results:
    normal training images, and the same images with synthetic anomalies; ``texad.data.validation``), with the
    same models as the default and the same run driver (:func:`texad.methods.run.run_class`), and picks one by the
    stated criterion (``selection.criterion``). Its inputs hold no test image, label or test-set statistic.
+   A candidate's fit (training-image statistics, e.g. Method A's and B's ``train_stats``) is the one its test-set
+   run computed on the same training images, when the workflow passes it (``fit_states``): that file holds what
+   the run's :meth:`fit` gave on the training images, before it saw a test image, so the job does not fit again.
 2. :func:`choose` (``texad choose``) reads that choice and the candidates' own test-set runs (ordinary runs of the
    workflow: a candidate that is the default or an ablation point is that run) and writes two results:
    ``selected`` (the candidate chosen on validation: its one test-set run) and ``oracle`` (the candidate that
@@ -66,6 +69,27 @@ def _manifest(validation_dir: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _same_training_images(validation_dir: Path, class_dir: Path | None) -> bool:
+    """Whether two class folders hold the same training images (content), in the same order: then a fit on one
+    is the fit on the other (the noise of each image is seeded from its content)."""
+    if class_dir is None:
+        return False
+    from texad.data.layout import list_samples
+    from texad.methods.base import image_identity
+
+    def listing(folder: Path) -> list[str]:
+        return [image_identity(s.path) for s in list_samples(Path(folder), "train")]
+
+    return listing(validation_dir) == listing(class_dir)
+
+
+def _read_fit_state(path: Path) -> dict:
+    import numpy as np
+
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
 def score_candidates(
     method: str,
     config: dict,
@@ -74,10 +98,14 @@ def score_candidates(
     validation_dir: Path,
     models: dict[str, Path],
     out: Path,
+    fit_states: dict[str, Path] | None = None,
+    fit_class_dir: Path | None = None,
 ) -> dict:
     """Score every candidate of ``method`` on the validation split in ``validation_dir`` and write the choice to
     ``out`` (JSON, :data:`FORMAT`); returns it. ``config``: a validated (partial) config holding the method's
-    block with its ``select`` candidates, the run's top-level keys and ``selection``."""
+    block with its ``select`` candidates, the run's top-level keys and ``selection``. ``fit_states``: candidate
+    name -> the fit state its test-set run wrote after fitting on the training images of ``fit_class_dir``; taken
+    instead of fitting where those are the validation split's training images, file for file (else fitted here)."""
     from texad.methods.jobs import method_settings
     from texad.methods.run import run_class
 
@@ -92,16 +120,20 @@ def score_candidates(
     runtime = Runtime.from_config(config)
     validation_dir = Path(validation_dir)
     manifest = _manifest(validation_dir)
+    reusable = dict(fit_states or {}) if _same_training_images(validation_dir, fit_class_dir) else {}
     rows = []
     with tempfile.TemporaryDirectory(prefix="texad-select-") as tmp:
         for v in found:
             applied = v.settings if v.grid is None else replace(v.settings, ablation=v.grid)  # no speed probe
             key = replace(run, variant=v.name)
             detector = module.Detector(applied, runtime, key, models)
+            state, fit = None, "fitted on the validation split's training images"
+            if v.name in reusable:
+                state, fit = _read_fit_state(reusable[v.name]), str(reusable[v.name])
             result = run_class(detector, validation_dir, key, runtime, out_result=Path(tmp) / f"{v.name}.json",
-                               out_maps=Path(tmp) / f"{v.name}.npz")  # fmt: skip
+                               out_maps=Path(tmp) / f"{v.name}.npz", fit_state=state)  # fmt: skip
             rows.append({"name": v.name, "values": candidate_values(v), "validation": result["metrics"],
-                         "seconds": result["timings"]["inference_s"]})  # fmt: skip
+                         "seconds": result["timings"]["inference_s"], "fit": fit})  # fmt: skip
     record = {
         "format": FORMAT,
         "method": method,

@@ -17,9 +17,12 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     models = {"model": Path(args.model), **({"features": Path(args.features)} if args.features else {})}
     config = load_settings(args.settings)
+    # <runs>/<variant>/seed<k>.fit.npz: each candidate's test-set run names its fit state by its variant folder
+    fit_states = {Path(p).parent.name: Path(p) for p in args.fit_states or []}
     record = score_candidates(
         args.method, config, RunKey.of(config, args.dataset, args.class_name, args.seed),
-        validation_dir=Path(args.validation_dir), models=models, out=Path(args.out),
+        validation_dir=Path(args.validation_dir), models=models, out=Path(args.out), fit_states=fit_states,
+        fit_class_dir=Path(args.fit_class_dir) if args.fit_class_dir else None,
     )  # fmt: skip
     shown = ", ".join(
         f"{row['name']} {_value(row['validation'], record['criterion'])}" for row in record["candidates"]
@@ -80,6 +83,10 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", required=True, help="the trained model file the default run loads")
     p.add_argument("--features", help="Method B: the adapted feature extractor")
     p.add_argument("--out", required=True, help="the choice (JSON)")
+    p.add_argument("--fit-states", nargs="*", help="the candidates' test-set runs' fit states "
+                   "(<variant>/seed<k>.fit.npz): training-image statistics taken instead of fitting again")  # fmt: skip
+    p.add_argument("--fit-class-dir", help="the class folder those runs fitted on (its training images must be "
+                   "the validation split's, else each candidate fits here)")  # fmt: skip
     p.set_defaults(func=cmd_select)
 
     p = sub.add_parser(
